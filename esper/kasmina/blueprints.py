@@ -1,0 +1,145 @@
+"""Seed blueprints: residual branches that start function-preserving (their output is zero at graft time)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from esper.kasmina.protocol import InjectionPoint, PointKind
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm groups that divide the channel count (GroupNorm, not BatchNorm: seeds must not
+    depend on batch statistics, which differ between isolated training and counterfactual passes)."""
+    return math.gcd(channels, 8)
+
+
+def _zero(layer: nn.Module) -> nn.Module:
+    """Zero-initialise a branch's last layer so the seed adds exactly 0 at germination."""
+    for p in layer.parameters():
+        nn.init.zeros_(p)
+    return layer
+
+
+class _Norm(nn.Module):
+    """γ ⊙ GroupNorm(x) with γ = 0: learns a re-normalised correction of the features."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(c), c, affine=False)
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gamma * self.norm(x) + self.beta
+
+
+class _SqueezeExcite(nn.Module):
+    """Channel attention: x ⊙ tanh(MLP(avgpool(x))); the gate's last layer starts at 0."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        hidden = max(c // 4, 4)
+        self.fc1 = nn.Linear(c, hidden)
+        self.fc2 = _zero(nn.Linear(hidden, c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.mean(dim=(2, 3))  # (B, C)
+        gate = torch.tanh(self.fc2(torch.relu(self.fc1(s))))
+        return x * gate[:, :, None, None]  # (B, C) → (B, C, 1, 1)
+
+
+def _depthwise(c: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+        nn.GroupNorm(_groups(c), c),
+        nn.ReLU(),
+        _zero(nn.Conv2d(c, c, 1)),
+    )
+
+
+def _bottleneck(c: int) -> nn.Module:
+    mid = max(c // 4, 4)
+    return nn.Sequential(
+        nn.Conv2d(c, mid, 1, bias=False),
+        nn.GroupNorm(_groups(mid), mid),
+        nn.ReLU(),
+        nn.Conv2d(mid, mid, 3, padding=1, bias=False),
+        nn.GroupNorm(_groups(mid), mid),
+        nn.ReLU(),
+        _zero(nn.Conv2d(mid, c, 1)),
+    )
+
+
+def _conv_light(c: int) -> nn.Module:
+    return nn.Sequential(nn.GroupNorm(_groups(c), c), nn.ReLU(), _zero(nn.Conv2d(c, c, 3, padding=1)))
+
+
+def _conv_heavy(c: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(c, c, 3, padding=1, bias=False),
+        nn.GroupNorm(_groups(c), c),
+        nn.ReLU(),
+        nn.Conv2d(c, c, 3, padding=1, bias=False),
+        nn.GroupNorm(_groups(c), c),
+        nn.ReLU(),
+        _zero(nn.Conv2d(c, c, 3, padding=1)),
+    )
+
+
+def _mlp(d: int) -> nn.Module:
+    return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), _zero(nn.Linear(2 * d, d)))
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    """A recipe for a seed module at an injection point of a given width."""
+
+    name: str
+    kind: PointKind
+    build_branch: Callable[[int], nn.Module]
+    description: str
+
+    def build(self, channels: int) -> nn.Module:
+        """The residual branch f; the slot outputs h + α·f(h). f(h) == 0 at build time."""
+        return self.build_branch(channels)
+
+    def param_count(self, channels: int) -> int:
+        with torch.device("meta"):
+            return sum(p.numel() for p in self.build(channels).parameters())
+
+    def flops(self, point: InjectionPoint) -> int:
+        """Forward FLOPs for one sample at `point` (torch's FLOP counter; 1 multiply-add = 2 FLOPs)."""
+        with torch.device("meta"):
+            branch = self.build(point.channels)
+            shape = (1, point.channels, *(point.spatial or (1, 1))) if self.kind == "conv2d" else (1, point.channels)
+            x = torch.empty(shape)
+            with FlopCounterMode(display=False) as counter:
+                branch(x)
+        return int(counter.get_total_flops())
+
+
+BLUEPRINTS: dict[str, Blueprint] = {
+    bp.name: bp
+    for bp in (
+        Blueprint("norm", "conv2d", _Norm, "GroupNorm re-normalisation with a zero-initialised scale"),
+        Blueprint("attention", "conv2d", _SqueezeExcite, "squeeze-and-excitation channel attention"),
+        Blueprint("depthwise", "conv2d", _depthwise, "depthwise 3×3 + pointwise 1×1 (zero-init)"),
+        Blueprint("bottleneck", "conv2d", _bottleneck, "1×1 reduce → 3×3 → 1×1 expand (zero-init)"),
+        Blueprint("conv_light", "conv2d", _conv_light, "norm → ReLU → one 3×3 conv (zero-init)"),
+        Blueprint("conv_heavy", "conv2d", _conv_heavy, "three 3×3 convs with norms (last zero-init)"),
+        Blueprint("mlp", "vector", _mlp, "LayerNorm → Linear(D, 2D) → GELU → Linear(2D, D) (zero-init)"),
+    )
+}
+
+
+def get_blueprint(name: str) -> Blueprint:
+    try:
+        return BLUEPRINTS[name]
+    except KeyError:
+        raise KeyError(f"unknown blueprint {name!r}; known: {sorted(BLUEPRINTS)}") from None

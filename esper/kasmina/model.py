@@ -1,0 +1,235 @@
+"""MorphogeneticModel: a host plus its plane of seed slots, parameter accounting, manifests and snapshots."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from esper.kasmina.blueprints import get_blueprint
+from esper.kasmina.protocol import HostProtocol
+from esper.kasmina.slot import IllegalCommandError, SeedSlot
+from esper.leyline import (
+    LIVE_STAGES,
+    ActionMasks,
+    ActionSpec,
+    ArchitectureManifest,
+    FactoredAction,
+    KasminaConfig,
+    Op,
+    SlotReport,
+    Stage,
+    compute_masks,
+)
+from esper.leyline.manifest import MANIFEST_FORMAT_VERSION
+from esper.leyline.telemetry import TelemetryEvent
+
+GROWN_MODEL_FORMAT = "esper.grown_model/1"
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    host: int
+    active_seeds: int
+    fossilized: int
+
+    @property
+    def total(self) -> int:
+        return self.host + self.active_seeds + self.fossilized
+
+    @property
+    def excess_ratio(self) -> float:
+        """(P_fossilized + P_active_seeds) / P_host — what rent is charged on."""
+        return (self.fossilized + self.active_seeds) / max(self.host, 1)
+
+
+class MorphogeneticModel(nn.Module):
+    """A host whose injection points each hold a SeedSlot. Works with any `HostProtocol` host."""
+
+    def __init__(self, host: nn.Module, config: KasminaConfig | None = None) -> None:
+        super().__init__()
+        if not isinstance(host, HostProtocol) or not isinstance(host, nn.Module):
+            raise TypeError(f"{type(host).__name__} must be an nn.Module implementing HostProtocol")
+        self.config = config or KasminaConfig()
+        for name in self.config.blueprints:
+            get_blueprint(name)  # unknown blueprint names fail here, at construction
+        self.host = host
+        points = list(host.injection_points())
+        names = [p.name for p in points]
+        if not points or len(set(names)) != len(names):
+            raise ValueError(f"host must declare ≥1 injection point with unique names, got {names}")
+        host_params = sum(p.numel() for p in host.parameters())
+        gates = self.config.gate_config()
+        self.slots = nn.ModuleDict({p.name: SeedSlot(p, gates, host_params) for p in points})
+        self._slot_by_name: dict[str, SeedSlot] = dict(self.slots.items())  # plain dict: cheap lookup
+        self.listeners: list[Callable[[TelemetryEvent], None]] = []
+        for slot in self._slot_by_name.values():
+            slot.listener = self._dispatch
+        self.action_spec = self._build_action_spec(host_params)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> Tensor:
+        return self.host.forward_through(x, self._inject)
+
+    def _inject(self, name: str, h: Tensor) -> Tensor:
+        slot = self._slot_by_name[name]
+        if slot.seed is None:  # DORMANT (and embargo stages): identity, no module call at all
+            return h
+        return slot(h)
+
+    # ------------------------------------------------------------------ commands
+    def germinate(self, slot: str, blueprint: str, tempo: int = 5, curve: str = "linear") -> None:
+        if blueprint not in self.config.blueprints:
+            raise IllegalCommandError(f"blueprint {blueprint!r} is not enabled; enabled: {list(self.config.blueprints)}")
+        p = self._first_param()
+        self.slot(slot).germinate(blueprint, tempo, curve, device=p.device, dtype=p.dtype)
+
+    def advance(self, slot: str) -> Stage:
+        return self.slot(slot).advance()
+
+    def cull(self, slot: str, reason: str = "commanded") -> None:
+        self.slot(slot).cull(reason)
+
+    def step_epoch(self) -> None:
+        """Tick every slot's clock once (call once per decision point, after the controller acted)."""
+        for slot in self._slot_by_name.values():
+            slot.step_epoch()
+
+    def apply(self, action: FactoredAction) -> None:
+        """Execute a factored action; an action the masks forbid raises and changes nothing."""
+        masks = self.masks()
+        if not masks.allows(action):
+            raise IllegalCommandError(f"action {action} is masked out (op mask {masks.op.astype(int).tolist()})")
+        spec = self.action_spec
+        name = spec.slots[action.slot]
+        if action.op is Op.GERMINATE:
+            tempo, curve = spec.blend_choice(action.blend)
+            self.germinate(name, spec.blueprints[action.blueprint], tempo, curve.value)
+        elif action.op is Op.ADVANCE:
+            self.advance(name)
+        elif action.op is Op.CULL:
+            self.cull(name)
+
+    # ------------------------------------------------------------------ queries
+    def slot(self, name: str) -> SeedSlot:
+        try:
+            return self._slot_by_name[name]
+        except KeyError:
+            raise KeyError(f"unknown slot {name!r}; slots: {list(self._slot_by_name)}") from None
+
+    def reports(self) -> list[SlotReport]:
+        return [s.report() for s in self._slot_by_name.values()]
+
+    def masks(self) -> ActionMasks:
+        return compute_masks(self.action_spec, self.reports())
+
+    def param_counts(self) -> ParamCounts:
+        slots = self._slot_by_name.values()
+        return ParamCounts(
+            host=sum(p.numel() for p in self.host.parameters()),
+            active_seeds=sum(s.seed_params for s in slots if s.stage in LIVE_STAGES),
+            fossilized=sum(s.seed_params for s in slots if s.stage is Stage.FOSSILIZED),
+        )
+
+    def seed_parameters(self, stages: frozenset[Stage] = LIVE_STAGES) -> dict[str, list[nn.Parameter]]:
+        """Parameters of each seed whose slot is in `stages` (per-seed optimisers are built from these)."""
+        return {n: list(s.seed.parameters()) for n, s in self._slot_by_name.items() if s.seed is not None and s.stage in stages}
+
+    # ------------------------------------------------------------------ manifest, save, load
+    def manifest(self) -> ArchitectureManifest:
+        return ArchitectureManifest(host=self.host.host_spec(), slots=[s.manifest() for s in self._slot_by_name.values()])
+
+    def load_manifest(self, manifest: ArchitectureManifest) -> None:
+        """Rebuild slot structure (which seeds exist, stage, α) from a manifest; weights come separately."""
+        if manifest.format_version != MANIFEST_FORMAT_VERSION:
+            raise ValueError(f"manifest format {manifest.format_version} ≠ supported {MANIFEST_FORMAT_VERSION}")
+        if [m.name for m in manifest.slots] != list(self._slot_by_name):
+            raise ValueError(f"manifest slots {[m.name for m in manifest.slots]} ≠ host slots {list(self._slot_by_name)}")
+        p = self._first_param()
+        for m in manifest.slots:
+            self._slot_by_name[m.name].load_manifest(m, device=p.device, dtype=p.dtype)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write manifest + weights atomically (tmp file + rename); loadable with weights_only=True."""
+        payload = {
+            "format": GROWN_MODEL_FORMAT,
+            "manifest": self.manifest().model_dump(mode="json"),
+            "kasmina_config": self.config.model_dump(mode="json"),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        atomic_torch_save(payload, Path(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, host: nn.Module, map_location: str | torch.device = "cpu") -> "MorphogeneticModel":
+        """Rebuild a grown model: `host` must be built from the saved manifest's host spec (see `read_manifest`)."""
+        payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != GROWN_MODEL_FORMAT:
+            raise ValueError(f"{path}: not an Esper grown model (expected format {GROWN_MODEL_FORMAT!r})")
+        model = cls(host, KasminaConfig.model_validate(payload["kasmina_config"]))
+        model.load_manifest(ArchitectureManifest.model_validate(payload["manifest"]))
+        model.load_state_dict(payload["state_dict"])
+        return model
+
+    # ------------------------------------------------------------------ snapshots (Governor rollback)
+    def snapshot(self) -> dict[str, Any]:
+        """Deep copy of structure and weights, kept in memory."""
+        return {"manifest": self.manifest(), "state_dict": copy.deepcopy(self.state_dict())}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Return exactly to a snapshot: seeds germinated since are dropped, culled ones come back."""
+        self.load_manifest(snapshot["manifest"])
+        self.load_state_dict(snapshot["state_dict"])
+
+    # ------------------------------------------------------------------ internals
+    def _first_param(self) -> Tensor:
+        return next(self.host.parameters())
+
+    def _dispatch(self, event: TelemetryEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def _build_action_spec(self, host_params: int) -> ActionSpec:
+        gates = self.config.gate_config()
+        slots = list(self._slot_by_name.values())
+        allowed = tuple(
+            tuple(
+                get_blueprint(b).kind == s.point.kind
+                and get_blueprint(b).param_count(s.point.channels) <= gates.max_seed_param_ratio * host_params
+                for b in self.config.blueprints
+            )
+            for s in slots
+        )
+        return ActionSpec(
+            slots=tuple(self._slot_by_name),
+            blueprints=tuple(self.config.blueprints),
+            tempos=tuple(self.config.blend.tempos),
+            curves=tuple(self.config.blend.curves),
+            blueprint_allowed=allowed,
+        )
+
+
+def read_manifest(path: str | os.PathLike) -> ArchitectureManifest:
+    """The architecture manifest of a saved grown model (to build its host before `MorphogeneticModel.load`)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return ArchitectureManifest.model_validate(payload["manifest"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then rename: a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,42 @@
+"""How a host declares its injection points and runs its forward pass through them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+
+from torch import Tensor
+
+PointKind = Literal["conv2d", "vector"]
+Inject = Callable[[str, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class InjectionPoint:
+    """A place in the host where a seed slot sits (features there have this shape)."""
+
+    name: str
+    """Unique name (no dots); also the slot's name."""
+    channels: int
+    """Channels (conv2d: C of (B, C, H, W)) or width (vector: D of (B, D))."""
+    kind: PointKind = "conv2d"
+    """Feature layout at this point; blueprints declare which kind they fit."""
+    spatial: tuple[int, int] | None = None
+    """(H, W) of the features for the host's nominal input; used for FLOPs and the germination probe."""
+
+
+@runtime_checkable
+class HostProtocol(Protocol):
+    """What Kasmina needs from a host model (an nn.Module). Kasmina never imports a concrete host."""
+
+    def injection_points(self) -> Sequence[InjectionPoint]:
+        """Injection points in execution order."""
+        ...
+
+    def forward_through(self, x: Tensor, inject: Inject) -> Tensor:
+        """The host's forward pass, calling `h = inject(point_name, h)` at each injection point, in order."""
+        ...
+
+    def host_spec(self) -> dict[str, Any]:
+        """Plain-container description that rebuilds this host (stored in the architecture manifest)."""
+        ...

@@ -1,0 +1,287 @@
+"""SeedSlot: one injection point's seed and its lifecycle (isolation, blending, gates, embargo)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from esper.kasmina.blueprints import Blueprint, get_blueprint
+from esper.kasmina.gates import GateResult, SeedEvidence, check_gate
+from esper.kasmina.protocol import InjectionPoint
+from esper.leyline import (
+    ADVANCE_TARGET,
+    LIVE_STAGES,
+    BlendCurve,
+    GateConfig,
+    SlotManifest,
+    TRANSITIONS,
+    SlotReport,
+    Stage,
+    alpha_at,
+    is_legal,
+)
+from esper.leyline.telemetry import (
+    CullEvent,
+    FossilizeEvent,
+    GateEvent,
+    GerminateEvent,
+    StageChangeEvent,
+    TelemetryEvent,
+)
+
+SEED_STAGES = LIVE_STAGES | {Stage.FOSSILIZED}  # stages in which the slot holds a seed module
+
+
+class IllegalCommandError(RuntimeError):
+    """A lifecycle command that the transition table or a gate forbids. State is left unchanged."""
+
+
+class GateClosedError(IllegalCommandError):
+    """The transition is legal but its quality gate did not pass."""
+
+
+class SeedSlot(nn.Module):
+    """A seed slot. Output by stage (h = host features at the point, f = the seed's residual branch):
+
+    DORMANT, GERMINATED, CULLED, EMBARGOED, RESETTING: h (the seed, if any, does not run)
+    TRAINING:   h + (f − stopgrad(f)), f = f(stopgrad(h)) — value is exactly h, the seed gets ∂L/∂h
+    BLENDING:   h + α·f(stopgrad(h))   == lerp(h, h + f, α)
+    HOLDING:    h + f(stopgrad(h))     (α = 1, host still shielded from the seed's gradient)
+    FOSSILIZED: h + f(h)               (permanent; trained jointly with the host)
+    """
+
+    def __init__(self, point: InjectionPoint, gates: GateConfig, host_params: int) -> None:
+        super().__init__()
+        if "." in point.name or not point.name:
+            raise ValueError(f"injection point names must be non-empty and dot-free, got {point.name!r}")
+        self.point = point
+        self.gates = gates
+        self.host_params = host_params
+        self.listener: Callable[[TelemetryEvent], None] | None = None
+        self.seed: nn.Module | None = None
+        self.alpha_override: float | None = None  # counterfactual evaluation forces α (e.g. 0)
+        self._clear_seed_state()
+        self.stage = Stage.DORMANT
+        self.epoch = 0
+
+    def _clear_seed_state(self) -> None:
+        self.seed = None
+        self.blueprint: str | None = None
+        self.tempo: int | None = None
+        self.curve: BlendCurve | None = None
+        self.alpha = 0.0
+        self.epochs_in_stage = 0
+        self.contribution: float | None = None
+        self.grad_norm: float | None = None
+        self.sanity_ok = False
+        self.embargo_remaining = 0
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, h: Tensor) -> Tensor:
+        seed, stage = self.seed, self.stage
+        if seed is None or stage not in (Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED):
+            return h
+        if stage is Stage.FOSSILIZED and self.alpha_override is None:
+            return h + seed(h)
+        if stage is Stage.TRAINING and self.alpha_override is None:
+            f = seed(h.detach())
+            return h + (f - f.detach())  # straight-through: value h, gradient ∂L/∂h reaches the seed
+        alpha = self.alpha if self.alpha_override is None else self.alpha_override
+        if alpha == 0.0:
+            return h
+        return h + alpha * seed(h.detach() if stage is not Stage.FOSSILIZED else h)
+
+    # ------------------------------------------------------------------ commands
+    def germinate(self, blueprint: Blueprint | str, tempo: int, curve: BlendCurve, device=None, dtype=None) -> None:
+        """Graft a seed built from `blueprint` into this DORMANT slot (gate G0)."""
+        bp = get_blueprint(blueprint) if isinstance(blueprint, str) else blueprint
+        self._require_legal("germinate", Stage.GERMINATED)
+        if bp.kind != self.point.kind:
+            raise IllegalCommandError(
+                f"slot {self.point.name!r}: blueprint {bp.name!r} fits {bp.kind} points, this point is {self.point.kind}"
+            )
+        if tempo < 1:
+            raise IllegalCommandError(f"slot {self.point.name!r}: blend tempo must be ≥ 1, got {tempo}")
+        ev = SeedEvidence(seed_params=bp.param_count(self.point.channels), host_params=self.host_params)
+        self._gate_or_raise(Stage.DORMANT, Stage.GERMINATED, ev)
+        module = bp.build(self.point.channels).to(device=device, dtype=dtype)
+        self.seed = module
+        self.blueprint, self.tempo, self.curve = bp.name, tempo, BlendCurve(curve)
+        self.sanity_ok = self._probe(module, device, dtype)
+        self._move(Stage.GERMINATED, "germinate")
+        self._emit(GerminateEvent, blueprint=bp.name, seed_params=self.seed_params, tempo=tempo, curve=self.curve.value)
+
+    def advance(self) -> Stage:
+        """Take the next happy-path step (GERMINATED→TRAINING→BLENDING→HOLDING→FOSSILIZED) if its gate passes."""
+        target = ADVANCE_TARGET.get(self.stage)
+        if target is None:
+            raise IllegalCommandError(
+                f"slot {self.point.name!r}: cannot advance from {self.stage.name}; "
+                f"advance is legal from {[s.name for s in ADVANCE_TARGET]}"
+            )
+        self._gate_or_raise(self.stage, target, self.evidence())
+        self._move(target, "advance")
+        if target is Stage.BLENDING:
+            self.alpha = 0.0
+        elif target in (Stage.HOLDING, Stage.FOSSILIZED):
+            self.alpha = 1.0
+        if target is Stage.FOSSILIZED:
+            self._emit(FossilizeEvent, blueprint=self.blueprint, seed_params=self.seed_params)
+        return target
+
+    def cull(self, reason: str = "commanded") -> None:
+        """Remove a live seed; the slot then serves an embargo before it can be reused."""
+        if self.stage not in LIVE_STAGES:
+            raise IllegalCommandError(
+                f"slot {self.point.name!r}: cannot cull from {self.stage.name}; "
+                f"cull is legal from {sorted(s.name for s in LIVE_STAGES)}"
+            )
+        self._emit(CullEvent, blueprint=self.blueprint, from_stage=self.stage.name, reason=reason)
+        self.seed = None  # free the parameters now; the slot must not cost anything while embargoed
+        self.alpha = 0.0
+        self._move(Stage.CULLED, reason)
+
+    def step_epoch(self) -> None:
+        """Advance the slot's clock: α ramps in BLENDING; CULLED→EMBARGOED→RESETTING→DORMANT run by themselves."""
+        self.epoch += 1
+        self.epochs_in_stage += 1
+        stage = self.stage
+        if stage is Stage.BLENDING:
+            assert self.tempo is not None and self.curve is not None
+            self.alpha = alpha_at(self.epochs_in_stage, self.tempo, self.curve)
+        elif stage is Stage.CULLED:
+            self._move(Stage.EMBARGOED, "embargo")
+            self.embargo_remaining = self.gates.embargo_epochs
+        elif stage is Stage.EMBARGOED:
+            self.embargo_remaining = max(self.embargo_remaining - 1, 0)
+            if self.embargo_remaining == 0:
+                self._move(Stage.RESETTING, "embargo served")
+        elif stage is Stage.RESETTING:
+            self._gate_or_raise(Stage.RESETTING, Stage.DORMANT, self.evidence())
+            self._clear_seed_state()
+            self._move(Stage.DORMANT, "reset")
+
+    def record(self, *, contribution: float | None = None, grad_norm: float | None = None) -> None:
+        """Store measurements the trainer made (counterfactual contribution, gradient norm)."""
+        if contribution is not None:
+            self.contribution = float(contribution)
+        if grad_norm is not None:
+            self.grad_norm = float(grad_norm)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def seed_params(self) -> int:
+        return 0 if self.seed is None else sum(p.numel() for p in self.seed.parameters())
+
+    def seed_grad_norm(self) -> float | None:
+        """L2 norm of the seed's current gradients (None if it has none)."""
+        if self.seed is None:
+            return None
+        grads = [p.grad.detach().flatten() for p in self.seed.parameters() if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.cat(grads))) if grads else None
+
+    def evidence(self) -> SeedEvidence:
+        return SeedEvidence(
+            seed_params=self.seed_params,
+            host_params=self.host_params,
+            sanity_ok=self.sanity_ok,
+            epochs_in_stage=self.epochs_in_stage,
+            grad_norm=self.grad_norm,
+            alpha=self.alpha,
+            contribution=self.contribution,
+            has_module=self.seed is not None,
+        )
+
+    def next_gate(self) -> GateResult | None:
+        """The gate guarding this slot's next ADVANCE, evaluated now (None if ADVANCE is not legal)."""
+        target = ADVANCE_TARGET.get(self.stage)
+        return None if target is None else check_gate(self.stage, target, self.evidence(), self.gates)
+
+    def report(self) -> SlotReport:
+        gate = self.next_gate()
+        return SlotReport(
+            name=self.point.name,
+            stage=self.stage,
+            blueprint=self.blueprint,
+            tempo=self.tempo,
+            curve=self.curve,
+            alpha=self.alpha,
+            epochs_in_stage=self.epochs_in_stage,
+            contribution=self.contribution,
+            grad_norm=self.grad_norm,
+            seed_params=self.seed_params,
+            gate_open=bool(gate and gate.passed),
+            embargo_remaining=self.embargo_remaining,
+        )
+
+    # ------------------------------------------------------------------ manifest
+    def manifest(self) -> SlotManifest:
+        return SlotManifest(
+            name=self.point.name,
+            stage=self.stage.name,
+            blueprint=self.blueprint,
+            tempo=self.tempo,
+            curve=None if self.curve is None else self.curve.value,
+            alpha=self.alpha,
+            epochs_in_stage=self.epochs_in_stage,
+            embargo_remaining=self.embargo_remaining,
+            contribution=self.contribution,
+        )
+
+    def load_manifest(self, m: SlotManifest, device=None, dtype=None) -> None:
+        """Rebuild this slot's structure from a manifest (weights are loaded afterwards by the model)."""
+        if m.name != self.point.name:
+            raise ValueError(f"manifest slot {m.name!r} does not match slot {self.point.name!r}")
+        stage = Stage[m.stage]
+        if (stage in SEED_STAGES) != (m.blueprint is not None):
+            raise ValueError(f"slot {m.name!r}: stage {stage.name} and blueprint {m.blueprint!r} disagree")
+        self._clear_seed_state()
+        if m.blueprint is not None:
+            self.seed = get_blueprint(m.blueprint).build(self.point.channels).to(device=device, dtype=dtype)
+            self.sanity_ok = True
+        self.stage, self.blueprint, self.tempo = stage, m.blueprint, m.tempo
+        self.curve = None if m.curve is None else BlendCurve(m.curve)
+        self.alpha, self.epochs_in_stage, self.embargo_remaining = m.alpha, m.epochs_in_stage, m.embargo_remaining
+        self.contribution = m.contribution
+
+    # ------------------------------------------------------------------ internals
+    def _require_legal(self, command: str, target: Stage) -> None:
+        if not is_legal(self.stage, target):
+            raise IllegalCommandError(
+                f"slot {self.point.name!r}: cannot {command} from {self.stage.name} "
+                f"(legal next stages: {sorted(s.name for s in TRANSITIONS[self.stage])})"
+            )
+
+    def _gate_or_raise(self, src: Stage, dst: Stage, ev: SeedEvidence) -> None:
+        result = check_gate(src, dst, ev, self.gates)
+        if result.gate != "-":
+            self._emit(GateEvent, gate=result.gate, passed=result.passed, reason=result.reason)
+        if not result.passed:
+            raise GateClosedError(f"slot {self.point.name!r}: gate {result.gate} refused {src.name}→{dst.name}: {result.reason}")
+
+    def _probe(self, module: nn.Module, device, dtype) -> bool:
+        """Germination probe: a random input must give a finite output of the same shape."""
+        spatial = self.point.spatial or (4, 4)
+        shape = (2, self.point.channels, *spatial) if self.point.kind == "conv2d" else (2, self.point.channels)
+        # A private generator so probing never shifts the global RNG stream (runs stay reproducible).
+        gen = torch.Generator(device=device or "cpu").manual_seed(0)
+        with torch.no_grad():
+            x = torch.randn(shape, device=device, dtype=dtype, generator=gen)
+            y = module(x)
+        return y.shape == x.shape and bool(torch.isfinite(y).all())
+
+    def _move(self, target: Stage, reason: str) -> None:
+        src = self.stage
+        if not is_legal(src, target):  # the one place a stage changes; the table is the law
+            raise IllegalCommandError(f"slot {self.point.name!r}: illegal transition {src.name}→{target.name}")
+        self.stage = target
+        self.epochs_in_stage = 0
+        self._emit(StageChangeEvent, from_stage=src.name, to_stage=target.name, blueprint=self.blueprint, reason=reason)
+
+    def _emit(self, event_cls: type, **fields) -> None:
+        if self.listener is not None:
+            self.listener(event_cls(epoch=self.epoch, slot=self.point.name, **fields))
+

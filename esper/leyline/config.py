@@ -1,0 +1,118 @@
+"""Pydantic configs of the Kasmina plane: gate profiles, blend choices, slot and host settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from esper.leyline.base import EsperModel
+from esper.leyline.blending import BlendCurve
+
+
+class GateConfig(EsperModel):
+    """Quality-gate thresholds G0–G5 (see docs/architecture.md for what each gate protects)."""
+
+    max_seed_param_ratio: float = Field(0.5, gt=0)
+    """G0 (germinate): a blueprint is only offered in a slot if its parameters ≤ this × host parameters."""
+    require_sanity_probe: bool = True
+    """G1 (GERMINATED→TRAINING): the seed's probe forward must have produced a finite, shape-preserving output."""
+    min_training_epochs: int = Field(1, ge=0)
+    """G2 (TRAINING→BLENDING): epochs the seed must have trained in isolation."""
+    min_seed_grad_norm: float = Field(0.0, ge=0)
+    """G2: the seed's last recorded gradient norm must exceed this (0 = any finite value, incl. unrecorded)."""
+    min_holding_epochs: int = Field(1, ge=0)
+    """G4 (HOLDING→FOSSILIZED): epochs of probation at α = 1."""
+    require_contribution: bool = False
+    """G4: fossilizing requires a measured counterfactual contribution (else unmeasured passes)."""
+    min_contribution: float = -1.0
+    """G4: the counterfactual contribution (validation accuracy with the seed − without, as a fraction) must be ≥ this."""
+    embargo_epochs: int = Field(2, ge=0)
+    """G5 (EMBARGOED→RESETTING→DORMANT): cool-down epochs after a cull before the slot can be reused."""
+
+
+GATE_PROFILES: dict[str, GateConfig] = {
+    # Lets every well-formed seed through as soon as the lifecycle allows; for smoke worlds and tests.
+    "permissive": GateConfig(
+        max_seed_param_ratio=2.0, min_training_epochs=0, min_holding_epochs=0, embargo_epochs=1
+    ),
+    # Demands evidence: isolation training, probation and a positive measured contribution.
+    "strict": GateConfig(
+        max_seed_param_ratio=0.25,
+        min_training_epochs=3,
+        min_seed_grad_norm=1e-8,
+        min_holding_epochs=2,
+        require_contribution=True,
+        min_contribution=0.0,
+        embargo_epochs=3,
+    ),
+}
+
+
+class BlendChoices(EsperModel):
+    """The α schedules a controller may pick from (the `blend` head is tempo × curve)."""
+
+    tempos: tuple[int, ...] = (3, 5, 8)
+    """Blend durations in epochs."""
+    curves: tuple[BlendCurve, ...] = (BlendCurve.LINEAR, BlendCurve.COSINE, BlendCurve.SIGMOID)
+    """α ramp shapes."""
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "BlendChoices":
+        if not self.tempos or not self.curves:
+            raise ValueError("blend.tempos and blend.curves must each list at least one choice")
+        if min(self.tempos) < 1:
+            raise ValueError("blend.tempos must all be ≥ 1 epoch")
+        return self
+
+
+class HostConfig(EsperModel):
+    """Which host network to build."""
+
+    name: Literal["cnn"] = "cnn"
+    """Host family (registered in esper.kasmina.hosts)."""
+    preset: Literal["tiny", "small", "paper", "custom"] = "small"
+    """Width preset: tiny (8-16-32, cheap worlds), small (16-32-64), paper (32-64-128, the seed documents' host)."""
+    widths: tuple[int, ...] | None = None
+    """Channel width of each block; required when preset is custom, else taken from the preset."""
+    convs_per_block: int = Field(1, ge=1, le=4)
+    """3×3 conv layers per block (each block ends with an injection point)."""
+    num_classes: int = Field(10, ge=2)
+    """Output classes."""
+    in_channels: int = Field(3, ge=1)
+    """Input image channels."""
+
+    @model_validator(mode="after")
+    def _widths_for_custom(self) -> "HostConfig":
+        if self.preset == "custom" and not self.widths:
+            raise ValueError("host.widths is required when host.preset is 'custom'")
+        if self.widths is not None and any(w < 1 for w in self.widths):
+            raise ValueError("host.widths must all be ≥ 1")
+        return self
+
+
+class KasminaConfig(EsperModel):
+    """Settings of the morphogenetic plane."""
+
+    gate_profile: Literal["permissive", "strict", "custom"] = "permissive"
+    """Named gate profile; 'custom' uses `gates` as given."""
+    gates: GateConfig | None = None
+    """Explicit gate thresholds (only with gate_profile='custom')."""
+    blueprints: tuple[str, ...] = ("norm", "attention", "depthwise", "bottleneck", "conv_light", "conv_heavy")
+    """Blueprints a controller may germinate, in action-head order."""
+    blend: BlendChoices = BlendChoices()
+    """α schedules offered to the controller."""
+
+    @model_validator(mode="after")
+    def _gates_match_profile(self) -> "KasminaConfig":
+        if self.gate_profile == "custom" and self.gates is None:
+            raise ValueError("kasmina.gates is required when kasmina.gate_profile is 'custom'")
+        if self.gate_profile != "custom" and self.gates is not None:
+            raise ValueError("kasmina.gates is only allowed with kasmina.gate_profile='custom'")
+        if not self.blueprints:
+            raise ValueError("kasmina.blueprints must list at least one blueprint")
+        return self
+
+    def gate_config(self) -> GateConfig:
+        """The effective gate thresholds."""
+        return self.gates if self.gates is not None else GATE_PROFILES[self.gate_profile]

@@ -1,0 +1,59 @@
+"""What the plane and the trainer report each step: per-slot reports and global training signals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from esper.leyline.blending import BlendCurve
+from esper.leyline.stages import Stage
+
+
+@dataclass(frozen=True)
+class SlotReport:
+    """A slot's state as controllers, masks, rewards and telemetry see it (no tensors)."""
+
+    name: str
+    """Injection point name."""
+    stage: Stage
+    """Lifecycle stage."""
+    blueprint: str | None = None
+    """Blueprint of the seed in the slot (None when empty)."""
+    tempo: int | None = None
+    """Blend tempo chosen at germination (epochs)."""
+    curve: BlendCurve | None = None
+    """Blend curve chosen at germination."""
+    alpha: float = 0.0
+    """Current blend weight α ∈ [0, 1]."""
+    epochs_in_stage: int = 0
+    """Epoch ticks spent in the current stage."""
+    contribution: float | None = None
+    """Last counterfactual contribution (val accuracy with the seed − with α forced to 0); None = not measured."""
+    grad_norm: float | None = None
+    """Last recorded gradient norm of the seed's parameters; None = not recorded."""
+    seed_params: int = 0
+    """Parameters of the seed module (0 when empty)."""
+    gate_open: bool = False
+    """True when the gate guarding this slot's next ADVANCE passes now."""
+    embargo_remaining: int = 0
+    """Epochs left before an embargoed slot resets."""
+
+
+@dataclass(frozen=True)
+class TrainingSignals:
+    """Global training signals of one decision point (the trainer fills these)."""
+
+    epoch: int
+    max_epochs: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    host_params: int
+    active_seed_params: int = 0
+    fossilized_params: int = 0
+    loss_history: tuple[float, ...] = field(default_factory=tuple)
+    accuracy_history: tuple[float, ...] = field(default_factory=tuple)
+
+    @property
+    def excess_params_ratio(self) -> float:
+        """(P_fossilized + P_active_seeds) / P_host — the rent base (DESIGN.md §2)."""
+        return (self.fossilized_params + self.active_seed_params) / max(self.host_params, 1)

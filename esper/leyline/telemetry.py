@@ -1,0 +1,104 @@
+"""Typed telemetry events (one row each in Parquet) and namespaced metric keys."""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import Field
+
+from esper.leyline.base import EsperModel
+
+# Namespaced metric keys: use these constants, never string literals, when logging.
+SEEDS_ACTIVE = "seeds/active"
+SEEDS_FOSSILIZED = "seeds/fossilized"
+SEEDS_GERMINATED_TOTAL = "seeds/germinated_total"
+SEEDS_CULLED_TOTAL = "seeds/culled_total"
+PARAMS_HOST = "params/host"
+PARAMS_ACTIVE = "params/active_seeds"
+PARAMS_FOSSILIZED = "params/fossilized"
+PARAMS_EXCESS_RATIO = "params/excess_ratio"
+TRAIN_LOSS = "train/loss"
+VAL_LOSS = "val/loss"
+VAL_ACCURACY = "val/accuracy"
+GOVERNOR_ROLLBACKS = "governor/rollbacks"
+
+
+class _Event(EsperModel):
+    epoch: int = Field(ge=0)
+    """Epoch (decision point) at which the event happened."""
+
+
+class EpochEvent(_Event):
+    """End-of-epoch summary."""
+
+    kind: Literal["epoch"] = "epoch"
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    params_host: int
+    params_active: int
+    params_fossilized: int
+
+
+class StageChangeEvent(_Event):
+    """A slot moved between lifecycle stages."""
+
+    kind: Literal["stage_change"] = "stage_change"
+    slot: str
+    from_stage: str
+    to_stage: str
+    blueprint: str | None = None
+    reason: str = ""
+
+
+class GateEvent(_Event):
+    """A quality gate was evaluated for a commanded transition."""
+
+    kind: Literal["gate"] = "gate"
+    slot: str
+    gate: str
+    passed: bool
+    reason: str = ""
+
+
+class GerminateEvent(_Event):
+    """A seed was grafted into a dormant slot."""
+
+    kind: Literal["germinate"] = "germinate"
+    slot: str
+    blueprint: str
+    seed_params: int
+    tempo: int
+    curve: str
+
+
+class CullEvent(_Event):
+    """A live seed was removed."""
+
+    kind: Literal["cull"] = "cull"
+    slot: str
+    blueprint: str
+    from_stage: str
+    reason: str = ""
+
+
+class FossilizeEvent(_Event):
+    """A seed became a permanent part of the model."""
+
+    kind: Literal["fossilize"] = "fossilize"
+    slot: str
+    blueprint: str
+    seed_params: int
+
+
+class RollbackEvent(_Event):
+    """The Governor restored the last good state."""
+
+    kind: Literal["rollback"] = "rollback"
+    reason: str
+    restored_epoch: int
+
+
+TelemetryEvent = Union[
+    EpochEvent, StageChangeEvent, GateEvent, GerminateEvent, CullEvent, FossilizeEvent, RollbackEvent
+]
