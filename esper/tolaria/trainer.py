@@ -1,0 +1,144 @@
+"""The Tolaria epoch loop over a MorphogeneticModel: host and per-seed optimisers, evaluation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from esper.kasmina import MorphogeneticModel
+from esper.leyline import EsperModel, LIVE_STAGES, Stage
+from esper.tolaria.data import DeviceLoader, ImageSet
+
+
+class TrainerConfig(EsperModel):
+    """Optimisation settings shared by every arm of an experiment (equal budgets)."""
+
+    epochs: int = Field(10, ge=1)
+    """Epochs per run (one controller decision per epoch)."""
+    batch_size: int = Field(128, ge=1)
+    """Mini-batch size."""
+    lr: float = Field(0.05, gt=0)
+    """Peak learning rate of the host's SGD."""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum."""
+    weight_decay: float = Field(5e-4, ge=0)
+    """SGD weight decay (host and fossilized seeds)."""
+    seed_lr: float = Field(0.01, gt=0)
+    """Peak learning rate of each live seed's own Adam optimiser."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """LR schedule over `epochs` (applied identically to host and seeds)."""
+    augment: bool = True
+    """Random crop + horizontal flip on device."""
+    max_batches_per_epoch: int | None = Field(None, ge=1)
+    """Cap on train batches per epoch (cheap worlds); None = the whole train set."""
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when available (inside Ray actors: the GPU Ray assigned), else CPU."""
+    if preference == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+class Trainer:
+    """Trains one MorphogeneticModel epoch by epoch; the controller acts between epochs."""
+
+    def __init__(self, model: MorphogeneticModel, train: ImageSet, val: ImageSet, cfg: TrainerConfig,
+                 mean: tuple[float, ...], std: tuple[float, ...], seed: int = 0) -> None:
+        self.model, self.cfg, self.epoch = model, cfg, 0
+        self.train_loader = DeviceLoader(train, cfg.batch_size, mean, std, cfg.augment, shuffle=True, seed=seed)
+        self.val_loader = DeviceLoader(val, 512, mean, std, augment=False, shuffle=False, seed=seed)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.host_opt = torch.optim.SGD(model.host.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                        weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        self.seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
+        self._fossils_in_host_opt: set[int] = set()
+
+    # ------------------------------------------------------------------ optimisers
+    def sync_optimizers(self) -> None:
+        """Match optimisers to the plane after the controller acted: a new live seed gets its own Adam;
+        a culled seed's optimiser is dropped; a fossilized seed joins the host's SGD (it is host now)."""
+        live = {n: s.seed for n, s in self.model.slots.items() if s.seed is not None and s.stage in LIVE_STAGES}
+        for name in list(self.seed_opts):
+            if name not in live or self.seed_opts[name][0] is not live[name]:
+                del self.seed_opts[name]
+        for name, seed in live.items():
+            if name not in self.seed_opts:
+                self.seed_opts[name] = (seed, torch.optim.Adam(seed.parameters(), lr=self.cfg.seed_lr))
+        for slot in self.model.slots.values():
+            if slot.stage is Stage.FOSSILIZED and id(slot.seed) not in self._fossils_in_host_opt:
+                self.host_opt.add_param_group({"params": list(slot.seed.parameters())})
+                self._fossils_in_host_opt.add(id(slot.seed))
+
+    def _lr_factor(self) -> float:
+        if self.cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * self.epoch / self.cfg.epochs))
+
+    def _set_lrs(self) -> None:
+        f = self._lr_factor()
+        for g in self.host_opt.param_groups:
+            g["lr"] = self.cfg.lr * f
+        for _, opt in self.seed_opts.values():
+            for g in opt.param_groups:
+                g["lr"] = self.cfg.seed_lr * f
+
+    # ------------------------------------------------------------------ loops
+    def train_epoch(self) -> float:
+        """One epoch (or max_batches_per_epoch batches); returns the mean train loss."""
+        self.sync_optimizers()
+        self._set_lrs()
+        self.model.train()
+        opts = [self.host_opt] + [opt for _, opt in self.seed_opts.values()]
+        total, count = torch.zeros((), device=self._device()), 0
+        for i, (x, y) in enumerate(self.train_loader):
+            if self.cfg.max_batches_per_epoch is not None and i >= self.cfg.max_batches_per_epoch:
+                break
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(x), y)
+            loss.backward()
+            for opt in opts:
+                opt.step()
+            total += loss.detach()
+            count += 1
+        self._record_grad_norms()
+        self.epoch += 1
+        return float(total) / max(count, 1)
+
+    @torch.no_grad()
+    def evaluate(self, loader: DeviceLoader | None = None) -> tuple[float, float]:
+        """(mean loss, accuracy) on the validation set (or another loader)."""
+        self.model.eval()
+        loss_sum, correct, n = 0.0, 0, 0
+        for x, y in loader or self.val_loader:
+            logits = self.model(x)
+            loss_sum += float(self.loss_fn(logits, y)) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        return loss_sum / max(n, 1), correct / max(n, 1)
+
+    def _record_grad_norms(self) -> None:
+        for name in self.seed_opts:
+            slot = self.model.slot(name)
+            slot.record(grad_norm=slot.seed_grad_norm())
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())

@@ -1,0 +1,74 @@
+"""Shared helpers of the test suite (plain functions; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from esper.kasmina import BLUEPRINTS, MorphogeneticModel
+from esper.kasmina.hosts import CNNHost
+from esper.leyline import GateConfig, HostConfig, KasminaConfig, Stage
+from esper.leyline.telemetry import StageChangeEvent
+
+CONV_BLUEPRINTS: tuple[str, ...] = tuple(n for n, b in BLUEPRINTS.items() if b.kind == "conv2d")
+
+# Stages in which a slot holds a seed module (mirrors kasmina.slot.SEED_STAGES, restated here on purpose).
+SEED_STAGES = frozenset({Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED})
+
+
+def tiny_host() -> CNNHost:
+    return CNNHost(HostConfig(preset="tiny"))
+
+
+def open_gates(**overrides) -> KasminaConfig:
+    """A custom profile that lets every blueprint fit every tiny slot and every advance pass at once."""
+    fields = dict(max_seed_param_ratio=100.0, min_training_epochs=0, min_holding_epochs=0, embargo_epochs=1)
+    fields.update(overrides)
+    return KasminaConfig(gate_profile="custom", gates=GateConfig(**fields))
+
+
+def tiny_model(config: KasminaConfig | None = None) -> MorphogeneticModel:
+    return MorphogeneticModel(tiny_host(), config or KasminaConfig(gate_profile="permissive"))
+
+
+def images(n: int = 2, seed: int = 0, side: int = 32) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, side, side, generator=gen)
+
+
+def labels(n: int = 2, seed: int = 0, classes: int = 10) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(0, classes, (n,), generator=gen)
+
+
+def perturb(module: nn.Module, scale: float = 0.1, seed: int = 0) -> None:
+    """Add deterministic noise to every parameter, so zero-initialised branches compute something non-trivial."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def advance_to(model: MorphogeneticModel, slot: str, stage: Stage) -> None:
+    """Drive a germinated slot forward along the happy path until it reaches `stage` (ticking epochs in BLENDING)."""
+    order = [Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED]
+    s = model.slot(slot)
+    while order.index(s.stage) < order.index(stage):
+        if s.stage is Stage.BLENDING:
+            while s.alpha < 1.0:
+                s.step_epoch()
+        s.advance()
+    assert s.stage is stage
+
+
+class EventLog:
+    """A model listener that keeps every telemetry event."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def __call__(self, event) -> None:
+        self.events.append(event)
+
+    def stage_changes(self) -> list[StageChangeEvent]:
+        return [e for e in self.events if isinstance(e, StageChangeEvent)]
