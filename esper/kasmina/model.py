@@ -211,6 +211,7 @@ class MorphogeneticModel(nn.Module):
             tempos=tuple(self.config.blend.tempos),
             curves=tuple(self.config.blend.curves),
             blueprint_allowed=allowed,
+            slot_widths=tuple(s.point.channels for s in slots),
         )
 
 

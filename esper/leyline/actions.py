@@ -62,6 +62,8 @@ class ActionSpec:
     curves: tuple[BlendCurve, ...]
     blueprint_allowed: tuple[tuple[bool, ...], ...]
     """[slot][blueprint]: static compatibility (kind of injection point, G0 parameter budget)."""
+    slot_widths: tuple[int, ...] = ()
+    """Channels (or width) at each slot; empty when unknown."""
 
     def __post_init__(self) -> None:
         shape = (len(self.slots), len(self.blueprints))
@@ -69,6 +71,8 @@ class ActionSpec:
             raise ValueError(f"blueprint_allowed must have shape {shape} (slots × blueprints)")
         if not self.slots or not self.blueprints or not self.tempos or not self.curves:
             raise ValueError("an ActionSpec needs ≥1 slot, blueprint, tempo and curve")
+        if self.slot_widths and len(self.slot_widths) != len(self.slots):
+            raise ValueError("slot_widths must give one width per slot")
 
     @property
     def nvec(self) -> tuple[int, int, int, int]:
@@ -95,6 +99,7 @@ class ActionSpec:
             "tempos": list(self.tempos),
             "curves": [c.value for c in self.curves],
             "blueprint_allowed": [list(row) for row in self.blueprint_allowed],
+            "slot_widths": list(self.slot_widths),
         }
 
     @classmethod
@@ -105,6 +110,7 @@ class ActionSpec:
             tempos=tuple(int(t) for t in d["tempos"]),
             curves=tuple(BlendCurve(c) for c in d["curves"]),
             blueprint_allowed=tuple(tuple(bool(b) for b in row) for row in d["blueprint_allowed"]),
+            slot_widths=tuple(int(w) for w in d.get("slot_widths", ())),
         )
 
 

@@ -62,8 +62,11 @@ def load_synthetic(n: int, seed: int) -> ImageSet:
     return ImageSet(images, labels)
 
 
-def load_parquet(path: str | Path, limit: int | None = None) -> ImageSet:
-    """Decode a Parquet file with columns `image` (encoded bytes, or a struct with `bytes`) and `label`."""
+def load_parquet(path: str | Path, limit: int | None = None, seed: int = 0) -> ImageSet:
+    """Decode a Parquet file with columns `image` (encoded bytes, or a struct with `bytes`) and `label`.
+
+    `limit` keeps a random subset of that many rows (fixed `seed`), chosen before decoding; files are
+    often sorted by label, so the first rows would not be a fair sample."""
     import pyarrow.parquet as pq
     from torchvision.io import ImageReadMode, decode_image
 
@@ -74,8 +77,9 @@ def load_parquet(path: str | Path, limit: int | None = None) -> ImageSet:
         table = pq.read_table(path, columns=["image", "label"])
     except (KeyError, ValueError) as exc:  # pyarrow raises these for missing columns
         raise DataError(f"{path}: needs columns 'image' (encoded bytes) and 'label' (int): {exc}") from None
-    if limit is not None:
-        table = table.slice(0, limit)
+    if limit is not None and limit < table.num_rows:
+        keep = torch.randperm(table.num_rows, generator=torch.Generator().manual_seed(seed))[:limit]
+        table = table.take(keep.sort().values.numpy())
     raw = table.column("image").to_pylist()
     images = []
     for i, item in enumerate(raw):

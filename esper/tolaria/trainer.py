@@ -62,10 +62,8 @@ class Trainer:
         self.train_loader = DeviceLoader(train, cfg.batch_size, mean, std, cfg.augment, shuffle=True, seed=seed)
         self.val_loader = DeviceLoader(val, 512, mean, std, augment=False, shuffle=False, seed=seed)
         self.loss_fn = nn.CrossEntropyLoss()
-        self.host_opt = torch.optim.SGD(model.host.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
         self.seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
-        self._fossils_in_host_opt: set[int] = set()
+        self.rebuild_host_optimizer([], None)
 
     # ------------------------------------------------------------------ optimisers
     def sync_optimizers(self) -> None:
@@ -78,10 +76,26 @@ class Trainer:
         for name, seed in live.items():
             if name not in self.seed_opts:
                 self.seed_opts[name] = (seed, torch.optim.Adam(seed.parameters(), lr=self.cfg.seed_lr))
-        for slot in self.model.slots.values():
-            if slot.stage is Stage.FOSSILIZED and id(slot.seed) not in self._fossils_in_host_opt:
+        for name, slot in self.model.slots.items():
+            if slot.stage is Stage.FOSSILIZED and self._fossil_modules.get(name) is not slot.seed:
                 self.host_opt.add_param_group({"params": list(slot.seed.parameters())})
-                self._fossils_in_host_opt.add(id(slot.seed))
+                self.fossil_group_order.append(name)
+                self._fossil_modules[name] = slot.seed
+
+    def rebuild_host_optimizer(self, fossil_order: list[str], state: dict | None) -> None:
+        """A fresh host SGD whose extra param groups are the fossils in `fossil_order` (Governor restores)."""
+        cfg = self.cfg
+        self.host_opt = torch.optim.SGD(self.model.host.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                        weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        self.fossil_group_order: list[str] = []
+        self._fossil_modules: dict[str, nn.Module] = {}
+        for name in fossil_order:
+            seed = self.model.slot(name).seed
+            self.host_opt.add_param_group({"params": list(seed.parameters())})
+            self.fossil_group_order.append(name)
+            self._fossil_modules[name] = seed
+        if state is not None:
+            self.host_opt.load_state_dict(state)
 
     def _lr_factor(self) -> float:
         if self.cfg.schedule == "constant":

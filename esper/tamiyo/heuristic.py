@@ -1,0 +1,105 @@
+"""Heuristic Tamiyo: a readable rule-based controller emitting the same factored actions as the RL policy.
+
+Rules, first match wins each epoch:
+1. CULL a live seed whose measured contribution is below `cull_below` after `judge_after_epochs` in BLENDING/
+   HOLDING, or that has sat in TRAINING/GERMINATED longer than `max_stage_epochs` (stalled).
+2. ADVANCE a seed whose next gate is open; from HOLDING only if its contribution ≥ `fossilize_above`.
+3. GERMINATE on a plateau: after `warmup_epochs`, with fewer than `max_live_seeds` live seeds, ≥
+   `min_epochs_left` epochs to go, and validation accuracy that rose less than `plateau_delta` over the last
+   `plateau_window` epochs. Slot: the allowed dormant slot with the most channels (deep slots add capacity
+   where features are richest; ties → the earliest). Blueprint: the first allowed one in `blueprint_preference`.
+   Blend: `tempo` epochs with the `curve` ramp.
+4. Otherwise WAIT.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from esper.leyline import EsperModel, FactoredAction, LIVE_STAGES, Op, Stage
+from esper.leyline.control import Decision, Observation
+
+
+class HeuristicConfig(EsperModel):
+    """Thresholds of the heuristic controller."""
+
+    warmup_epochs: int = Field(2, ge=0)
+    """No germination before this epoch."""
+    plateau_window: int = Field(2, ge=1)
+    """Epochs over which the accuracy gain is measured."""
+    plateau_delta: float = Field(0.01, ge=0)
+    """A gain (fraction) below this over the window counts as a plateau."""
+    max_live_seeds: int = Field(1, ge=1)
+    """Seeds allowed on probation at once."""
+    min_epochs_left: int = Field(4, ge=0)
+    """Do not start a seed that cannot finish its lifecycle."""
+    cull_below: float = Field(-0.005, le=0)
+    """Cull when the measured contribution is below this (fraction of accuracy)."""
+    fossilize_above: float = Field(0.0)
+    """Fossilize only with contribution ≥ this."""
+    judge_after_epochs: int = Field(1, ge=0)
+    """Epochs in BLENDING/HOLDING before a contribution is trusted for culling."""
+    max_stage_epochs: int = Field(6, ge=1)
+    """A seed stuck longer than this in GERMINATED/TRAINING is culled as stalled."""
+    blueprint_preference: tuple[str, ...] = ("conv_light", "bottleneck", "depthwise", "attention", "norm", "conv_heavy", "mlp")
+    """Blueprints in order of preference."""
+    tempo: int = Field(3, ge=1)
+    """Blend tempo (must be one of the plane's tempos, else the nearest is used)."""
+    curve: str = "linear"
+    """Blend curve."""
+
+
+class HeuristicTamiyo:
+    name = "heuristic"
+
+    def __init__(self, cfg: HeuristicConfig | None = None) -> None:
+        self.cfg = cfg or HeuristicConfig()
+
+    def decide(self, obs: Observation) -> Decision:
+        for rule in (self._cull, self._advance, self._germinate):
+            decision = rule(obs)
+            if decision is not None and obs.masks.allows(decision.action):
+                return decision
+        return Decision(FactoredAction(Op.WAIT), "nothing to do")
+
+    def _cull(self, obs: Observation) -> Decision | None:
+        c = self.cfg
+        for i, r in enumerate(obs.reports):
+            judged = r.stage in (Stage.BLENDING, Stage.HOLDING) and r.epochs_in_stage >= c.judge_after_epochs
+            if judged and r.contribution is not None and r.contribution < c.cull_below:
+                return Decision(FactoredAction(Op.CULL, i), f"{r.name}: contribution {r.contribution:+.4f} < {c.cull_below}")
+            if r.stage in (Stage.GERMINATED, Stage.TRAINING) and r.epochs_in_stage > c.max_stage_epochs:
+                return Decision(FactoredAction(Op.CULL, i), f"{r.name}: stalled {r.epochs_in_stage} epochs in {r.stage.name}")
+        return None
+
+    def _advance(self, obs: Observation) -> Decision | None:
+        for i, r in enumerate(obs.reports):
+            if not obs.masks.slot[Op.ADVANCE, i] or not r.gate_open:
+                continue
+            if r.stage is Stage.HOLDING and (r.contribution is None or r.contribution < self.cfg.fossilize_above):
+                continue
+            return Decision(FactoredAction(Op.ADVANCE, i), f"{r.name}: gate open in {r.stage.name}")
+        return None
+
+    def _germinate(self, obs: Observation) -> Decision | None:
+        c, s = self.cfg, obs.signals
+        live = sum(r.stage in LIVE_STAGES for r in obs.reports)
+        hist = s.accuracy_history
+        if s.epoch < c.warmup_epochs or live >= c.max_live_seeds or s.max_epochs - s.epoch < c.min_epochs_left:
+            return None
+        if len(hist) <= c.plateau_window or hist[-1] - hist[-1 - c.plateau_window] >= c.plateau_delta:
+            return None
+        slots = [i for i in range(len(obs.reports)) if obs.masks.slot[Op.GERMINATE, i]]
+        if not slots:
+            return None
+        widths = obs.spec.slot_widths or (0,) * len(obs.reports)
+        slot = max(slots, key=lambda i: (widths[i], -i))
+        allowed = [b for b in c.blueprint_preference if b in obs.spec.blueprints and obs.masks.blueprint[slot, obs.spec.blueprints.index(b)]]
+        if not allowed:
+            return None
+        tempo = min(obs.spec.tempos, key=lambda t: abs(t - c.tempo))
+        curves = [cv.value for cv in obs.spec.curves]
+        curve = obs.spec.curves[curves.index(c.curve)] if c.curve in curves else obs.spec.curves[0]
+        action = FactoredAction(Op.GERMINATE, slot, obs.spec.blueprints.index(allowed[0]), obs.spec.blend_index(tempo, curve))
+        gain = hist[-1] - hist[-1 - c.plateau_window]
+        return Decision(action, f"plateau (+{gain:.4f} over {c.plateau_window} epochs): {allowed[0]} in {obs.reports[slot].name}")
