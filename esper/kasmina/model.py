@@ -103,6 +103,10 @@ class MorphogeneticModel(nn.Module):
 
     def apply(self, action: FactoredAction) -> None:
         """Execute a factored action; an action the masks forbid raises and changes nothing."""
+        nvec = self.action_spec.nvec
+        values = (int(action.op), action.slot, action.blueprint, action.blend)
+        if any(not 0 <= v < n for v, n in zip(values, nvec)):
+            raise IllegalCommandError(f"action {values} is out of range for heads of sizes {nvec}")
         masks = self.masks()
         if not masks.allows(action):
             raise IllegalCommandError(f"action {action} is masked out (op mask {masks.op.astype(int).tolist()})")
@@ -218,6 +222,8 @@ class MorphogeneticModel(nn.Module):
 def read_manifest(path: str | os.PathLike) -> ArchitectureManifest:
     """The architecture manifest of a saved grown model (to build its host before `MorphogeneticModel.load`)."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != GROWN_MODEL_FORMAT:
+        raise ValueError(f"{path}: not an Esper grown model (expected format {GROWN_MODEL_FORMAT!r})")
     return ArchitectureManifest.model_validate(payload["manifest"])
 
 

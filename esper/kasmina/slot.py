@@ -105,12 +105,19 @@ class SeedSlot(nn.Module):
             )
         if tempo < 1:
             raise IllegalCommandError(f"slot {self.point.name!r}: blend tempo must be ≥ 1, got {tempo}")
+        try:
+            blend_curve = BlendCurve(curve)
+        except ValueError:
+            raise IllegalCommandError(
+                f"slot {self.point.name!r}: unknown blend curve {curve!r}; known: {[c.value for c in BlendCurve]}"
+            ) from None
         ev = SeedEvidence(seed_params=bp.param_count(self.point.channels), host_params=self.host_params)
         self._gate_or_raise(Stage.DORMANT, Stage.GERMINATED, ev)
+        # Build and probe first; the slot's state only changes once nothing can fail any more.
         module = bp.build(self.point.channels).to(device=device, dtype=dtype)
+        sanity_ok = self._probe(module, device, dtype)
         self.seed = module
-        self.blueprint, self.tempo, self.curve = bp.name, tempo, BlendCurve(curve)
-        self.sanity_ok = self._probe(module, device, dtype)
+        self.blueprint, self.tempo, self.curve, self.sanity_ok = bp.name, tempo, blend_curve, sanity_ok
         self._move(Stage.GERMINATED, "germinate")
         self._emit(GerminateEvent, blueprint=bp.name, seed_params=self.seed_params, tempo=tempo, curve=self.curve.value)
 
@@ -140,8 +147,7 @@ class SeedSlot(nn.Module):
                 f"cull is legal from {sorted(s.name for s in LIVE_STAGES)}"
             )
         self._emit(CullEvent, blueprint=self.blueprint, from_stage=self.stage.name, reason=reason)
-        self.seed = None  # free the parameters now; the slot must not cost anything while embargoed
-        self.alpha = 0.0
+        self._clear_seed_state()  # free the parameters now; the slot must not cost anything while embargoed
         self._move(Stage.CULLED, reason)
 
     def step_epoch(self) -> None:
@@ -155,6 +161,8 @@ class SeedSlot(nn.Module):
         elif stage is Stage.CULLED:
             self._move(Stage.EMBARGOED, "embargo")
             self.embargo_remaining = self.gates.embargo_epochs
+            if self.embargo_remaining == 0:  # no embargo: pass straight through (else 0 would act like 1)
+                self._move(Stage.RESETTING, "no embargo")
         elif stage is Stage.EMBARGOED:
             self.embargo_remaining = max(self.embargo_remaining - 1, 0)
             if self.embargo_remaining == 0:
