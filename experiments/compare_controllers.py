@@ -1,14 +1,15 @@
 """The fair comparison: does growth help at an equal budget?
 
-    python experiments/compare_controllers.py --quick                     # CIFAR-10 subset, CPU, ≤ 30 min
-    python experiments/compare_controllers.py --data synthetic --epochs 6 --seeds 0 1 2
-    python experiments/compare_controllers.py --data cifar10 --limit 0 --epochs 25 --preset paper   # GPU protocol
+    python experiments/compare_controllers.py --quick           # = --config experiments/presets/compare_quick.yaml
+    python experiments/compare_controllers.py --config experiments/presets/compare_synthetic.yaml
+    python experiments/compare_controllers.py --config experiments/presets/compare_full.yaml   # GPU protocol
+    python experiments/compare_controllers.py --set trainer.epochs=4 --set seeds=[0,1,2] --set host.preset=small
 
 Arms (every arm: identical epochs, optimiser, LR schedule, host init and data order per seed):
   static      the host alone (WAIT-only controller)
   capacity    the host with the heuristic's preferred blueprint already fossilized in its preferred slot at
               epoch 0, trained jointly from the start (capacity control: same extra parameters, no growth)
-  schedule    germinate that blueprint in that slot at epoch --schedule-epoch, fixed tempo, advance on gates
+  schedule    germinate that blueprint in that slot at epoch `schedule_epoch`, fixed tempo, advance on gates
   heuristic   heuristic Tamiyo (esper/tamiyo/heuristic.py)
 Writes results.csv, summary.json, table.md, acc_vs_params.png and per-run telemetry under --out.
 """
@@ -18,57 +19,56 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
-from esper.leyline import HostConfig, KasminaConfig, Stage
+from esper.leyline import Stage
+from esper.leyline.experiment import ConfigError, ExperimentConfig, load_config
 from esper.nissa import ConsoleBackend, ParquetBackend, TelemetryHub
-from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo import HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
 from esper.tolaria.data import DataError, DeviceLoader
 from esper.tolaria.datasets import load_bundle
 from esper.tolaria.governor import Governor
 from esper.tolaria.run import run_training
-from esper.tolaria.trainer import Trainer, TrainerConfig, pick_device
+from esper.tolaria.trainer import Trainer, pick_device
 
-ARMS = ("static", "capacity", "schedule", "heuristic")
-CIFAR_PARQUET = "../shared/data/cifar10/train.parquet"
+QUICK_PRESET = Path(__file__).parent / "presets" / "compare_quick.yaml"
 
 
-def _parse() -> argparse.Namespace:
+def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help=f"CPU protocol: {CIFAR_PARQUET}, 10k images, small host, 8 epochs, seeds 0 1 2")
-    p.add_argument("--data", default="synthetic", help="'synthetic', 'cifar10' (torchvision download) or a .parquet path")
-    p.add_argument("--limit", type=int, default=6000, help="images drawn from the source (0 = all)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--eval-data", default=None, help="optional external evaluation set (.parquet)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"])
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    p.add_argument("--schedule-epoch", type=int, default=2, help="germination epoch of the schedule arm")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--config", type=Path, default=None, help="YAML preset (see experiments/presets/)")
+    p.add_argument("--quick", action="store_true", help=f"shorthand for --config {QUICK_PRESET}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set trainer.epochs=12 (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compare/<time>)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args()
-    if args.quick:
-        args.data, args.limit, args.val_fraction, args.preset, args.epochs = CIFAR_PARQUET, 10000, 0.2, "small", 8
-    if args.epochs < 1 or not args.seeds or not 0 < args.val_fraction < 1:
-        p.error("--epochs must be ≥ 1, --seeds non-empty, --val-fraction in (0, 1)")
-    if len(args.seeds) < 3:
+    if args.quick and args.config:
+        p.error("--quick and --config are exclusive")
+    try:
+        cfg = load_config(QUICK_PRESET if args.quick else args.config, args.overrides)
+    except ConfigError as exc:
+        p.error(str(exc))
+    if len(cfg.seeds) < 3:
         print("warning: fewer than 3 seeds — mean ± std will not support a claim", file=sys.stderr)
     args.out = args.out or Path("runs/compare") / time.strftime("%Y%m%d-%H%M%S")
-    return args
+    return args, cfg
 
 
-def _build(arm: str, args, bundle, seed: int, heuristic: HeuristicConfig):
+def _build(arm: str, cfg: ExperimentConfig, device: torch.device, bundle, seed: int):
+    heuristic = cfg.heuristic
     torch.manual_seed(seed)  # identical host initialisation in every arm
-    model = MorphogeneticModel(CNNHost(HostConfig(preset=args.preset))).to(args.device_obj)
+    model = MorphogeneticModel(CNNHost(cfg.host), cfg.kasmina).to(device)
     slot = max(model.action_spec.slots, key=lambda s: model.slot(s).point.channels)  # the heuristic's slot rule
     blueprint = next(b for b in heuristic.blueprint_preference if b in model.config.blueprints)
     controller = {"static": StaticTamiyo, "capacity": StaticTamiyo}.get(arm, lambda: None)()
@@ -78,11 +78,10 @@ def _build(arm: str, args, bundle, seed: int, heuristic: HeuristicConfig):
         m.stage, m.blueprint, m.tempo, m.curve, m.alpha = Stage.FOSSILIZED.name, blueprint, heuristic.tempo, heuristic.curve, 1.0
         model.load_manifest(manifest)
     elif arm == "schedule":
-        controller = ScheduleTamiyo(args.schedule_epoch, slot, blueprint, heuristic.tempo, heuristic.curve)
+        controller = ScheduleTamiyo(cfg.schedule_epoch, slot, blueprint, heuristic.tempo, heuristic.curve)
     elif arm == "heuristic":
         controller = HeuristicTamiyo(heuristic)
-    cfg = TrainerConfig(epochs=args.epochs, batch_size=args.batch_size)
-    trainer = Trainer(model, bundle.train, bundle.val, cfg, bundle.mean, bundle.std, seed=seed)
+    trainer = Trainer(model, bundle.train, bundle.val, cfg.trainer, bundle.mean, bundle.std, seed=seed)
     return model, trainer, controller
 
 
@@ -127,44 +126,54 @@ def _plot(rows: list[dict], arms: list[str], path: Path) -> None:
 
 
 def main() -> None:
-    args = _parse()
-    args.device_obj = pick_device(args.device)
+    args, cfg = _parse()
+    if args.print_config:
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        return
+    device = pick_device(cfg.device)
+    d = cfg.data
     try:
-        bundle = load_bundle(args.data, limit=args.limit or None, val_fraction=args.val_fraction, seed=0,
-                             device=args.device_obj, eval_path=args.eval_data)
+        bundle = load_bundle(d.source, limit=d.limit, val_fraction=d.val_fraction, seed=0, device=device, eval_path=d.eval_data)
     except DataError as exc:
         sys.exit(f"error: {exc}")
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"data {args.data}: {len(bundle.train)} train / {len(bundle.val)} val; host {args.preset}; "
-          f"{args.epochs} epochs; arms {args.arms}; seeds {args.seeds}; out {args.out}", flush=True)
-    heuristic = HeuristicConfig()
+    (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    print(f"data {d.source}: {len(bundle.train)} train / {len(bundle.val)} val; host {cfg.host.preset}; "
+          f"{cfg.trainer.epochs} epochs; arms {cfg.arms}; seeds {cfg.seeds}; out {args.out}", flush=True)
     rows = []
-    for seed in args.seeds:
-        for arm in args.arms:  # interleave arms within a seed so machine noise hits all arms alike
-            model, trainer, controller = _build(arm, args, bundle, seed, heuristic)
+    for seed in cfg.seeds:
+        for arm in cfg.arms:  # interleave arms within a seed so machine noise hits all arms alike
+            model, trainer, controller = _build(arm, cfg, device, bundle, seed)
             hub = TelemetryHub([ConsoleBackend(), ParquetBackend(args.out / "telemetry" / f"{arm}-seed{seed}.parquet")], arm=arm, seed=seed)
             model.listeners.append(hub)
             eval_loader = DeviceLoader(bundle.eval, 512, bundle.mean, bundle.std, False, False, seed) if bundle.eval else None
-            result = run_training(trainer, controller, Governor(trainer, emit=hub), emit=hub, eval_loader=eval_loader)
+            result = run_training(trainer, controller, Governor(trainer, cfg.governor, emit=hub), emit=hub, eval_loader=eval_loader)
             hub.close()
             rows.append({"arm": arm, "seed": seed, "val_accuracy": result.val_accuracy, "eval_accuracy": result.eval_accuracy,
                          "params_total": result.params_total, "excess_ratio": result.excess_ratio,
                          "rollbacks": result.rollbacks, "wall_seconds": result.wall_seconds,
-                         "decisions": " | ".join(d for d in result.decisions if "WAIT" not in d)})
+                         "decisions": " | ".join(x for x in result.decisions if "WAIT" not in x)})
             print(f"== {arm} seed {seed}: val_acc {result.val_accuracy:.2%}, params {result.params_total:,}, {result.wall_seconds:.0f}s", flush=True)
     has_eval = bundle.eval is not None
-    summary = _summarise(rows, args.arms, has_eval)
+    summary = _summarise(rows, cfg.arms, has_eval)
     with open(args.out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    meta = {"command": " ".join(["python", *sys.argv]), "args": {k: str(v) for k, v in vars(args).items() if k != "device_obj"},
-            "torch": torch.__version__, "device": str(args.device_obj), "threads": torch.get_num_threads()}
+    meta = {"command": " ".join(["python", *sys.argv]), "config": cfg.model_dump(mode="json"), "code_version": _git_rev(),
+            "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(), "machine": platform.platform()}
     (args.out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2))
     table = _table(summary, has_eval)
     (args.out / "table.md").write_text(table + "\n")
-    _plot(rows, args.arms, args.out / "acc_vs_params.png")
-    print("\n" + table + f"\n\nwrote {args.out}/(results.csv, summary.json, table.md, acc_vs_params.png, telemetry/)")
+    _plot(rows, cfg.arms, args.out / "acc_vs_params.png")
+    print("\n" + table + f"\n\nwrote {args.out}/(config.yaml, results.csv, summary.json, table.md, acc_vs_params.png, telemetry/)")
+
+
+def _git_rev() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 if __name__ == "__main__":

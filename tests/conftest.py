@@ -11,6 +11,10 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))  # `from _support import ...` regardless of pytest's import mode
 
+# The suite's tensors are tiny: intra-op parallelism buys nothing, and on a busy 2-core machine OpenMP threads
+# spinning at barriers made the stateful test ~8× slower (64 s instead of 7 s). One thread keeps timings stable.
+torch.set_num_threads(1)
+
 settings.register_profile(
     "esper",
     max_examples=50,

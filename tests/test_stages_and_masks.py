@@ -310,3 +310,24 @@ def test_action_spec_validates_shape():
         ActionSpec(("a",), ("x", "y"), (3,), (BlendCurve.LINEAR,), ((True,),))
     with pytest.raises(ValueError):
         ActionSpec(("a",), ("x",), (), (BlendCurve.LINEAR,), ((True,),))
+
+
+@given(specs_and_reports(), st.data())
+def test_allows_rejects_out_of_range_indices(data, draw):
+    """`allows` is the legality check controllers and servers call directly, so an index outside a head's range
+    is never legal: not even a negative one that numpy would read from the end of a mask (for WAIT, slot = −1
+    is an irrelevant head that is not 0), and too-large ones must answer False rather than raise."""
+    spec, reports = data
+    masks = compute_masks(spec, reports)
+    sizes = spec.nvec[1:]
+    head = draw.draw(st.integers(0, 2), label="head")
+    bad = draw.draw(st.sampled_from([-1, -sizes[head], sizes[head], sizes[head] + 3]), label="bad index")
+    for op in Op:
+        values = [0, 0, 0]
+        values[head] = bad
+        action = FactoredAction(op, *values)
+        try:
+            allowed = masks.allows(action)
+        except IndexError:
+            allowed = "IndexError"
+        assert allowed is False, (action, allowed)

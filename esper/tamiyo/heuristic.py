@@ -6,7 +6,8 @@ Rules, first match wins each epoch:
 2. ADVANCE a seed whose next gate is open; from HOLDING only if its contribution ≥ `fossilize_above`.
 3. GERMINATE on a plateau: after `warmup_epochs`, with fewer than `max_live_seeds` live seeds, ≥
    `min_epochs_left` epochs to go, and validation accuracy that rose less than `plateau_delta` over the last
-   `plateau_window` epochs. Slot: the allowed dormant slot with the most channels (deep slots add capacity
+   `plateau_window` epochs — or, with `germinate_by_deadline`, when no seed has been tried yet and exactly
+   `min_epochs_left` epochs remain (the last chance for a seed to finish its lifecycle in short runs). Slot: the allowed dormant slot with the most channels (deep slots add capacity
    where features are richest; ties → the earliest). Blueprint: the first allowed one in `blueprint_preference`.
    Blend: `tempo` epochs with the `curve` ramp.
 4. Otherwise WAIT.
@@ -14,39 +15,9 @@ Rules, first match wins each epoch:
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from esper.leyline import EsperModel, FactoredAction, LIVE_STAGES, Op, Stage
+from esper.leyline import LIVE_STAGES, FactoredAction, Op, Stage
+from esper.leyline.experiment import HeuristicConfig
 from esper.leyline.control import Decision, Observation
-
-
-class HeuristicConfig(EsperModel):
-    """Thresholds of the heuristic controller."""
-
-    warmup_epochs: int = Field(2, ge=0)
-    """No germination before this epoch."""
-    plateau_window: int = Field(2, ge=1)
-    """Epochs over which the accuracy gain is measured."""
-    plateau_delta: float = Field(0.01, ge=0)
-    """A gain (fraction) below this over the window counts as a plateau."""
-    max_live_seeds: int = Field(1, ge=1)
-    """Seeds allowed on probation at once."""
-    min_epochs_left: int = Field(4, ge=0)
-    """Do not start a seed that cannot finish its lifecycle."""
-    cull_below: float = Field(-0.005, le=0)
-    """Cull when the measured contribution is below this (fraction of accuracy)."""
-    fossilize_above: float = Field(0.0)
-    """Fossilize only with contribution ≥ this."""
-    judge_after_epochs: int = Field(1, ge=0)
-    """Epochs in BLENDING/HOLDING before a contribution is trusted for culling."""
-    max_stage_epochs: int = Field(6, ge=1)
-    """A seed stuck longer than this in GERMINATED/TRAINING is culled as stalled."""
-    blueprint_preference: tuple[str, ...] = ("conv_light", "bottleneck", "depthwise", "attention", "norm", "conv_heavy", "mlp")
-    """Blueprints in order of preference."""
-    tempo: int = Field(3, ge=1)
-    """Blend tempo (must be one of the plane's tempos, else the nearest is used)."""
-    curve: str = "linear"
-    """Blend curve."""
 
 
 class HeuristicTamiyo:
@@ -87,7 +58,10 @@ class HeuristicTamiyo:
         hist = s.accuracy_history
         if s.epoch < c.warmup_epochs or live >= c.max_live_seeds or s.max_epochs - s.epoch < c.min_epochs_left:
             return None
-        if len(hist) <= c.plateau_window or hist[-1] - hist[-1 - c.plateau_window] >= c.plateau_delta:
+        plateau = len(hist) > c.plateau_window and hist[-1] - hist[-1 - c.plateau_window] < c.plateau_delta
+        untried = all(r.stage is Stage.DORMANT for r in obs.reports)
+        deadline = c.germinate_by_deadline and untried and s.max_epochs - s.epoch == c.min_epochs_left
+        if not (plateau or deadline):
             return None
         slots = [i for i in range(len(obs.reports)) if obs.masks.slot[Op.GERMINATE, i]]
         if not slots:
@@ -101,5 +75,5 @@ class HeuristicTamiyo:
         curves = [cv.value for cv in obs.spec.curves]
         curve = obs.spec.curves[curves.index(c.curve)] if c.curve in curves else obs.spec.curves[0]
         action = FactoredAction(Op.GERMINATE, slot, obs.spec.blueprints.index(allowed[0]), obs.spec.blend_index(tempo, curve))
-        gain = hist[-1] - hist[-1 - c.plateau_window]
-        return Decision(action, f"plateau (+{gain:.4f} over {c.plateau_window} epochs): {allowed[0]} in {obs.reports[slot].name}")
+        why = f"plateau (+{hist[-1] - hist[-1 - c.plateau_window]:.4f} over {c.plateau_window} epochs)" if plateau else "deadline"
+        return Decision(action, f"{why}: {allowed[0]} in {obs.reports[slot].name}")

@@ -47,9 +47,11 @@ def _params_finite(model: MorphogeneticModel) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def run_training(trainer: Trainer, controller: Controller, governor: Governor,
-                 emit=None, eval_loader: DeviceLoader | None = None) -> RunResult:
-    """Train for trainer.cfg.epochs epochs with `controller` acting once before each epoch."""
+def run_training(trainer: Trainer, controller: Controller, governor: Governor, emit=None,
+                 eval_loader: DeviceLoader | None = None, before_epoch=None) -> RunResult:
+    """Train for trainer.cfg.epochs epochs with `controller` acting once before each epoch.
+
+    `before_epoch(trainer)` runs just before each training epoch (fault injection, custom schedules)."""
     model, emit = trainer.model, emit or (lambda e: None)
     losses, val_losses, accs, decisions = [], [], [], []
     t0 = time.perf_counter()
@@ -58,6 +60,8 @@ def run_training(trainer: Trainer, controller: Controller, governor: Governor,
         decision = controller.decide(obs)
         model.apply(decision.action)
         decisions.append(f"{trainer.epoch}: {decision.action.op.name} ({decision.reason})")
+        if before_epoch is not None:
+            before_epoch(trainer)
         loss = trainer.train_epoch()
         governor.observe(loss, _params_finite(model))
         val_loss, val_acc, contrib = evaluate_with_counterfactuals(model, trainer.val_loader)

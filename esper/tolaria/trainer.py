@@ -3,47 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
-from pydantic import Field
-from torch import Tensor, nn
+from torch import nn
 
 from esper.kasmina import MorphogeneticModel
-from esper.leyline import EsperModel, LIVE_STAGES, Stage
+from esper.leyline import LIVE_STAGES, Stage
+from esper.leyline.experiment import TrainerConfig
 from esper.tolaria.data import DeviceLoader, ImageSet
-
-
-class TrainerConfig(EsperModel):
-    """Optimisation settings shared by every arm of an experiment (equal budgets)."""
-
-    epochs: int = Field(10, ge=1)
-    """Epochs per run (one controller decision per epoch)."""
-    batch_size: int = Field(128, ge=1)
-    """Mini-batch size."""
-    lr: float = Field(0.05, gt=0)
-    """Peak learning rate of the host's SGD."""
-    momentum: float = Field(0.9, ge=0, lt=1)
-    """SGD momentum."""
-    weight_decay: float = Field(5e-4, ge=0)
-    """SGD weight decay (host and fossilized seeds)."""
-    seed_lr: float = Field(0.01, gt=0)
-    """Peak learning rate of each live seed's own Adam optimiser."""
-    schedule: Literal["cosine", "constant"] = "cosine"
-    """LR schedule over `epochs` (applied identically to host and seeds)."""
-    augment: bool = True
-    """Random crop + horizontal flip on device."""
-    max_batches_per_epoch: int | None = Field(None, ge=1)
-    """Cap on train batches per epoch (cheap worlds); None = the whole train set."""
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -152,7 +118,3 @@ class Trainer:
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def accuracy(logits: Tensor, labels: Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean())
