@@ -3,12 +3,12 @@
     python experiments/bench_dormant.py                     # paper + tiny hosts, 7 repeats
     python experiments/bench_dormant.py --presets paper --repeats 9 --json docs/data/bench_dormant.json
 
-Arms (same weights, same batches, interleaved in rotating order within each repeat):
+Arms (one shared host object, so identical weights; same batches; interleaved step by step in rotating
+order; each repeat keeps its median step, and the table reports the median over repeats of arm / host):
   host      the bare CNN host (no plane)
   dormant   the plane with every slot DORMANT
   training  one seed (conv_light, middle slot) in TRAINING (isolation, straight-through)
   blending  the same seed in BLENDING at α = 0.5
-Reports medians over repeats of (a) ms per train step and (b) the per-repeat ratio arm / host.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["paper", "tiny"], choices=["tiny", "small", "paper"])
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10, help="train steps per timed block")
+    p.add_argument("--steps", type=int, default=15, help="train steps per repeat (each timed alone, arms interleaved)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (median is reported); ≥5")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 = least sensitive to other processes)")
     p.add_argument("--json", type=Path, default=Path("docs/data/bench_dormant.json"))
     args = p.parse_args()
     if args.repeats < 5:
@@ -61,43 +62,58 @@ def _arm_model(arm: str, host: nn.Module) -> nn.Module:
     return model
 
 
-def _time_block(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    t0 = time.perf_counter()
-    for x, y in batches:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
-    return (time.perf_counter() - t0) / len(batches)
+class _Arm:
+    """One arm's model, optimiser and starting state."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.train()
+        self.start = {k: v.clone() for k, v in model.state_dict().items()}
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def reset(self) -> None:
+        self.model.load_state_dict(self.start)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(self.model(x), y).backward()
+        self.opt.step()
+        return time.perf_counter() - t0
 
 
 def bench_preset(preset: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     host = CNNHost(HostConfig(preset=preset))
-    start_state = {k: v.clone() for k, v in host.state_dict().items()}
+    host_start = {k: v.clone() for k, v in host.state_dict().items()}
     gen = torch.Generator().manual_seed(args.seed)
     batches = [(torch.randn(args.batch_size, 3, 32, 32, generator=gen), torch.randint(0, 10, (args.batch_size,), generator=gen))
                for _ in range(args.steps)]
-    models = {arm: _arm_model(arm, host) for arm in ARMS}
-    seed_states = {arm: {k: v.clone() for k, v in m.state_dict().items()} for arm, m in models.items()}
-    _time_block(models["host"], batches[:2])  # warm-up (allocator, kernels)
-    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    arms = {}
+    for name in ARMS:  # every arm wraps the same host object: identical weights by construction
+        host.load_state_dict(host_start)
+        arms[name] = _Arm(_arm_model(name, host))
+    for arm in arms.values():  # warm-up (allocator, kernels)
+        arm.step(*batches[0])
+    times: dict[str, list[float]] = {a: [] for a in ARMS}
     for r in range(args.repeats):
-        order = ARMS[r % len(ARMS):] + ARMS[: r % len(ARMS)]  # rotate so no arm always runs first
-        for arm in order:
-            host.load_state_dict(start_state)  # identical starting weights for every arm and repeat
-            models[arm].load_state_dict(seed_states[arm])
-            times[arm].append(_time_block(models[arm], batches))
+        step_times: dict[str, list[float]] = {a: [] for a in ARMS}
+        for a in ARMS:
+            arms[a].reset()
+        for i, (x, y) in enumerate(batches):
+            k = (r + i) % len(ARMS)  # interleave per step, rotating which arm goes first
+            for a in ARMS[k:] + ARMS[:k]:
+                step_times[a].append(arms[a].step(x, y))
+        for a in ARMS:  # the median step of a repeat shrugs off steps hit by other processes
+            times[a].append(statistics.median(step_times[a]))
         print(f"  [{preset}] repeat {r + 1}/{args.repeats}: " + "  ".join(f"{a} {times[a][-1] * 1e3:.2f}ms" for a in ARMS), flush=True)
-    ratios = {arm: statistics.median(t / h for t, h in zip(times[arm], times["host"])) for arm in ARMS}
+    ratios = {a: statistics.median(t / h for t, h in zip(times[a], times["host"])) for a in ARMS}
     return {
         "preset": preset,
         "host_params": sum(p.numel() for p in host.parameters()),
-        "median_ms": {arm: statistics.median(times[arm]) * 1e3 for arm in ARMS},
+        "median_ms": {a: statistics.median(times[a]) * 1e3 for a in ARMS},
         "median_ratio_vs_host": ratios,
-        "raw_seconds": times,
+        "per_repeat_median_seconds": times,
     }
 
 
@@ -110,6 +126,7 @@ def _code_version() -> str:
 
 def main() -> None:
     args = _parse()
+    torch.set_num_threads(args.threads)
     results = []
     for preset in args.presets:
         print(f"benchmarking preset {preset!r}: batch {args.batch_size}, {args.steps} steps × {args.repeats} repeats", flush=True)

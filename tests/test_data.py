@@ -327,3 +327,10 @@ def test_load_bundle_parquet_with_eval(tmp_path):
     bundle = load_bundle(str(path), limit=None, val_fraction=0.25, seed=0, device=CPU, eval_path=str(path))
     assert len(bundle.train) == 15 and len(bundle.val) == 5
     assert bundle.eval is not None and torch.equal(bundle.eval.images, images)
+
+
+def test_load_bundle_missing_parquet_or_eval_path_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_bundle(str(tmp_path / "missing.parquet"), limit=None, val_fraction=0.2, seed=0, device=CPU)
+    with pytest.raises(DataError, match="not found"):
+        load_bundle("synthetic", limit=50, val_fraction=0.2, seed=0, device=CPU, eval_path=str(tmp_path / "eval.parquet"))

@@ -340,3 +340,21 @@ def test_rollback_that_rewinds_a_seed_is_visible_in_stage_telemetry():
     assert governor.observe(trainer.train_epoch(), _finite(model)) is True
     assert model.slot("block2").stage is Stage.CULLED
     assert _replay_is_consistent(model, log) == []
+
+
+def test_rollback_undoes_a_fossilization_made_in_the_faulty_epoch():
+    model, trainer, governor, log = _setup()
+    model.germinate("block3", "conv_light", tempo=1, curve="linear")
+    advance_to(model, "block3", Stage.HOLDING)
+    _good_epoch(trainer, governor)  # snapshot: block3 HOLDING (live, own Adam), host SGD has one group
+    model.advance("block3")  # → FOSSILIZED; the next epoch adds it to the host's SGD …
+    with torch.no_grad():
+        model.host.head.weight.fill_(float("nan"))
+    loss = trainer.train_epoch()
+    assert len(trainer.host_opt.param_groups) == 2
+    assert governor.observe(loss, _finite(model)) is True  # … and the rollback takes it out again
+    assert model.slot("block3").stage is Stage.CULLED, "back to HOLDING (a suspect), then culled"
+    assert len(trainer.host_opt.param_groups) == 1 and trainer.fossil_group_order == []
+    assert trainer.seed_opts == {}
+    loss = trainer.train_epoch()
+    assert math.isfinite(loss) and governor.observe(loss, True) is False

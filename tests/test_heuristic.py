@@ -7,7 +7,7 @@ import random
 import pytest
 
 from _support import advance_to, open_gates, tiny_model
-from esper.leyline import FactoredAction, KasminaConfig, Op, Stage, TrainingSignals
+from esper.leyline import BlendChoices, BlendCurve, FactoredAction, KasminaConfig, Op, Stage, TrainingSignals
 from esper.leyline.control import Observation
 from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
 
@@ -49,6 +49,8 @@ GATE_CONFIGS = [
     KasminaConfig(gate_profile="strict"),
     open_gates(),
     open_gates(embargo_epochs=0, min_training_epochs=2),
+    # a narrower plane: blueprints, tempos and curves the heuristic's defaults do not all name
+    KasminaConfig(blueprints=("attention", "norm"), blend=BlendChoices(tempos=(1, 2), curves=(BlendCurve.COSINE,))),
 ]
 
 
@@ -172,6 +174,50 @@ def test_does_not_germinate_near_the_end_or_beyond_max_live_seeds():
     assert decision.action.op is Op.GERMINATE and model.action_spec.slots[decision.action.slot] == "block3"
 
 
+RISING = tuple(0.1 + 0.05 * i for i in range(20))  # never a plateau
+
+
+def test_germinates_by_deadline_when_nothing_was_tried():
+    model = tiny_model()
+    at_deadline = _signals(epoch=16, max_epochs=20, accs=RISING[:16])  # exactly min_epochs_left = 4 to go
+    decision = HeuristicTamiyo().decide(_obs(model, at_deadline))
+    assert decision.action.op is Op.GERMINATE and "deadline" in decision.reason
+    assert model.action_spec.slots[decision.action.slot] == "block3"
+    for epoch in (15, 17):  # only at that one epoch
+        assert HeuristicTamiyo().decide(_obs(model, _signals(epoch, 20, RISING[:epoch]))).action.op is Op.WAIT
+    off = HeuristicTamiyo(HeuristicConfig(germinate_by_deadline=False))
+    assert off.decide(_obs(model, at_deadline)).action.op is Op.WAIT
+
+
+def test_deadline_respects_warmup_and_tried_seeds():
+    model = tiny_model()
+    early = _signals(epoch=1, max_epochs=5, accs=RISING[:1])  # 4 to go, but still warming up
+    assert HeuristicTamiyo().decide(_obs(model, early)).action.op is Op.WAIT
+    assert HeuristicTamiyo(HeuristicConfig(warmup_epochs=1)).decide(_obs(model, early)).action.op is Op.GERMINATE
+    model = tiny_model(open_gates())
+    model.germinate("block1", "norm", tempo=1)
+    advance_to(model, "block1", Stage.FOSSILIZED)  # a seed was tried (and kept)
+    at_deadline = _signals(epoch=16, max_epochs=20, accs=RISING[:16])
+    assert HeuristicTamiyo().decide(_obs(model, at_deadline)).action.op is Op.WAIT
+
+
+def test_deadline_does_not_fire_after_a_culled_seed_came_back_to_dormant():
+    """HeuristicConfig.germinate_by_deadline: "… if no plateau came and no seed was tried". A seed that was tried,
+    culled and whose slot has served its embargo leaves every slot DORMANT again — it was still tried."""
+    model = tiny_model()
+    ctl = HeuristicTamiyo()
+    first = ctl.decide(_obs(model, _signals(epoch=5, max_epochs=20, accs=(0.5,) * 5)))  # the controller's own seed
+    assert first.action.op is Op.GERMINATE
+    model.apply(first.action)
+    model.cull("block3")  # it did not work out
+    for _ in range(3):  # CULLED → EMBARGOED → RESETTING → DORMANT (permissive embargo: 1 epoch)
+        model.step_epoch()
+    assert all(r.stage is Stage.DORMANT for r in model.reports())
+    at_deadline = _signals(epoch=16, max_epochs=20, accs=RISING[:16])
+    decision = ctl.decide(_obs(model, at_deadline))
+    assert decision.action.op is Op.WAIT, decision.reason
+
+
 def test_culls_a_holding_seed_with_negative_contribution():
     model = tiny_model(open_gates(min_holding_epochs=99))
     model.germinate("block2", "conv_light", tempo=1)
@@ -238,6 +284,19 @@ def test_culls_a_stalled_seed():
         model.step_epoch()  # strict G2 needs a grad norm > 1e-8: never recorded, so the seed stalls
     decision = HeuristicTamiyo(cfg).decide(_obs(model, _signals(epoch=1, accs=(0.5,))))
     assert decision.action == FactoredAction(Op.CULL, 0) and "stalled" in decision.reason
+
+
+def test_germination_adapts_to_a_narrow_plane():
+    """Preferred blueprint, tempo and curve not offered: the first offered preference, the nearest tempo, the first curve."""
+    model = tiny_model(KasminaConfig(blueprints=("attention", "norm"), blend=BlendChoices(tempos=(1, 6), curves=(BlendCurve.SIGMOID,))))
+    obs = _obs(model, _signals(epoch=5))
+    decision = HeuristicTamiyo(HeuristicConfig(tempo=4, curve="linear")).decide(obs)
+    a = decision.action
+    assert a.op is Op.GERMINATE and obs.masks.allows(a)
+    assert model.action_spec.blueprints[a.blueprint] == "attention"
+    assert model.action_spec.blend_choice(a.blend) == (6, BlendCurve.SIGMOID)
+    nothing = HeuristicTamiyo(HeuristicConfig(blueprint_preference=("mlp", "conv_heavy"))).decide(obs)
+    assert nothing.action.op is Op.WAIT, "no preferred blueprint fits a conv slot of this plane"
 
 
 # ------------------------------------------------------------------------------------------------ baselines

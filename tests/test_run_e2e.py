@@ -127,3 +127,44 @@ def test_same_seed_twice_gives_identical_results():
     c, model_c, _, _ = _run(ctl(), seed=1)
     sc = model_c.state_dict()
     assert any(not torch.equal(sa[k], sc[k]) for k in sa), "a different seed is a different run"
+
+
+def _nan_at(epoch: int):
+    """A before_epoch hook that writes NaN into a host weight just before training epoch `epoch`
+    (like experiments/governor_faults.py)."""
+    calls = []
+
+    def inject(trainer) -> None:
+        calls.append(trainer.epoch)
+        if trainer.epoch == epoch:
+            with torch.no_grad():
+                trainer.model.host.blocks[2][0].weight.view(-1)[0] = float("nan")
+
+    inject.calls = calls
+    return inject
+
+
+def test_run_survives_a_nan_fault_with_one_rollback():
+    torch.manual_seed(0)
+    model = tiny_model()
+    cfg = TrainerConfig(epochs=5, batch_size=64, max_batches_per_epoch=3)
+    trainer = Trainer(model, _TRAIN, _VAL, cfg, _MEAN, _STD, seed=0)
+    sink = Collect()
+    hub = TelemetryHub([sink], arm="faulty", seed=0)
+    model.listeners.append(hub)
+    hook = _nan_at(3)
+    result = run_training(trainer, ScheduleTamiyo(0, "block3", "conv_light", 3), Governor(trainer, emit=hub), emit=hub,
+                          before_epoch=hook)
+    assert hook.calls == [0, 1, 2, 3, 4], "the hook runs once before every training epoch"
+    assert result.rollbacks == 1 and hub.counts["rollback"] == 1
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert all(math.isfinite(a) for a in result.accuracy_history) and len(result.decisions) == 5
+    rollback = next(e for e, _ in sink.events if e.kind == "rollback")
+    assert rollback.restored_epoch == 3 and rollback.epoch == 4
+    # the blending seed was the suspect: culled, slot in its embargo, parameters back to the host's
+    assert [e.reason for e, _ in sink.events if e.kind == "cull"] == ["governor rollback"]
+    assert model.slot("block3").seed is None and model.slot("block3").stage in (Stage.EMBARGOED, Stage.RESETTING)
+    assert result.params_total == result.params_host
+    epochs = [e for e, _ in sink.events if isinstance(e, EpochEvent)]
+    assert epochs[3].train_loss == 1e9, "the faulty epoch's loss is recorded as a large finite stand-in"
+    assert math.isfinite(epochs[4].train_loss) and epochs[4].train_loss < 10

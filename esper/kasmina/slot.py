@@ -237,6 +237,8 @@ class SeedSlot(nn.Module):
             epochs_in_stage=self.epochs_in_stage,
             embargo_remaining=self.embargo_remaining,
             contribution=self.contribution,
+            grad_norm=self.grad_norm if self.grad_norm is None or math.isfinite(self.grad_norm) else None,
+            epoch=self.epoch,
         )
 
     def load_manifest(self, m: SlotManifest, device=None, dtype=None) -> None:
@@ -253,7 +255,12 @@ class SeedSlot(nn.Module):
         self.stage, self.blueprint, self.tempo = stage, m.blueprint, m.tempo
         self.curve = None if m.curve is None else BlendCurve(m.curve)
         self.alpha, self.epochs_in_stage, self.embargo_remaining = m.alpha, m.epochs_in_stage, m.embargo_remaining
-        self.contribution = m.contribution
+        self.contribution, self.grad_norm, self.epoch = m.contribution, m.grad_norm, m.epoch
+
+    def announce_restore(self, previous: Stage) -> None:
+        """Emit the stage change a snapshot restore made (it bypasses the table: time was rewound)."""
+        self._emit(StageChangeEvent, from_stage=previous.name, to_stage=self.stage.name, blueprint=self.blueprint,
+                   reason="restored from snapshot")
 
     # ------------------------------------------------------------------ internals
     def _require_legal(self, command: str, target: Stage) -> None:

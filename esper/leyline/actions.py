@@ -153,7 +153,10 @@ class ActionMasks:
         return self.slot[op], bp, blend
 
     def allows(self, action: FactoredAction) -> bool:
-        """True when every head of `action` is legal (irrelevant heads must be 0)."""
+        """True when every head of `action` is legal (irrelevant heads must be 0; out-of-range is illegal)."""
+        sizes = (self.op.shape[0], self.slot.shape[1], self.blueprint.shape[1], self.blend.shape[0])
+        if not all(0 <= int(v) < n for v, n in zip(action.as_array(), sizes)):
+            return False
         if not self.op[action.op]:
             return False
         slot_mask, bp_mask, blend_mask = self.head_masks(action.op, action.slot)

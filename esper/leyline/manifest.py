@@ -24,6 +24,9 @@ class SlotManifest(EsperModel):
     epochs_in_stage: int = Field(0, ge=0)
     embargo_remaining: int = Field(0, ge=0)
     contribution: float | None = None
+    grad_norm: float | None = None
+    epoch: int = Field(0, ge=0)
+    """The slot's clock (epochs ticked since the model was built)."""
 
 
 class ArchitectureManifest(EsperModel):

@@ -25,11 +25,17 @@ class HeuristicTamiyo:
 
     def __init__(self, cfg: HeuristicConfig | None = None) -> None:
         self.cfg = cfg or HeuristicConfig()
+        self.germinations = 0  # seeds this controller started in the current run (the deadline rule's memory)
+
+    def reset(self) -> None:
+        """Forget the current run (call between runs/episodes)."""
+        self.germinations = 0
 
     def decide(self, obs: Observation) -> Decision:
         for rule in (self._cull, self._advance, self._germinate):
             decision = rule(obs)
             if decision is not None and obs.masks.allows(decision.action):
+                self.germinations += decision.action.op is Op.GERMINATE
                 return decision
         return Decision(FactoredAction(Op.WAIT), "nothing to do")
 
@@ -59,7 +65,7 @@ class HeuristicTamiyo:
         if s.epoch < c.warmup_epochs or live >= c.max_live_seeds or s.max_epochs - s.epoch < c.min_epochs_left:
             return None
         plateau = len(hist) > c.plateau_window and hist[-1] - hist[-1 - c.plateau_window] < c.plateau_delta
-        untried = all(r.stage is Stage.DORMANT for r in obs.reports)
+        untried = self.germinations == 0 and all(r.stage is Stage.DORMANT for r in obs.reports)
         deadline = c.germinate_by_deadline and untried and s.max_epochs - s.epoch == c.min_epochs_left
         if not (plateau or deadline):
             return None

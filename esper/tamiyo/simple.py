@@ -24,7 +24,16 @@ class ScheduleTamiyo:
     def __init__(self, germinate_epoch: int, slot: str, blueprint: str, tempo: int, curve: str = "linear") -> None:
         self.germinate_epoch, self.slot, self.blueprint, self.tempo, self.curve = germinate_epoch, slot, blueprint, tempo, curve
 
+    def _check(self, obs: Observation) -> None:
+        """Fail on the first decision, not at the scheduled epoch, if the plane cannot offer the schedule."""
+        spec = obs.spec
+        for what, value, offered in (("slot", self.slot, spec.slots), ("blueprint", self.blueprint, spec.blueprints),
+                                     ("tempo", self.tempo, spec.tempos), ("curve", self.curve, tuple(c.value for c in spec.curves))):
+            if value not in offered:
+                raise ValueError(f"schedule {what} {value!r} is not offered by the plane (offered: {list(offered)})")
+
     def decide(self, obs: Observation) -> Decision:
+        self._check(obs)
         spec = obs.spec
         i = spec.slots.index(self.slot)
         report = obs.reports[i]

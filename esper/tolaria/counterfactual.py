@@ -17,17 +17,20 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from esper.kasmina import MorphogeneticModel
-from esper.leyline import CONTRIBUTING_STAGES
+from esper.leyline import CONTRIBUTING_STAGES, Stage
 
 
 def contributing_slots(model: MorphogeneticModel) -> list[str]:
     """Slots (execution order) whose seed can change the output now."""
-    return [n for n, s in model.slots.items() if s.seed is not None and s.stage in CONTRIBUTING_STAGES and s.alpha > 0]
+    return [n for n, s in model.slots.items()
+            if s.seed is not None and (s.stage is Stage.FOSSILIZED or (s.stage in CONTRIBUTING_STAGES and s.alpha > 0))]
 
 
 @torch.no_grad()
 def fused_logits(model: MorphogeneticModel, x: Tensor, slots: list[str]) -> Tensor:
     """Logits of 1 + len(slots) configurations: (K, B, classes); [0] as-is, [1 + i] with slots[i] off."""
+    if model.training:
+        raise RuntimeError("fused_logits needs model.eval(): in train mode BatchNorm would mix the forked branches")
     batch = x.shape[0]
     off = set(slots)
 

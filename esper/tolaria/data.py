@@ -80,14 +80,26 @@ def load_parquet(path: str | Path, limit: int | None = None, seed: int = 0) -> I
     if limit is not None and limit < table.num_rows:
         keep = torch.randperm(table.num_rows, generator=torch.Generator().manual_seed(seed))[:limit]
         table = table.take(keep.sort().values.numpy())
-    raw = table.column("image").to_pylist()
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the file has no rows")
     images = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(table.column("image").to_pylist()):
         blob = item.get("bytes") if isinstance(item, dict) else item
         if not isinstance(blob, (bytes, bytearray)):
             raise DataError(f"{path}: row {i}: column 'image' must hold encoded image bytes, got {type(blob).__name__}")
-        images.append(decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB))
-    labels = torch.tensor(table.column("label").to_pylist(), dtype=torch.int64)
+        try:
+            img = decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError as exc:
+            raise DataError(f"{path}: row {i}: cannot decode image bytes ({exc})") from None
+        if images and img.shape != images[0].shape:
+            raise DataError(f"{path}: row {i}: image shape {tuple(img.shape)} differs from row 0's {tuple(images[0].shape)}")
+        images.append(img)
+    try:
+        labels = torch.tensor(table.column("label").to_pylist(), dtype=torch.int64)
+    except (TypeError, RuntimeError) as exc:
+        raise DataError(f"{path}: column 'label' must hold integers ({exc})") from None
+    if bool((labels < 0).any()):
+        raise DataError(f"{path}: column 'label' has negative values")
     return ImageSet(torch.stack(images), labels)
 
 

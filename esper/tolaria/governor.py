@@ -71,7 +71,11 @@ class Governor:
         """Restore the last good state, then cull every live seed there (they are the suspects)."""
         snap, t = self._snapshot, self.trainer
         assert snap is not None
+        before = {name: slot.stage for name, slot in t.model.slots.items()}
         t.model.restore(snap["model"])
+        for name, slot in t.model.slots.items():  # make the restore visible in the stage stream
+            if slot.stage is not before[name]:
+                slot.announce_restore(before[name])
         t.rebuild_host_optimizer(snap["fossil_groups"], snap["host_opt"])
         for name, slot in t.model.slots.items():
             if slot.stage in LIVE_STAGES:
