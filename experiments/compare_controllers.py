@@ -127,6 +127,7 @@ def _plot(rows: list[dict], arms: list[str], path: Path) -> None:
 
 def main() -> None:
     args, cfg = _parse()
+    code_version = _git_rev()  # at start: the code that actually ran
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return
@@ -160,7 +161,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    meta = {"command": " ".join(["python", *sys.argv]), "config": cfg.model_dump(mode="json"), "code_version": _git_rev(),
+    meta = {"command": " ".join(["python", *sys.argv]), "config": cfg.model_dump(mode="json"), "code_version": code_version,
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(), "machine": platform.platform()}
     (args.out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2))
     table = _table(summary, has_eval)

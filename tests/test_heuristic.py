@@ -136,6 +136,10 @@ def test_random_driving_reaches_every_stage():
 
 
 # ------------------------------------------------------------------------------------------------ rules
+LEFT = HeuristicConfig().min_epochs_left  # the deadline: exactly this many epochs to go
+DEADLINE = 20 - LEFT
+
+
 def test_germinates_on_a_plateau_after_warmup():
     model = tiny_model()
     decision = HeuristicTamiyo().decide(_obs(model, _signals(epoch=5, accs=(0.3, 0.4, 0.5, 0.5, 0.5))))
@@ -163,7 +167,7 @@ def test_does_not_germinate_during_warmup_or_while_improving():
 
 def test_does_not_germinate_near_the_end_or_beyond_max_live_seeds():
     model = tiny_model()
-    late = _signals(epoch=17, max_epochs=20, accs=(0.5,) * 17)  # 3 epochs left < min_epochs_left = 4
+    late = _signals(epoch=21 - LEFT, max_epochs=20, accs=(0.5,) * (21 - LEFT))  # one epoch fewer than min_epochs_left
     assert HeuristicTamiyo().decide(_obs(model, late)).action.op is Op.WAIT
     model.germinate("block1", "conv_light", tempo=3)
     advance_to(model, "block1", Stage.TRAINING)  # one live seed already (gate to BLENDING not yet open)
@@ -177,13 +181,15 @@ def test_does_not_germinate_near_the_end_or_beyond_max_live_seeds():
 RISING = tuple(0.1 + 0.05 * i for i in range(20))  # never a plateau
 
 
+
+
 def test_germinates_by_deadline_when_nothing_was_tried():
     model = tiny_model()
-    at_deadline = _signals(epoch=16, max_epochs=20, accs=RISING[:16])  # exactly min_epochs_left = 4 to go
+    at_deadline = _signals(epoch=DEADLINE, max_epochs=20, accs=RISING[:DEADLINE])
     decision = HeuristicTamiyo().decide(_obs(model, at_deadline))
     assert decision.action.op is Op.GERMINATE and "deadline" in decision.reason
     assert model.action_spec.slots[decision.action.slot] == "block3"
-    for epoch in (15, 17):  # only at that one epoch
+    for epoch in (DEADLINE - 1, DEADLINE + 1):  # only at that one epoch
         assert HeuristicTamiyo().decide(_obs(model, _signals(epoch, 20, RISING[:epoch]))).action.op is Op.WAIT
     off = HeuristicTamiyo(HeuristicConfig(germinate_by_deadline=False))
     assert off.decide(_obs(model, at_deadline)).action.op is Op.WAIT
@@ -191,13 +197,13 @@ def test_germinates_by_deadline_when_nothing_was_tried():
 
 def test_deadline_respects_warmup_and_tried_seeds():
     model = tiny_model()
-    early = _signals(epoch=1, max_epochs=5, accs=RISING[:1])  # 4 to go, but still warming up
+    early = _signals(epoch=1, max_epochs=1 + LEFT, accs=RISING[:1])  # at the deadline, but still warming up
     assert HeuristicTamiyo().decide(_obs(model, early)).action.op is Op.WAIT
     assert HeuristicTamiyo(HeuristicConfig(warmup_epochs=1)).decide(_obs(model, early)).action.op is Op.GERMINATE
     model = tiny_model(open_gates())
     model.germinate("block1", "norm", tempo=1)
     advance_to(model, "block1", Stage.FOSSILIZED)  # a seed was tried (and kept)
-    at_deadline = _signals(epoch=16, max_epochs=20, accs=RISING[:16])
+    at_deadline = _signals(epoch=DEADLINE, max_epochs=20, accs=RISING[:DEADLINE])
     assert HeuristicTamiyo().decide(_obs(model, at_deadline)).action.op is Op.WAIT
 
 
@@ -213,7 +219,8 @@ def test_deadline_does_not_fire_after_a_culled_seed_came_back_to_dormant():
     for _ in range(3):  # CULLED → EMBARGOED → RESETTING → DORMANT (permissive embargo: 1 epoch)
         model.step_epoch()
     assert all(r.stage is Stage.DORMANT for r in model.reports())
-    at_deadline = _signals(epoch=16, max_epochs=20, accs=RISING[:16])
+    at_deadline = _signals(epoch=DEADLINE, max_epochs=20, accs=RISING[:DEADLINE])
+    assert HeuristicTamiyo().decide(_obs(model, at_deadline)).action.op is Op.GERMINATE  # a fresh controller would
     decision = ctl.decide(_obs(model, at_deadline))
     assert decision.action.op is Op.WAIT, decision.reason
 

@@ -66,7 +66,8 @@ class MorphogeneticModel(nn.Module):
             raise ValueError(f"host must declare ≥1 injection point with unique names, got {names}")
         host_params = sum(p.numel() for p in host.parameters())
         gates = self.config.gate_config()
-        self.slots = nn.ModuleDict({p.name: SeedSlot(p, gates, host_params) for p in points})
+        step = self.config.isolation_step
+        self.slots = nn.ModuleDict({p.name: SeedSlot(p, gates, host_params, step) for p in points})
         self._slot_by_name: dict[str, SeedSlot] = dict(self.slots.items())  # plain dict: cheap lookup
         self.listeners: list[Callable[[TelemetryEvent], None]] = []
         for slot in self._slot_by_name.values():
@@ -82,6 +83,14 @@ class MorphogeneticModel(nn.Module):
         if slot.seed is None:  # DORMANT (and embargo stages): identity, no module call at all
             return h
         return slot(h)
+
+    def pop_isolation_loss(self) -> Tensor | None:
+        """Sum of the TRAINING seeds' isolation penalties from the last forward (then cleared).
+        Add it to the loss before backward; it only reaches seed parameters, never the host."""
+        terms = [s.isolation_penalty for s in self._slot_by_name.values() if s.isolation_penalty is not None]
+        for s in self._slot_by_name.values():
+            s.isolation_penalty = None
+        return torch.stack(terms).sum() if terms else None
 
     # ------------------------------------------------------------------ commands
     def germinate(self, slot: str, blueprint: str, tempo: int = 5, curve: str = "linear") -> None:

@@ -48,12 +48,13 @@ class SeedSlot(nn.Module):
 
     DORMANT, GERMINATED, CULLED, EMBARGOED, RESETTING: h (the seed, if any, does not run)
     TRAINING:   h + (f − stopgrad(f)), f = f(stopgrad(h)) — value is exactly h, the seed gets ∂L/∂h
+                (plus `isolation_penalty`, which bounds f; see forward)
     BLENDING:   h + α·f(stopgrad(h))   == lerp(h, h + f, α)
     HOLDING:    h + f(stopgrad(h))     (α = 1, host still shielded from the seed's gradient)
     FOSSILIZED: h + f(h)               (permanent; trained jointly with the host)
     """
 
-    def __init__(self, point: InjectionPoint, gates: GateConfig, host_params: int) -> None:
+    def __init__(self, point: InjectionPoint, gates: GateConfig, host_params: int, isolation_step: float = 1.0) -> None:
         super().__init__()
         if "." in point.name or not point.name:
             raise ValueError(f"injection point names must be non-empty and dot-free, got {point.name!r}")
@@ -63,6 +64,8 @@ class SeedSlot(nn.Module):
         self.listener: Callable[[TelemetryEvent], None] | None = None
         self.seed: nn.Module | None = None
         self.alpha_override: float | None = None  # counterfactual evaluation forces α (e.g. 0)
+        self.isolation_step = isolation_step
+        self.isolation_penalty: Tensor | None = None  # set by a TRAINING forward; the trainer adds it to the loss
         self._clear_seed_state()
         self.stage = Stage.DORMANT
         self.epoch = 0
@@ -88,6 +91,12 @@ class SeedSlot(nn.Module):
             return h + seed(h)
         if stage is Stage.TRAINING and self.alpha_override is None:
             f = seed(h.detach())
+            if self.training and torch.is_grad_enabled():
+                # Restoring force: with only the straight-through gradient, f would drift along −∂L/∂h without
+                # bound (its effect is never seen). With this penalty the seed's optimum is
+                # f_i = −isolation_step · ∂ℓ_i/∂h_i: a gradient-boosting step fitted to the host's error.
+                per_sample = f.pow(2).flatten(1).sum(1)  # (B, ...) → (B,)
+                self.isolation_penalty = 0.5 / self.isolation_step * per_sample.mean()
             return h + (f - f.detach())  # straight-through: value h, gradient ∂L/∂h reaches the seed
         alpha = self.alpha if self.alpha_override is None else self.alpha_override
         if alpha == 0.0:

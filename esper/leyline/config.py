@@ -102,6 +102,9 @@ class KasminaConfig(EsperModel):
     """Blueprints a controller may germinate, in action-head order."""
     blend: BlendChoices = BlendChoices()
     """α schedules offered to the controller."""
+    isolation_step: float = Field(1.0, gt=0)
+    """Functional step size of isolated training: a TRAINING seed converges to f = −isolation_step·∂ℓ/∂h
+    (a gradient-boosting step on the host's features); smaller = more conservative seeds at blend time."""
 
     @model_validator(mode="after")
     def _gates_match_profile(self) -> "KasminaConfig":

@@ -64,8 +64,8 @@ class HeuristicConfig(EsperModel):
     """A gain (fraction) below this over the window counts as a plateau."""
     max_live_seeds: int = Field(1, ge=1)
     """Seeds allowed on probation at once."""
-    min_epochs_left: int = Field(4, ge=0)
-    """Do not start a seed that cannot finish its lifecycle."""
+    min_epochs_left: int = Field(7, ge=0)
+    """Do not start a seed that cannot finish its lifecycle (germinate → train 1 → blend `tempo` → hold → fossilize)."""
     cull_below: float = Field(-0.005, le=0)
     """Cull when the measured contribution is below this (fraction of accuracy)."""
     fossilize_above: float = Field(0.0)

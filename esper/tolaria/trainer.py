@@ -90,7 +90,8 @@ class Trainer:
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss = self.loss_fn(self.model(x), y)
-            loss.backward()
+            isolation = self.model.pop_isolation_loss()
+            (loss if isolation is None else loss + isolation).backward()
             for opt in opts:
                 opt.step()
             total += loss.detach()
