@@ -46,3 +46,24 @@ class ScheduleTamiyo:
         if obs.masks.allows(advance):
             return Decision(advance, f"{self.slot}: gate open in {report.stage.name}")
         return Decision(FactoredAction(Op.WAIT), "waiting for the schedule")
+
+
+class RandomTamiyo:
+    """Uniform over legal actions, head by head (the random baseline)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        import numpy as np
+
+        self.rng = np.random.default_rng(seed)
+
+    def decide(self, obs: Observation) -> Decision:
+        import numpy as np
+
+        m = obs.masks
+        op = int(self.rng.choice(np.flatnonzero(m.op)))
+        slot = int(self.rng.choice(np.flatnonzero(m.slot[op])))
+        _, bp_mask, blend_mask = m.head_masks(op, slot)
+        action = FactoredAction(Op(op), slot, int(self.rng.choice(np.flatnonzero(bp_mask))), int(self.rng.choice(np.flatnonzero(blend_mask))))
+        return Decision(action, "random")

@@ -1,0 +1,69 @@
+"""The observation contract: global training signals + one block per slot (same for heuristic, PPO and Serve)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from esper.leyline.actions import ActionSpec
+from esper.leyline.signals import SlotReport, TrainingSignals
+from esper.leyline.stages import Stage
+
+GLOBAL_FEATURES = (
+    "progress", "train_loss", "val_loss", "val_accuracy", "delta_acc_1", "delta_acc_2", "delta_acc_3",
+    "gap_to_best", "excess_params_ratio", "live_seed_fraction",
+)
+SLOT_FEATURES_FIXED = (
+    *(f"stage_{s.name.lower()}" for s in Stage), "alpha", "epochs_in_stage", "contribution", "has_contribution",
+    "log_grad_norm", "gate_open", "embargo_remaining", "seed_param_ratio",
+)
+
+
+def feature_names(spec: ActionSpec) -> list[str]:
+    names = list(GLOBAL_FEATURES)
+    for slot in spec.slots:
+        names += [f"{slot}/{n}" for n in SLOT_FEATURES_FIXED]
+        names += [f"{slot}/blueprint_{b}" for b in spec.blueprints]
+    return names
+
+
+def feature_size(spec: ActionSpec) -> int:
+    return len(GLOBAL_FEATURES) + len(spec.slots) * (len(SLOT_FEATURES_FIXED) + len(spec.blueprints))
+
+
+FEATURE_BOUND = 5.0  # every feature is clipped to [−5, 5] (the observation space's bounds)
+
+
+def _clip(x: float, lo: float = -FEATURE_BOUND, hi: float = FEATURE_BOUND) -> float:
+    return float(min(max(x, lo), hi)) if math.isfinite(x) else hi
+
+
+def _delta(hist: Sequence[float], k: int) -> float:
+    """Accuracy change k steps back (0 when the history is too short)."""
+    return hist[-k] - hist[-k - 1] if len(hist) > k else 0.0
+
+
+def encode(spec: ActionSpec, signals: TrainingSignals, reports: Sequence[SlotReport], num_classes: int) -> np.ndarray:
+    """Fixed-size float32 features. Losses are divided by ln(classes) so chance level is ≈ 1."""
+    chance = math.log(num_classes)
+    hist = signals.accuracy_history
+    live = sum(r.stage in (Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.HOLDING) for r in reports)
+    out = [
+        signals.epoch / max(signals.max_epochs, 1),
+        _clip(signals.train_loss / chance), _clip(signals.val_loss / chance), signals.val_accuracy,
+        _clip(10 * _delta(hist, 1)), _clip(10 * _delta(hist, 2)), _clip(10 * _delta(hist, 3)),
+        _clip(10 * ((max(hist) if hist else 0.0) - signals.val_accuracy)),
+        _clip(signals.excess_params_ratio), live / max(len(reports), 1),
+    ]
+    for r in reports:
+        stage = [0.0] * len(Stage)
+        stage[int(r.stage)] = 1.0
+        contribution = 0.0 if r.contribution is None else _clip(10 * r.contribution)
+        grad = 0.0 if r.grad_norm is None else _clip(math.log1p(r.grad_norm))
+        bp = [float(r.blueprint == b) for b in spec.blueprints]
+        out += [*stage, r.alpha, min(r.epochs_in_stage / 10, 1.0), contribution, float(r.contribution is not None),
+                grad, float(r.gate_open), min(r.embargo_remaining / 5, 1.0),
+                _clip(r.seed_params / max(signals.host_params, 1)), *bp]
+    return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Ray glue: device choice inside actors, cluster resource sizing."""

@@ -1,0 +1,68 @@
+"""Evaluate controllers on the Simic env in-process, on fixed evaluation seeds."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+
+from esper.leyline.control import Controller, Observation
+from esper.simic.env import EsperEnv
+
+
+@dataclass
+class EpisodeStats:
+    controller: str
+    seed: int
+    final_accuracy: float
+    episode_return: float
+    germinated: int
+    fossilized: int
+    culled: int
+    final_excess_ratio: float
+    rolled_back: bool
+    ops: dict[str, int]
+
+
+def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None) -> EpisodeStats:
+    """One episode with `controller` deciding from the env's own signals, reports and masks."""
+    env.reset(seed=seed)
+    if hasattr(controller, "reset"):
+        controller.reset()
+    if telemetry is not None:
+        env.model.listeners.append(telemetry)
+    done, ret, info = False, 0.0, {}
+    while not done:
+        obs = Observation(env.signals(), env.model.reports(), env.model.masks(), env.action_spec)
+        decision = controller.decide(obs)
+        _, reward, terminated, truncated, info = env.step(decision.action.as_array())
+        ret += reward
+        done = terminated or truncated
+        if telemetry is not None:
+            from esper.leyline.telemetry import EpochEvent
+
+            pc = env.model.param_counts()
+            telemetry(EpochEvent(epoch=env.trainer.epoch, train_loss=env.losses[-1], val_loss=env.val_losses[-1],
+                                 val_accuracy=info["val_accuracy"], params_host=pc.host, params_active=pc.active_seeds,
+                                 params_fossilized=pc.fossilized))
+    c = info["counts"]
+    return EpisodeStats(controller.name, seed, info["val_accuracy"], ret, c["germinate"], c["fossilized"], c["culled"],
+                        info["excess_ratio"], info["rolled_back"], {k: c[k] for k in ("wait", "germinate", "advance", "cull")})
+
+
+def summarise(stats: list[EpisodeStats]) -> dict:
+    """mean, std and standard error per numeric field."""
+    out: dict = {"episodes": len(stats)}
+    for key in ("final_accuracy", "episode_return", "germinated", "fossilized", "culled", "final_excess_ratio"):
+        vals = [float(getattr(s, key)) for s in stats]
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out[key] = {"mean": statistics.fmean(vals), "std": std, "se": std / max(len(vals), 1) ** 0.5}
+    ops = {k: sum(s.ops[k] for s in stats) for k in stats[0].ops} if stats else {}
+    total = max(sum(ops.values()), 1)
+    out["op_fraction"] = {k: v / total for k, v in ops.items()}
+    out["rollbacks"] = sum(s.rolled_back for s in stats)
+    return out
+
+
+def evaluate(env: EsperEnv, controller: Controller, seeds: list[int]) -> tuple[dict, list[dict]]:
+    stats = [run_episode(env, controller, s) for s in seeds]
+    return summarise(stats), [asdict(s) for s in stats]

@@ -1,0 +1,73 @@
+"""PPO config builder for Tamiyo and the callback that reports Esper's episode metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from esper.leyline.world import TrainTamiyoConfig
+from esper.runtime.resources import RunnerPlan
+from esper.simic.env import EsperEnv
+from esper.simic.rl_module import TamiyoRLModule
+
+# Namespaced metric keys reported per episode by the env runners.
+FINAL_ACCURACY = "esper/final_accuracy"
+EXCESS_RATIO = "esper/final_excess_ratio"
+ROLLBACKS = "esper/rollbacks"
+OP_FRACTION = "esper/op_fraction/"
+GERMINATED = "esper/seeds_germinated"
+FOSSILIZED = "esper/seeds_fossilized"
+CULLED = "esper/seeds_culled"
+EPISODE_WINDOW = 50  # metrics are means over the last 50 episodes (not RLlib's default EMA)
+
+
+class EsperMetricsCallback(RLlibCallback):
+    """Logs final accuracy, parameter ratio, op distribution and seed counts at each episode's end."""
+
+    def on_episode_end(self, *, episode, metrics_logger=None, env=None, **kwargs) -> None:
+        if metrics_logger is None:
+            return
+        infos = episode.get_infos()
+        last = infos[-1] if len(infos) else {}
+        if "val_accuracy" not in last:
+            return
+        log = lambda key, value: metrics_logger.log_value(key, value, window=EPISODE_WINDOW)
+        log(FINAL_ACCURACY, last["val_accuracy"])
+        log(EXCESS_RATIO, last["excess_ratio"])
+        log(ROLLBACKS, float(last["rolled_back"]))
+        ops = Counter(i["op"] for i in infos if "op" in i)
+        total = max(sum(ops.values()), 1)
+        for op in ("WAIT", "GERMINATE", "ADVANCE", "CULL"):
+            log(OP_FRACTION + op.lower(), ops.get(op, 0) / total)
+        counts = last.get("counts", {})
+        log(GERMINATED, counts.get("germinate", 0))
+        log(FOSSILIZED, counts.get("fossilized", 0))
+        log(CULLED, counts.get("culled", 0))
+
+
+def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
+    p = cfg.ppo
+    return (
+        PPOConfig()
+        .environment(EsperEnv, env_config=cfg.world.model_dump(mode="json"))
+        .env_runners(
+            num_env_runners=plan.num_env_runners,
+            num_envs_per_env_runner=p.num_envs_per_env_runner,
+            num_cpus_per_env_runner=plan.cpus_per_runner,
+            num_gpus_per_env_runner=plan.gpus_per_runner,
+            rollout_fragment_length="auto",
+        )
+        .learners(num_learners=0, num_gpus_per_learner=0)
+        .training(
+            train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size, num_epochs=p.num_epochs,
+            lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, clip_param=p.clip_param, entropy_coeff=p.entropy_coeff,
+            vf_loss_coeff=p.vf_loss_coeff, grad_clip=p.grad_clip,
+        )
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=TamiyoRLModule, model_config={"hidden": p.hidden}))
+        .callbacks(EsperMetricsCallback)
+        .resources(num_cpus_for_main_process=0)
+        .debugging(seed=cfg.seed)
+    )

@@ -1,0 +1,51 @@
+"""The RLlib RLModule wrapping TamiyoPolicyNet: masked autoregressive heads + value function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from esper.tamiyo.policy import TamiyoPolicyNet
+
+
+class TamiyoRLModule(TorchRLModule, ValueFunctionAPI):
+    """Samples in _forward_exploration/_forward_inference; teacher-forces the taken actions in _forward_train,
+    so ACTION_DIST_INPUTS are the logits each head had given the earlier heads' actual choices."""
+
+    def setup(self) -> None:
+        cfg = self.model_config or {}
+        n_features = self.observation_space["features"].shape[0]
+        self.nvec = tuple(int(n) for n in self.action_space.nvec)
+        self.net = TamiyoPolicyNet(n_features, self.nvec, hidden=int(cfg.get("hidden", 128)))
+
+    def _obs(self, batch: dict[str, Any]):
+        obs = batch[Columns.OBS]
+        return obs["features"], obs["action_mask"]
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        out = self.net(*self._obs(batch), mode="greedy")
+        return {Columns.ACTIONS: out.actions, Columns.ACTION_DIST_INPUTS: out.logits, Columns.ACTION_LOGP: out.logp}
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        out = self.net(*self._obs(batch), mode="sample")
+        return {Columns.ACTIONS: out.actions, Columns.ACTION_DIST_INPUTS: out.logits, Columns.ACTION_LOGP: out.logp}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        out = self.net(*self._obs(batch), actions=batch[Columns.ACTIONS])
+        return {Columns.ACTION_DIST_INPUTS: out.logits}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None):
+        return self.net.value(batch[Columns.OBS]["features"])  # reads the batch, never mutates it
+
+    def get_inference_action_dist_cls(self):
+        return TorchMultiCategorical.get_partial_dist_cls(input_lens=list(self.nvec))
+
+    def get_exploration_action_dist_cls(self):
+        return self.get_inference_action_dist_cls()
+
+    def get_train_action_dist_cls(self):
+        return self.get_inference_action_dist_cls()

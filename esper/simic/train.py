@@ -1,0 +1,126 @@
+"""The PPO training driver behind experiments/ppo_multislot.py: Ray up, train, checkpoint, export agent.pt."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import ray
+
+from esper.leyline.features import feature_names
+from esper.leyline.world import TrainTamiyoConfig
+from esper.runtime.resources import plan_runners
+from esper.simic import ppo as keys
+from esper.simic.ppo import build_ppo_config
+
+EVAL_SEED_BASE = 100_000  # evaluation episodes use seeds disjoint from training's
+
+
+def _git_rev() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _progress(it: int, total: int, r: dict, seconds: float) -> dict:
+    er, lr = r.get("env_runners", {}), r.get("learners", {}).get("default_policy", {})
+    row = {
+        "iteration": it, "seconds": round(seconds, 1),
+        "return_mean": er.get("episode_return_mean"), "episode_len_mean": er.get("episode_len_mean"),
+        "final_accuracy": er.get(keys.FINAL_ACCURACY), "excess_ratio": er.get(keys.EXCESS_RATIO),
+        "entropy": lr.get("entropy"), "kl": lr.get("mean_kl_loss"), "vf_loss": lr.get("vf_loss"),
+        "op_fraction": {op: er.get(keys.OP_FRACTION + op) for op in ("wait", "germinate", "advance", "cull")},
+        "env_steps": er.get("num_env_steps_sampled_lifetime"),
+    }
+    f = lambda v, fmt: "—" if v is None else format(v, fmt)
+    ops = " ".join(f"{k[:4]} {f(v, '.0%')}" for k, v in row["op_fraction"].items())
+    print(f"iter {it:3d}/{total}  return {f(row['return_mean'], '+.3f')}  len {f(row['episode_len_mean'], '.1f')}  "
+          f"final_acc {f(row['final_accuracy'], '.2%')}  ops [{ops}]  entropy {f(row['entropy'], '.3f')}  "
+          f"kl {f(row['kl'], '.4f')}  ({seconds:.0f}s)", flush=True)
+    return row
+
+
+def _save_checkpoint(algo, out: Path) -> None:
+    """Write to a fresh folder, then swap it in: a crash mid-save never destroys the last good checkpoint."""
+    tmp, final = out / "checkpoint.tmp", out / "checkpoint"
+    shutil.rmtree(tmp, ignore_errors=True)
+    algo.save_to_path(str(tmp.resolve()))
+    old = out / "checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _start_ray(address: str | None) -> dict:
+    if address:
+        ray.init(address=address)
+        return ray.cluster_resources()
+    ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING")
+    return ray.available_resources()
+
+
+def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, resume: bool = False) -> str:
+    """Train, checkpoint, export agent.pt and write the summary; returns the Markdown summary."""
+    from esper.simic.env import EsperEnv
+    from esper.simic.evaluate import evaluate
+    from esper.tamiyo import HeuristicTamiyo, StaticTamiyo
+    from esper.tamiyo.agent_file import load_agent, save_agent
+    from esper.tamiyo.neural import NeuralTamiyo
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    code_version, t0 = _git_rev(), time.perf_counter()
+    resources = _start_ray(address)
+    try:
+        plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
+        print(f"world {cfg.world.name!r}: {plan.describe()}; output {out}", flush=True)
+        algo = build_ppo_config(cfg, plan).build_algo()
+        history_path = out / "progress.jsonl"
+        history = [json.loads(l) for l in history_path.read_text().splitlines()] if resume and history_path.exists() else []
+        if resume:
+            algo.restore_from_path(str((out / "checkpoint").resolve()))
+            print(f"resumed from {out / 'checkpoint'} after iteration {len(history)}", flush=True)
+        for it in range(len(history) + 1, cfg.ppo.iterations + 1):
+            result = algo.train()
+            history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0))
+            with history_path.open("a") as f:
+                f.write(json.dumps(history[-1]) + "\n")
+            if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
+                _save_checkpoint(algo, out)
+        module = algo.get_module()
+        env = EsperEnv(cfg.world)
+        save_agent(out / "agent.pt", module.net, env.action_spec, feature_names(env.action_spec), cfg.model_dump(mode="json"),
+                   code_version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
+        algo.stop()
+    finally:
+        ray.shutdown()
+    agent = load_agent(out / "agent.pt", expected_features=feature_names(env.action_spec))
+    seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
+    controllers = [NeuralTamiyo(agent, cfg.world.host.num_classes), StaticTamiyo(), HeuristicTamiyo()]
+    evals = {c.name: evaluate(env, c, seeds)[0] for c in controllers} if seeds else {}
+    summary = {"config": cfg.model_dump(mode="json"), "code_version": code_version, "plan": plan.describe(),
+               "wall_seconds": time.perf_counter() - t0, "history": history, "evaluation": evals}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    md = _markdown(cfg, out, summary)
+    (out / "summary.md").write_text(md)
+    return md
+
+
+def _markdown(cfg: TrainTamiyoConfig, out: Path, s: dict) -> str:
+    lines = [f"# Tamiyo PPO run — world `{cfg.world.name}`", "",
+             f"{len(s['history'])} iterations, {s['wall_seconds'] / 60:.1f} min; {s['plan']}; code {s['code_version']}.",
+             f"Outputs: `{out}/agent.pt`, `{out}/checkpoint/`, `{out}/progress.jsonl`.", ""]
+    if s["evaluation"]:
+        lines += [f"Greedy evaluation on {cfg.eval_episodes} fixed seeds (mean ± std):", "",
+                  "| controller | final accuracy | return | germinated | fossilized | excess params |", "|---|---:|---:|---:|---:|---:|"]
+        for name, e in s["evaluation"].items():
+            m = lambda k, fmt: f"{format(e[k]['mean'], fmt)} ± {format(e[k]['std'], fmt)}"
+            lines.append(f"| {name} | {m('final_accuracy', '.2%')} | {m('episode_return', '+.3f')} | {m('germinated', '.1f')} | "
+                         f"{m('fossilized', '.1f')} | {m('final_excess_ratio', '.2f')} |")
+    return "\n".join(lines) + "\n"

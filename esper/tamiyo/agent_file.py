@@ -1,0 +1,96 @@
+"""agent.pt: a trained Tamiyo in one file — weights + manifest + provenance, tensors and plain containers only.
+
+Loadable with `torch.load(path, weights_only=True)`; never pickled classes. Loading checks the manifest
+against this code (format version, feature layout, action spec) and fails with a clear message on mismatch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esper.kasmina.model import atomic_torch_save
+from esper.leyline import ActionSpec
+from esper.tamiyo.policy import TamiyoPolicyNet
+
+AGENT_FORMAT = "esper.agent"
+AGENT_FORMAT_VERSION = 1
+
+
+class AgentFileError(ValueError):
+    """agent.pt is corrupt, of another format, or does not match this code."""
+
+
+@dataclass
+class Agent:
+    net: TamiyoPolicyNet
+    spec: ActionSpec
+    feature_names: list[str]
+    manifest: dict[str, Any]
+    provenance: dict[str, Any]
+
+
+def _versions() -> dict[str, str]:
+    import esper
+
+    out = {"esper": str(esper.__version__), "torch": str(torch.__version__), "python": platform.python_version()}
+    try:
+        import ray
+
+        out["ray"] = str(ray.__version__)
+    except ImportError:
+        pass
+    return out
+
+
+def save_agent(path: str | os.PathLike, net: TamiyoPolicyNet, spec: ActionSpec, feature_names: list[str],
+               config: dict[str, Any], code_version: str = "unknown", extra: dict[str, Any] | None = None) -> None:
+    """Write agent.pt atomically."""
+    if len(feature_names) != net.n_features or tuple(spec.nvec) != net.nvec:
+        raise ValueError("feature names / action spec do not match the network's input and heads")
+    manifest = {
+        "format": AGENT_FORMAT, "format_version": AGENT_FORMAT_VERSION,
+        "n_features": net.n_features, "feature_names": list(feature_names),
+        "nvec": list(net.nvec), "action_spec": spec.to_dict(),
+        "network": {"kind": "mlp_autoregressive", "hidden": net.hidden},
+        "normaliser": None,  # features are bounded and scaled by construction (esper.leyline.features.py)
+    }
+    provenance = {"config": config, "code_version": code_version, "versions": _versions(),
+                  "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(extra or {})}
+    payload = {"manifest": manifest, "provenance": provenance,
+               "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+    atomic_torch_save(payload, Path(path))
+
+
+def load_agent(path: str | os.PathLike, expected_features: list[str] | None = None, map_location: str = "cpu") -> Agent:
+    """Load and validate agent.pt; `expected_features` (this code's feature layout) must match if given."""
+    path = Path(path)
+    if not path.is_file():
+        raise AgentFileError(f"agent file not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, pickled classes refused by weights_only
+        raise AgentFileError(f"{path}: not a loadable agent.pt ({type(exc).__name__}: {exc})") from None
+    m = payload.get("manifest") if isinstance(payload, dict) else None
+    if not isinstance(m, dict) or m.get("format") != AGENT_FORMAT:
+        raise AgentFileError(f"{path}: not an Esper agent (manifest format must be {AGENT_FORMAT!r})")
+    if m.get("format_version") != AGENT_FORMAT_VERSION:
+        raise AgentFileError(f"{path}: agent format version {m.get('format_version')} ≠ supported {AGENT_FORMAT_VERSION}")
+    if expected_features is not None and m["feature_names"] != list(expected_features):
+        diff = sorted(set(m["feature_names"]) ^ set(expected_features))[:5]
+        raise AgentFileError(f"{path}: observation features differ from this code's (e.g. {diff}); retrain or use matching code")
+    spec = ActionSpec.from_dict(m["action_spec"])
+    if list(spec.nvec) != list(m["nvec"]):
+        raise AgentFileError(f"{path}: action spec {spec.nvec} disagrees with manifest nvec {m['nvec']}")
+    net = TamiyoPolicyNet(int(m["n_features"]), tuple(m["nvec"]), hidden=int(m["network"]["hidden"]))
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise AgentFileError(f"{path}: weights do not match the manifest's network ({exc})") from None
+    return Agent(net.eval(), spec, list(m["feature_names"]), m, payload.get("provenance", {}))

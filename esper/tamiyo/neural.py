@@ -1,0 +1,29 @@
+"""A Controller backed by a trained policy (agent.pt): same Observation in, same factored action out."""
+
+from __future__ import annotations
+
+import torch
+
+from esper.leyline import FactoredAction, Op
+from esper.leyline.control import Decision, Observation
+from esper.leyline.features import encode
+from esper.tamiyo.agent_file import Agent
+
+
+class NeuralTamiyo:
+    """Greedy by default; `sample=True` draws from the masked policy with its own seeded generator."""
+
+    def __init__(self, agent: Agent, num_classes: int, sample: bool = False, seed: int = 0) -> None:
+        self.agent, self.num_classes, self.sample = agent, num_classes, sample
+        self.name = "ppo-sampled" if sample else "ppo"
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def decide(self, obs: Observation) -> Decision:
+        features = torch.as_tensor(encode(obs.spec, obs.signals, obs.reports, self.num_classes))[None]
+        mask = torch.as_tensor(obs.masks.flat())[None]
+        out = self.agent.net(features, mask, mode="sample" if self.sample else "greedy", generator=self.generator)
+        action = FactoredAction.from_array(out.actions[0].tolist())
+        if not obs.masks.allows(action):  # cannot happen with a sound mask; never execute it anyway
+            return Decision(FactoredAction(Op.WAIT), "policy proposed a masked action")
+        return Decision(action, f"policy p={float(out.logp.exp()):.2f}")

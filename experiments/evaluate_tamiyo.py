@@ -1,0 +1,122 @@
+"""Evaluate a trained Tamiyo (agent.pt) against random, WAIT-only and the heuristic on the same seeds.
+
+    python experiments/evaluate_tamiyo.py --agent runs/ppo/<run>/agent.pt --episodes 20
+    python experiments/evaluate_tamiyo.py --episodes 20                  # baselines only (no agent)
+
+Every controller plays the same evaluation episodes (same world, same episode seeds: identical host init
+and data order). Reports mean ± std (and standard error) of final accuracy, return, seeds germinated /
+fossilized / culled and final parameter ratio; writes JSON + Markdown and plots one agent episode's lifecycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agent", type=Path, default=None, help="agent.pt to evaluate (its world is used unless --preset)")
+    p.add_argument("--preset", default=None, help="world preset name or YAML (default: the agent's world, else smoke)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed-base", type=int, default=100_000, help="evaluation episode seeds: base, base+1, …")
+    p.add_argument("--controllers", nargs="+", default=["ppo", "ppo-sampled", "random", "wait", "heuristic"])
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: beside the agent, else runs/eval)")
+    args = p.parse_args()
+    if args.episodes < 1:
+        p.error("--episodes must be ≥ 1")
+    return args
+
+
+def main() -> None:
+    args = _parse()
+    from esper.leyline.experiment import ConfigError, load_config
+    from esper.leyline.features import feature_names
+    from esper.leyline.world import TrainTamiyoConfig
+    from esper.simic.env import EsperEnv
+    from esper.simic.evaluate import run_episode, summarise
+    from esper.tamiyo import HeuristicTamiyo, RandomTamiyo, StaticTamiyo
+    from esper.tamiyo.agent_file import AgentFileError, load_agent
+    from esper.tamiyo.neural import NeuralTamiyo
+
+    try:
+        agent = load_agent(args.agent) if args.agent else None
+        if args.preset or agent is None:
+            name = args.preset or "smoke"
+            path = Path(name) if name.endswith((".yaml", ".yml")) else PRESETS / f"{name}.yaml"
+            cfg = load_config(path, args.overrides, model=TrainTamiyoConfig)
+        else:
+            cfg = TrainTamiyoConfig.model_validate(agent.provenance["config"])
+    except (ConfigError, AgentFileError) as exc:
+        sys.exit(f"error: {exc}")
+    env = EsperEnv(cfg.world)
+    if agent is not None and agent.feature_names != feature_names(env.action_spec):
+        sys.exit("error: the agent's observation features do not match this world's (different slots/blueprints?)")
+    classes = cfg.world.host.num_classes
+    make = {"ppo": lambda: NeuralTamiyo(agent, classes), "ppo-sampled": lambda: NeuralTamiyo(agent, classes, sample=True),
+            "random": lambda: RandomTamiyo(seed=0), "wait": StaticTamiyo, "heuristic": HeuristicTamiyo}
+    names = [c for c in args.controllers if agent is not None or not c.startswith("ppo")]
+    unknown = [c for c in names if c not in make]
+    if unknown:
+        sys.exit(f"error: unknown controllers {unknown}; known: {list(make)}")
+    seeds = [args.seed_base + i for i in range(args.episodes)]
+    results, rows = {}, []
+    for name in names:
+        controller = make[name]()
+        stats = []
+        for i, s in enumerate(seeds):
+            stats.append(run_episode(env, controller, s))
+            print(f"\r{name:<12} episode {i + 1}/{len(seeds)}", end="", flush=True)
+        results[name] = summarise(stats)
+        rows += [st.__dict__ | {"controller": name} for st in stats]
+        r = results[name]
+        print(f"\r{name:<12} final_acc {r['final_accuracy']['mean']:.2%} ± {r['final_accuracy']['std']:.2%}  "
+              f"return {r['episode_return']['mean']:+.3f} ± {r['episode_return']['std']:.3f}  "
+              f"germinated {r['germinated']['mean']:.1f}  ops {', '.join(f'{k} {v:.0%}' for k, v in r['op_fraction'].items())}")
+    out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "seeds": seeds,
+                                                     "world": cfg.world.model_dump(mode="json"), "results": results, "episodes": rows}, indent=2))
+    md = _table(results, len(seeds))
+    (out / "evaluation.md").write_text(md)
+    print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
+    if agent is not None:
+        _plot_episode(env, NeuralTamiyo(agent, classes), seeds[0], out / "agent_episode.png")
+
+
+def _table(results: dict, n: int) -> str:
+    lines = [f"{n} evaluation episodes per controller (same seeds); mean ± std (standard error in brackets)", "",
+             "| controller | final accuracy | return | germinated | fossilized | culled | final excess params |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        f = lambda k, fmt: f"{format(r[k]['mean'], fmt)} ± {format(r[k]['std'], fmt)}"
+        lines.append(f"| {name} | {f('final_accuracy', '.2%')} [{r['final_accuracy']['se']:.2%}] | "
+                     f"{f('episode_return', '+.3f')} [{r['episode_return']['se']:.3f}] | {f('germinated', '.2f')} | "
+                     f"{f('fossilized', '.2f')} | {f('culled', '.2f')} | {f('final_excess_ratio', '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_episode(env, controller, seed: int, path: Path) -> None:
+    import importlib.util
+
+    from esper.nissa import ParquetBackend, TelemetryHub
+    from esper.simic.evaluate import run_episode
+
+    telemetry = path.with_suffix(".parquet")
+    hub = TelemetryHub([ParquetBackend(telemetry)], controller=controller.name, seed=seed)
+    run_episode(env, controller, seed, telemetry=hub)
+    hub.close()
+    spec = importlib.util.spec_from_file_location("plot_run", Path(__file__).parent / "plot_run.py")
+    plot_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_run)
+    plot_run.plot(telemetry, path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

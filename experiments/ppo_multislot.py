@@ -1,0 +1,89 @@
+"""Train Tamiyo with RLlib PPO over factored, masked action heads — the main job.
+
+    python experiments/ppo_multislot.py                                  # smoke world, local, offline, ≤ 10 min
+    python experiments/ppo_multislot.py --preset smoke --iterations 60 --output runs/ppo/long
+    python experiments/ppo_multislot.py --resume runs/ppo/long            # continue from its checkpoint
+    python experiments/ppo_multislot.py --preset cifar10 --address auto   # on a Ray cluster (see docs/cluster.md)
+    python experiments/ppo_multislot.py --set ppo.lr=1e-3 --set world.reward.rent_lambda=0.1
+
+Each EnvRunner is an env actor training its own host (pinned to a GPU when the cluster has GPUs). Writes to
+--output: checkpoint/ (RLlib, resumable), agent.pt (the trained Tamiyo), progress.jsonl, summary.json/.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="smoke", help="world preset name (experiments/presets/<name>.yaml) or a YAML path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--iterations", type=int, default=None, help="PPO iterations (overrides ppo.iterations)")
+    p.add_argument("--seed", type=int, default=None, help="seed (overrides the preset's)")
+    p.add_argument("--address", default=None, help="Ray cluster address ('auto' = the running cluster); default: a local one")
+    p.add_argument("--num-env-runners", type=int, default=None, help="env actors (default: sized from the cluster)")
+    p.add_argument("--output", type=Path, default=None, help="output folder (default runs/ppo/<preset>-<time>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p.parse_args()
+
+
+def _config(args: argparse.Namespace):
+    from esper.leyline.experiment import ConfigError, load_config
+    from esper.leyline.world import TrainTamiyoConfig
+
+    overrides = list(args.overrides)
+    if args.resume is not None:
+        saved = args.resume / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.json there (not an Esper PPO run folder)")
+        tree = json.loads(saved.read_text())
+        cfg = TrainTamiyoConfig.model_validate(tree)
+        if args.iterations is not None:
+            cfg.ppo.iterations = args.iterations
+        return cfg
+    preset = Path(args.preset) if args.preset.endswith((".yaml", ".yml")) else PRESETS / f"{args.preset}.yaml"
+    if not preset.is_file():
+        known = sorted(q.stem for q in PRESETS.glob("*.yaml") if not q.stem.startswith("compare"))
+        raise ConfigError(f"unknown preset {args.preset!r}; known: {known} (or give a .yaml path)")
+    if args.iterations is not None:
+        overrides.append(f"ppo.iterations={args.iterations}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.num_env_runners is not None:
+        overrides.append(f"ppo.num_env_runners={args.num_env_runners}")
+    return load_config(preset, overrides, model=TrainTamiyoConfig)
+
+
+def main() -> None:
+    args = _parse()
+    from esper.leyline.experiment import ConfigError
+
+    try:
+        cfg = _config(args)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    if args.print_config:
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        return
+    from esper.simic.train import train_tamiyo
+
+    out = args.resume or args.output or Path("runs/ppo") / f"{cfg.world.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        summary = train_tamiyo(cfg, out, address=args.address, resume=args.resume is not None)
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted: the last checkpoint in {out}/checkpoint is intact; continue with --resume {out}")
+    print(f"\n{summary}")
+
+
+if __name__ == "__main__":
+    main()
