@@ -32,3 +32,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "esper"))
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One throwaway local Ray cluster for the whole suite (ray.init costs seconds): 2 CPUs and 2 *logical*
+    GPUs (CUDA is not visible), loopback only, no dashboard, token auth off, stopped by its own handle."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
+             log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

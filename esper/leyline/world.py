@@ -64,7 +64,7 @@ class WorldConfig(EsperModel):
     """Host network."""
     kasmina: KasminaConfig = KasminaConfig()
     """Plane: gates, blueprints, blend choices (fixes the action space)."""
-    trainer: TrainerConfig = TrainerConfig(epochs=16, batch_size=64, max_batches_per_epoch=6)
+    trainer: TrainerConfig = TrainerConfig(epochs=16, batch_size=64, max_batches_per_epoch=10, lr=0.1)
     """Training per step; `epochs` is the episode length in decision points."""
     governor: GovernorConfig = GovernorConfig()
     """Catastrophe detection (a rollback ends the episode)."""

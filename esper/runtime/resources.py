@@ -42,3 +42,20 @@ def plan_runners(resources: dict[str, float], requested: int | None = None, gpus
             raise ValueError(f"{n} runners × {gpus_per_runner} GPU exceeds the cluster's {gpus:g} GPU(s)")
         gpu_share = gpus_per_runner
     return RunnerPlan(n, cpu_share, gpu_share, cpus, gpus)
+
+
+def cuda_usable_on_gpu_workers(gpus: float = 1.0, timeout_s: float = 300.0) -> bool:
+    """Ask a GPU-holding Ray task whether CUDA really works there. Logical GPUs (`ray.init(num_gpus=2)` on a
+    CPU machine, or a misconfigured node) would otherwise make RLlib move modules to a CUDA that isn't there."""
+    import ray
+
+    @ray.remote(num_gpus=gpus, num_cpus=0)
+    def _probe() -> bool:
+        import torch
+
+        return bool(ray.get_gpu_ids()) and torch.cuda.is_available()
+
+    try:
+        return bool(ray.get(_probe.remote(), timeout=timeout_s))
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+        return False

@@ -12,7 +12,7 @@ import ray
 
 from esper.leyline.features import feature_names
 from esper.leyline.world import TrainTamiyoConfig
-from esper.runtime.resources import plan_runners
+from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
 from esper.simic.ppo import build_ppo_config
 
@@ -79,6 +79,9 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
     resources = _start_ray(address)
     try:
         plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
+        if plan.gpus_per_runner > 0 and not cuda_usable_on_gpu_workers(plan.gpus_per_runner):
+            print("warning: the cluster advertises GPUs but CUDA is not usable on them; env runners use CPU", flush=True)
+            plan = plan_runners(resources, cfg.ppo.num_env_runners, 0.0)
         print(f"world {cfg.world.name!r}: {plan.describe()}; output {out}", flush=True)
         algo = build_ppo_config(cfg, plan).build_algo()
         history_path = out / "progress.jsonl"
