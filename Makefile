@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.esper-installed
 
-.PHONY: run test test-all bench clean-venv
+.PHONY: run test test-all demo bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,14 +13,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## the main job on its small default (offline, local)
-	$(PY) experiments/demo_plane.py
+run: $(STAMP)  ## the main job on its small default: PPO on the smoke world (offline, local, ~7 min)
+	$(PY) experiments/ppo_multislot.py
 
 test: $(STAMP)  ## the default test suite (slow tests excluded)
 	$(PY) -m pytest
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -m ''
+
+demo: $(STAMP)  ## one-minute walk of a seed through its lifecycle
+	$(PY) experiments/demo_plane.py
 
 bench: $(STAMP)
 	$(PY) experiments/bench_dormant.py

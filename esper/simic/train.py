@@ -85,7 +85,9 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         print(f"world {cfg.world.name!r}: {plan.describe()}; output {out}", flush=True)
         algo = build_ppo_config(cfg, plan).build_algo()
         history_path = out / "progress.jsonl"
-        history = [json.loads(l) for l in history_path.read_text().splitlines()] if resume and history_path.exists() else []
+        history = [json.loads(line) for line in history_path.read_text().splitlines()] if resume and history_path.exists() else []
+        if not resume:
+            history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
         if resume:
             algo.restore_from_path(str((out / "checkpoint").resolve()))
             print(f"resumed from {out / 'checkpoint'} after iteration {len(history)}", flush=True)

@@ -82,15 +82,34 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
         raise AgentFileError(f"{path}: not an Esper agent (manifest format must be {AGENT_FORMAT!r})")
     if m.get("format_version") != AGENT_FORMAT_VERSION:
         raise AgentFileError(f"{path}: agent format version {m.get('format_version')} ≠ supported {AGENT_FORMAT_VERSION}")
-    if expected_features is not None and m["feature_names"] != list(expected_features):
-        diff = sorted(set(m["feature_names"]) ^ set(expected_features))[:5]
-        raise AgentFileError(f"{path}: observation features differ from this code's (e.g. {diff}); retrain or use matching code")
-    spec = ActionSpec.from_dict(m["action_spec"])
-    if list(spec.nvec) != list(m["nvec"]):
-        raise AgentFileError(f"{path}: action spec {spec.nvec} disagrees with manifest nvec {m['nvec']}")
-    net = TamiyoPolicyNet(int(m["n_features"]), tuple(m["nvec"]), hidden=int(m["network"]["hidden"]))
+    try:
+        names = list(m["feature_names"])
+        _check_features(path, names, expected_features)
+        try:
+            spec = ActionSpec.from_dict(m["action_spec"])
+        except (TypeError, ValueError) as exc:
+            raise AgentFileError(f"{path}: malformed action spec in the manifest ({exc})") from None
+        if list(spec.nvec) != list(m["nvec"]):
+            raise AgentFileError(f"{path}: action spec {spec.nvec} disagrees with manifest nvec {m['nvec']}")
+        net = TamiyoPolicyNet(int(m["n_features"]), tuple(m["nvec"]), hidden=int(m["network"]["hidden"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, AgentFileError):
+            raise
+        raise AgentFileError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload.get("state_dict"), dict):
+        raise AgentFileError(f"{path}: weights do not match the manifest's network (state_dict is missing or not a dict)")
     try:
         net.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError) as exc:
+    except (RuntimeError, KeyError, TypeError) as exc:
         raise AgentFileError(f"{path}: weights do not match the manifest's network ({exc})") from None
-    return Agent(net.eval(), spec, list(m["feature_names"]), m, payload.get("provenance", {}))
+    return Agent(net.eval(), spec, names, m, payload.get("provenance", {}))
+
+
+def _check_features(path: Path, names: list[str], expected: list[str] | None) -> None:
+    if expected is None or names == list(expected):
+        return
+    diff = sorted(set(names) ^ set(expected))[:5]
+    if not diff:  # same names, other order
+        i = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
+        diff = [f"position {i}: agent has {names[i]!r}, code has {expected[i]!r}"]
+    raise AgentFileError(f"{path}: observation features differ from this code's (e.g. {diff}); retrain or use matching code")
