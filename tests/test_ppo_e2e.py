@@ -41,3 +41,26 @@ def test_one_ppo_iteration_and_agent_export(ray_session, tmp_path):
     obs, _ = env.reset(seed=3)
     f, m = torch.as_tensor(obs["features"])[None], torch.as_tensor(obs["action_mask"])[None]
     assert torch.equal(agent.net(f, m, mode="greedy").actions, net.cpu()(f, m, mode="greedy").actions)
+
+
+def test_checkpoint_restores_the_policy_exactly(ray_session, tmp_path):
+    from esper.simic.train import _save_checkpoint
+
+    cfg = TrainTamiyoConfig.model_validate(CFG)
+    plan = plan_runners({"CPU": 2.0}, requested=1)
+    algo = build_ppo_config(cfg, plan).build_algo()
+    try:
+        algo.train()
+        _save_checkpoint(algo, tmp_path)
+        _save_checkpoint(algo, tmp_path)  # a second save swaps folders without leaving debris
+        saved = {k: v.clone() for k, v in algo.get_module().net.state_dict().items()}
+    finally:
+        algo.stop()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    fresh = build_ppo_config(cfg, plan).build_algo()
+    try:
+        fresh.restore_from_path(str((tmp_path / "checkpoint").resolve()))
+        restored = fresh.get_module().net.state_dict()
+        assert all(torch.equal(saved[k], restored[k]) for k in saved)
+    finally:
+        fresh.stop()

@@ -59,6 +59,9 @@ def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
             num_cpus_per_env_runner=plan.cpus_per_runner,
             num_gpus_per_env_runner=plan.gpus_per_runner,
             rollout_fragment_length="auto",
+            # A world step trains a model: on a busy machine a fragment can take minutes. RLlib's default (60 s)
+            # then returns no samples and the iteration is wasted, so wait longer.
+            sample_timeout_s=900.0,
         )
         .learners(num_learners=0, num_gpus_per_learner=0)
         .training(

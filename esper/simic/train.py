@@ -36,7 +36,7 @@ def _progress(it: int, total: int, r: dict, seconds: float) -> dict:
         "op_fraction": {op: er.get(keys.OP_FRACTION + op) for op in ("wait", "germinate", "advance", "cull")},
         "env_steps": er.get("num_env_steps_sampled_lifetime"),
     }
-    f = lambda v, fmt: "—" if v is None else format(v, fmt)
+    f = lambda v, fmt: "—" if v is None or v != v else format(v, fmt)  # None or NaN (no episode finished yet)
     ops = " ".join(f"{k[:4]} {f(v, '.0%')}" for k, v in row["op_fraction"].items())
     print(f"iter {it:3d}/{total}  return {f(row['return_mean'], '+.3f')}  len {f(row['episode_len_mean'], '.1f')}  "
           f"final_acc {f(row['final_accuracy'], '.2%')}  ops [{ops}]  entropy {f(row['entropy'], '.3f')}  "
