@@ -11,6 +11,7 @@ Arms (every arm: identical epochs, optimiser, LR schedule, host init and data or
               epoch 0, trained jointly from the start (capacity control: same extra parameters, no growth)
   schedule    germinate that blueprint in that slot at epoch `schedule_epoch`, fixed tempo, advance on gates
   heuristic   heuristic Tamiyo (esper/tamiyo/heuristic.py)
+  ppo         a trained Tamiyo: --set agent=runs/ppo/<run>/agent.pt --set 'arms=[static,heuristic,ppo]' 
 Writes results.csv, summary.json, table.md, acc_vs_params.png and per-run telemetry under --out.
 """
 
@@ -33,8 +34,11 @@ from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
 from esper.leyline import Stage
 from esper.leyline.experiment import ConfigError, ExperimentConfig, load_config
+from esper.leyline.features import feature_names
 from esper.nissa import ConsoleBackend, ParquetBackend, TelemetryHub
 from esper.tamiyo import HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo.agent_file import AgentFileError, load_agent
+from esper.tamiyo.neural import NeuralTamiyo
 from esper.tolaria.data import DataError, DeviceLoader
 from esper.tolaria.datasets import load_bundle
 from esper.tolaria.governor import Governor
@@ -81,6 +85,9 @@ def _build(arm: str, cfg: ExperimentConfig, device: torch.device, bundle, seed: 
         controller = ScheduleTamiyo(cfg.schedule_epoch, slot, blueprint, heuristic.tempo, heuristic.curve)
     elif arm == "heuristic":
         controller = HeuristicTamiyo(heuristic)
+    elif arm == "ppo":  # a trained Tamiyo plugs in as just another controller
+        agent = load_agent(cfg.agent, expected_features=feature_names(model.action_spec))
+        controller = NeuralTamiyo(agent, cfg.host.num_classes)
     trainer = Trainer(model, bundle.train, bundle.val, cfg.trainer, bundle.mean, bundle.std, seed=seed)
     return model, trainer, controller
 
@@ -137,6 +144,11 @@ def main() -> None:
         bundle = load_bundle(d.source, limit=d.limit, val_fraction=d.val_fraction, seed=0, device=device, eval_path=d.eval_data)
     except DataError as exc:
         sys.exit(f"error: {exc}")
+    if cfg.agent is not None:
+        try:
+            load_agent(cfg.agent)  # fail now, not after the first arms have run
+        except AgentFileError as exc:
+            sys.exit(f"error: {exc}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     print(f"data {d.source}: {len(bundle.train)} train / {len(bundle.val)} val; host {cfg.host.preset}; "

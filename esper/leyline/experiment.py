@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.config import HostConfig, KasminaConfig
@@ -114,12 +114,20 @@ class ExperimentConfig(EsperModel):
     """Heuristic Tamiyo thresholds (also pick the capacity and schedule arms' slot and blueprint)."""
     seeds: list[int] = [0, 1, 2]
     """Training seeds (host init, data order); ≥ 3 for any claim."""
-    arms: list[Literal["static", "capacity", "schedule", "heuristic"]] = ["static", "capacity", "schedule", "heuristic"]
-    """Controllers to compare."""
+    arms: list[Literal["static", "capacity", "schedule", "heuristic", "ppo"]] = ["static", "capacity", "schedule", "heuristic"]
+    """Controllers to compare ('ppo' = the greedy policy in `agent`)."""
+    agent: str | None = None
+    """agent.pt for the 'ppo' arm (its features must match this plane's slots and blueprints)."""
     schedule_epoch: int = Field(2, ge=0)
     """Germination epoch of the fixed-schedule arm."""
     device: str = "auto"
     """'auto' (CUDA if available), 'cpu' or 'cuda:N'."""
+
+    @model_validator(mode="after")
+    def _agent_for_ppo(self) -> "ExperimentConfig":
+        if ("ppo" in self.arms) != (self.agent is not None):
+            raise ValueError("the 'ppo' arm and `agent` (an agent.pt path) go together")
+        return self
 
 
 class ConfigError(ValueError):
