@@ -54,11 +54,15 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
     p.add_argument("--quick", action="store_true", help=f"shorthand for --config {QUICK_PRESET}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set trainer.epochs=12 (repeatable)")
+    p.add_argument("--eval-data", default=None, metavar="PATH.parquet",
+                   help="external evaluation set, reported beside validation (= --set data.eval_data=PATH)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compare/<time>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args()
     if args.quick and args.config:
         p.error("--quick and --config are exclusive")
+    if args.eval_data:
+        args.overrides.append(f"data.eval_data={args.eval_data}")
     try:
         cfg = load_config(QUICK_PRESET if args.quick else args.config, args.overrides)
     except ConfigError as exc:
