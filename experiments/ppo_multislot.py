@@ -43,8 +43,8 @@ def _config(args: argparse.Namespace):
     overrides = list(args.overrides)
     if args.resume is not None:
         saved = args.resume / "config.json"
-        if not saved.is_file():
-            raise ConfigError(f"--resume {args.resume}: no config.json there (not an Esper PPO run folder)")
+        if not saved.is_file() or not (args.resume / "checkpoint").is_dir():
+            raise ConfigError(f"--resume {args.resume}: needs config.json and checkpoint/ there (an Esper PPO run folder)")
         tree = json.loads(saved.read_text())
         cfg = TrainTamiyoConfig.model_validate(tree)
         if args.iterations is not None:

@@ -51,12 +51,13 @@ def test_checkpoint_restores_the_policy_exactly(ray_session, tmp_path):
     algo = build_ppo_config(cfg, plan).build_algo()
     try:
         algo.train()
-        _save_checkpoint(algo, tmp_path)
-        _save_checkpoint(algo, tmp_path)  # a second save swaps folders without leaving debris
+        _save_checkpoint(algo, tmp_path, 1)
+        _save_checkpoint(algo, tmp_path, 1)  # a second save swaps folders without leaving debris
         saved = {k: v.clone() for k, v in algo.get_module().net.state_dict().items()}
     finally:
         algo.stop()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    assert (tmp_path / "checkpoint" / "esper_iteration.txt").read_text() == "1"
     fresh = build_ppo_config(cfg, plan).build_algo()
     try:
         fresh.restore_from_path(str((tmp_path / "checkpoint").resolve()))

@@ -17,6 +17,7 @@ from esper.simic import ppo as keys
 from esper.simic.ppo import build_ppo_config
 
 EVAL_SEED_BASE = 100_000  # evaluation episodes use seeds disjoint from training's
+ESPER_ITERATION_FILE = "esper_iteration.txt"
 
 
 def _git_rev() -> str:
@@ -44,11 +45,12 @@ def _progress(it: int, total: int, r: dict, seconds: float) -> dict:
     return row
 
 
-def _save_checkpoint(algo, out: Path) -> None:
+def _save_checkpoint(algo, out: Path, iteration: int = 0) -> None:
     """Write to a fresh folder, then swap it in: a crash mid-save never destroys the last good checkpoint."""
     tmp, final = out / "checkpoint.tmp", out / "checkpoint"
     shutil.rmtree(tmp, ignore_errors=True)
     algo.save_to_path(str(tmp.resolve()))
+    (tmp / ESPER_ITERATION_FILE).write_text(str(iteration))  # which progress line this state belongs to
     old = out / "checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -85,19 +87,24 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         print(f"world {cfg.world.name!r}: {plan.describe()}; output {out}", flush=True)
         algo = build_ppo_config(cfg, plan).build_algo()
         history_path = out / "progress.jsonl"
-        history = [json.loads(line) for line in history_path.read_text().splitlines()] if resume and history_path.exists() else []
-        if not resume:
-            history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
+        history = []
         if resume:
             algo.restore_from_path(str((out / "checkpoint").resolve()))
-            print(f"resumed from {out / 'checkpoint'} after iteration {len(history)}", flush=True)
+            lines = history_path.read_text().splitlines() if history_path.exists() else []
+            marker = out / "checkpoint" / ESPER_ITERATION_FILE
+            done = int(marker.read_text()) if marker.exists() else len(lines)
+            history = [json.loads(line) for line in lines[:done]]  # iterations after the checkpoint are redone
+            history_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+            print(f"resumed from {out / 'checkpoint'} after iteration {done}", flush=True)
+        else:
+            history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
         for it in range(len(history) + 1, cfg.ppo.iterations + 1):
             result = algo.train()
             history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0))
             with history_path.open("a") as f:
                 f.write(json.dumps(history[-1]) + "\n")
             if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
-                _save_checkpoint(algo, out)
+                _save_checkpoint(algo, out, it)
         module = algo.get_module()
         env = EsperEnv(cfg.world)
         save_agent(out / "agent.pt", module.net, env.action_spec, feature_names(env.action_spec), cfg.model_dump(mode="json"),
