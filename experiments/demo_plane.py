@@ -21,6 +21,7 @@ from esper.kasmina import MorphogeneticModel, read_manifest
 from esper.kasmina.hosts import CNNHost, build_host
 from esper.leyline import HostConfig, KasminaConfig, Stage
 from esper.tolaria.data import load_synthetic, split_train_val
+from esper.tolaria.datasets import channel_stats
 from esper.tolaria.trainer import Trainer, TrainerConfig, pick_device
 
 SLOT, BLUEPRINT = "block2", "conv_light"
@@ -60,7 +61,8 @@ def main() -> None:
     data = load_synthetic(args.n_images, seed=args.seed).to(device)
     train, val = split_train_val(data, 0.1, seed=args.seed)
     model = MorphogeneticModel(CNNHost(HostConfig(preset=args.preset)), KasminaConfig()).to(device)
-    trainer = Trainer(model, train, val, TrainerConfig(epochs=args.epochs, batch_size=128), (0.5,) * 3, (0.25,) * 3, seed=args.seed)
+    mean, std = channel_stats(train)
+    trainer = Trainer(model, train, val, TrainerConfig(epochs=args.epochs, batch_size=128), mean, std, seed=args.seed)
     print(f"demo: {args.preset} host ({model.param_counts().host:,} params) on {device}, "
           f"{len(train)} train / {len(val)} val synthetic images, {args.epochs} epochs")
     for epoch in range(args.epochs):
