@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
 from esper.leyline import HostConfig, KasminaConfig
+from esper.provenance import code_version
 
 ARMS = ("host", "dormant", "training", "blending")
 
@@ -117,13 +117,6 @@ def bench_preset(preset: str, args: argparse.Namespace) -> dict:
     }
 
 
-def _code_version() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     args = _parse()
     torch.set_num_threads(args.threads)
@@ -139,7 +132,7 @@ def main() -> None:
     meta = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "args": {k: str(v) for k, v in vars(args).items()},
-        "code_version": _code_version(),
+        "code_version": code_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} threads",

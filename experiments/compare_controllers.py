@@ -22,7 +22,6 @@ import csv
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from esper.leyline import Stage
 from esper.leyline.experiment import ConfigError, ExperimentConfig, load_config
 from esper.leyline.features import feature_names
 from esper.nissa import ConsoleBackend, ParquetBackend, TelemetryHub
+from esper.provenance import code_version
 from esper.tamiyo import HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
 from esper.tamiyo.agent_file import AgentFileError, load_agent
 from esper.tamiyo.neural import NeuralTamiyo
@@ -138,7 +138,7 @@ def _plot(rows: list[dict], arms: list[str], path: Path) -> None:
 
 def main() -> None:
     args, cfg = _parse()
-    code_version = _git_rev()  # at start: the code that actually ran
+    version = code_version()  # at start: the code that actually ran
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return
@@ -177,7 +177,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    meta = {"command": " ".join(["python", *sys.argv]), "config": cfg.model_dump(mode="json"), "code_version": code_version,
+    meta = {"command": " ".join(["python", *sys.argv]), "config": cfg.model_dump(mode="json"), "code_version": version,
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(), "machine": platform.platform()}
     (args.out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2))
     table = _table(summary, has_eval)
@@ -185,12 +185,6 @@ def main() -> None:
     _plot(rows, cfg.arms, args.out / "acc_vs_params.png")
     print("\n" + table + f"\n\nwrote {args.out}/(config.yaml, results.csv, summary.json, table.md, acc_vs_params.png, telemetry/)")
 
-
-def _git_rev() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ import torch
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
 from esper.leyline import FactoredAction, Op, TrainingSignals
+from esper.leyline.features import FEATURE_BOUND, encode, feature_size
 from esper.leyline.world import WorldConfig
 from esper.runtime.devices import actor_device
-from esper.leyline.features import FEATURE_BOUND, encode, feature_size
 from esper.simic.rewards import compute_reward, potential
 from esper.tolaria.counterfactual import evaluate_with_counterfactuals
 from esper.tolaria.datasets import load_bundle
 from esper.tolaria.governor import Governor
+from esper.tolaria.run import build_signals, train_after_decision
 from esper.tolaria.trainer import Trainer
 
 
@@ -85,16 +86,10 @@ class EsperEnv(gym.Env):
         self.counts[act.op.name.lower()] += 1
         phi_before = potential(model.reports(), w.reward)
         model.apply(act)
-        loss = self.trainer.train_epoch()
-        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-        rolled_back = self.governor.observe(loss, finite)
-        val_loss, acc, contrib = evaluate_with_counterfactuals(model, self.trainer.val_loader)
-        for name, value in contrib.items():
-            if model.slot(name).seed is not None:
-                model.slot(name).record(contribution=value)
-        model.step_epoch()
-        self.losses.append(loss if math.isfinite(loss) else 1e9)
-        self.val_losses.append(val_loss)
+        out = train_after_decision(self.trainer, self.governor)
+        rolled_back, acc = out.rolled_back, out.val_accuracy
+        self.losses.append(out.train_loss)
+        self.val_losses.append(out.val_loss)
         self.accs.append(acc)
         terminal = self.trainer.epoch >= w.trainer.epochs
         pc = model.param_counts()
@@ -114,14 +109,8 @@ class EsperEnv(gym.Env):
             self.counts["fossilized" if event.kind == "fossilize" else "culled"] += 1
 
     def signals(self) -> TrainingSignals:
-        pc = self.model.param_counts()
-        return TrainingSignals(
-            epoch=self.trainer.epoch, max_epochs=self.world.trainer.epochs,
-            train_loss=self.losses[-1] if self.losses else math.log(self.world.host.num_classes),
-            val_loss=self.val_losses[-1], val_accuracy=self.accs[-1], host_params=pc.host,
-            active_seed_params=pc.active_seeds, fossilized_params=pc.fossilized,
-            loss_history=tuple(self.losses), accuracy_history=tuple(self.accs),
-        )
+        return build_signals(self.trainer, self.losses, self.val_losses, self.accs,
+                             initial_loss=math.log(self.world.host.num_classes))
 
     def _obs(self) -> dict[str, np.ndarray]:
         reports = self.model.reports()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,19 +11,13 @@ import ray
 
 from esper.leyline.features import feature_names
 from esper.leyline.world import TrainTamiyoConfig
+from esper.provenance import code_version
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
 from esper.simic.ppo import build_ppo_config
 
 EVAL_SEED_BASE = 100_000  # evaluation episodes use seeds disjoint from training's
 ESPER_ITERATION_FILE = "esper_iteration.txt"
-
-
-def _git_rev() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _progress(it: int, total: int, r: dict, seconds: float) -> dict:
@@ -77,7 +70,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-    code_version, t0 = _git_rev(), time.perf_counter()
+    version, t0 = code_version(), time.perf_counter()
     resources = _start_ray(address)
     try:
         plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
@@ -108,7 +101,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         module = algo.get_module()
         env = EsperEnv(cfg.world)
         save_agent(out / "agent.pt", module.net, env.action_spec, feature_names(env.action_spec), cfg.model_dump(mode="json"),
-                   code_version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
+                   version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
         algo.stop()
     finally:
         ray.shutdown()
@@ -116,7 +109,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
     seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
     controllers = [NeuralTamiyo(agent, cfg.world.host.num_classes), StaticTamiyo(), HeuristicTamiyo()]
     evals = {c.name: evaluate(env, c, seeds)[0] for c in controllers} if seeds else {}
-    summary = {"config": cfg.model_dump(mode="json"), "code_version": code_version, "plan": plan.describe(),
+    summary = {"config": cfg.model_dump(mode="json"), "code_version": version, "plan": plan.describe(),
                "wall_seconds": time.perf_counter() - t0, "history": history, "evaluation": evals}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     md = _markdown(cfg, out, summary)

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from esper.kasmina import MorphogeneticModel
 from esper.leyline import TrainingSignals
-from esper.leyline.telemetry import EpochEvent
 from esper.leyline.control import Controller, Observation
+from esper.leyline.telemetry import EpochEvent
 from esper.tolaria.counterfactual import evaluate_with_counterfactuals
 from esper.tolaria.data import DeviceLoader
 from esper.tolaria.governor import Governor
@@ -32,19 +31,42 @@ class RunResult:
     decisions: list[str] = field(default_factory=list)
 
 
-def _signals(trainer: Trainer, losses: list[float], val_losses: list[float], accs: list[float]) -> TrainingSignals:
+def build_signals(trainer: Trainer, losses: list[float], val_losses: list[float], accs: list[float],
+                  initial_loss: float = 0.0) -> TrainingSignals:
+    """The controller's view of training so far (`initial_loss` stands in before the first epoch)."""
     pc = trainer.model.param_counts()
     return TrainingSignals(
         epoch=trainer.epoch, max_epochs=trainer.cfg.epochs,
-        train_loss=losses[-1] if losses else 0.0,
+        train_loss=losses[-1] if losses else initial_loss,
         val_loss=val_losses[-1] if val_losses else 0.0, val_accuracy=accs[-1] if accs else 0.0,
         host_params=pc.host, active_seed_params=pc.active_seeds, fossilized_params=pc.fossilized,
         loss_history=tuple(losses), accuracy_history=tuple(accs),
     )
 
 
-def _params_finite(model: MorphogeneticModel) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+@dataclass(frozen=True)
+class EpochOutcome:
+    train_loss: float
+    """Mean train loss; a non-finite loss is reported as 1e9 so histories stay finite."""
+    val_loss: float
+    val_accuracy: float
+    rolled_back: bool
+
+
+def train_after_decision(trainer: Trainer, governor: Governor) -> EpochOutcome:
+    """What follows every controller decision (run loop and RL env alike): train one epoch, let the Governor
+    judge it, evaluate with counterfactuals (recorded on slots holding a seed), tick the slots' clocks."""
+    model = trainer.model
+    loss = trainer.train_epoch()
+    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    rolled_back = governor.observe(loss, finite)
+    val_loss, val_acc, contrib = evaluate_with_counterfactuals(model, trainer.val_loader)
+    for name, value in contrib.items():
+        slot = model.slot(name)
+        if slot.seed is not None:
+            slot.record(contribution=value)
+    model.step_epoch()
+    return EpochOutcome(loss if math.isfinite(loss) else 1e9, val_loss, val_acc, rolled_back)
 
 
 def run_training(trainer: Trainer, controller: Controller, governor: Governor, emit=None,
@@ -56,25 +78,18 @@ def run_training(trainer: Trainer, controller: Controller, governor: Governor, e
     losses, val_losses, accs, decisions = [], [], [], []
     t0 = time.perf_counter()
     for _ in range(trainer.cfg.epochs):
-        obs = Observation(_signals(trainer, losses, val_losses, accs), model.reports(), model.masks(), model.action_spec)
+        obs = Observation(build_signals(trainer, losses, val_losses, accs), model.reports(), model.masks(), model.action_spec)
         decision = controller.decide(obs)
         model.apply(decision.action)
         decisions.append(f"{trainer.epoch}: {decision.action.op.name} ({decision.reason})")
         if before_epoch is not None:
             before_epoch(trainer)
-        loss = trainer.train_epoch()
-        governor.observe(loss, _params_finite(model))
-        val_loss, val_acc, contrib = evaluate_with_counterfactuals(model, trainer.val_loader)
-        for name, value in contrib.items():
-            slot = model.slot(name)
-            if slot.seed is not None:
-                slot.record(contribution=value)
-        model.step_epoch()
-        losses.append(loss if math.isfinite(loss) else 1e9)
-        val_losses.append(val_loss)
-        accs.append(val_acc)
+        out = train_after_decision(trainer, governor)
+        losses.append(out.train_loss)
+        val_losses.append(out.val_loss)
+        accs.append(out.val_accuracy)
         pc = model.param_counts()
-        emit(EpochEvent(epoch=trainer.epoch, train_loss=losses[-1], val_loss=val_loss, val_accuracy=val_acc,
+        emit(EpochEvent(epoch=trainer.epoch, train_loss=out.train_loss, val_loss=out.val_loss, val_accuracy=out.val_accuracy,
                         params_host=pc.host, params_active=pc.active_seeds, params_fossilized=pc.fossilized))
     pc = model.param_counts()
     eval_acc = trainer.evaluate(eval_loader)[1] if eval_loader is not None else None
