@@ -65,14 +65,14 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown controllers {unknown}; known: {list(make)}")
     seeds = [args.seed_base + i for i in range(args.episodes)]
-    results, rows = {}, []
+    results, rows, played = {}, [], {}
     for name in names:
         controller = make[name]()
         stats = []
         for i, s in enumerate(seeds):
             stats.append(run_episode(env, controller, s))
             print(f"\r{name:<12} episode {i + 1}/{len(seeds)}", end="", flush=True)
-        results[name] = summarise(stats)
+        results[name], played[name] = summarise(stats), stats
         rows += [st.__dict__ | {"controller": name} for st in stats]
         r = results[name]
         print(f"\r{name:<12} final_acc {r['final_accuracy']['mean']:.2%} ± {r['final_accuracy']['std']:.2%}  "
@@ -81,7 +81,7 @@ def main() -> None:
     out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "seeds": seeds,
-                                                     "world": cfg.world.model_dump(mode="json"), "results": results, "episodes": rows}, indent=2))
+                                                     "world": cfg.world.model_dump(mode="json"), "results": results, "paired": paired, "episodes": rows}, indent=2))
     md = _table(results, len(seeds))
     (out / "evaluation.md").write_text(md)
     print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
@@ -98,6 +98,30 @@ def _table(results: dict, n: int) -> str:
         lines.append(f"| {name} | {f('final_accuracy', '.2%')} [{r['final_accuracy']['se']:.2%}] | "
                      f"{f('episode_return', '+.3f')} [{r['episode_return']['se']:.3f}] | {f('germinated', '.2f')} | "
                      f"{f('fossilized', '.2f')} | {f('culled', '.2f')} | {f('final_excess_ratio', '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _paired(played: dict) -> dict:
+    """Each trained or heuristic controller against each baseline, per-seed differences (same episodes)."""
+    from esper.simic.evaluate import paired_difference
+
+    out = {}
+    for name in [n for n in played if n.startswith("ppo") or n == "heuristic"]:
+        for base in [b for b in ("random", "wait", "heuristic") if b in played and b != name]:
+            out[f"{name} - {base}"] = {key: paired_difference(played[name], played[base], key)
+                                        for key in ("final_accuracy", "episode_return")}
+    return out
+
+
+def _paired_table(paired: dict) -> str:
+    if not paired:
+        return ""
+    lines = ["", "Paired differences (same episode seeds): mean [standard error]; ✓ = ahead by more than 2 SE", "",
+             "| comparison | Δ final accuracy | Δ return |", "|---|---:|---:|"]
+    for pair, d in paired.items():
+        a, r = d["final_accuracy"], d["episode_return"]
+        mark = lambda x: " ✓" if x["beats_by_2se"] else ""
+        lines.append(f"| {pair} | {a['mean']:+.2%} [{a['se']:.2%}]{mark(a)} | {r['mean']:+.3f} [{r['se']:.3f}]{mark(r)} |")
     return "\n".join(lines) + "\n"
 
 

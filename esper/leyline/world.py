@@ -97,6 +97,9 @@ class PPOSettings(EsperModel):
     """PPO ratio clip."""
     entropy_coeff: float = Field(0.01, ge=0)
     """Entropy bonus (of the factored, masked distribution)."""
+    kl_coeff: float = Field(0.0, ge=0)
+    """Initial coefficient of RLlib's adaptive KL penalty; 0 = ratio clipping only (as CleanRL), which moved the
+    policy faster on our worlds than the penalty that grows whenever an iteration's KL beats its target."""
     vf_loss_coeff: float = Field(0.5, ge=0)
     """Value loss weight."""
     grad_clip: float = Field(0.5, gt=0)

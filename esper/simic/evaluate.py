@@ -63,6 +63,21 @@ def summarise(stats: list[EpisodeStats]) -> dict:
     return out
 
 
+def paired_difference(stats: list[EpisodeStats], baseline: list[EpisodeStats], key: str) -> dict:
+    """Mean and standard error of `key`(controller) − `key`(baseline) over episodes played on the same seeds.
+
+    The controllers share each episode's host initialisation and data order, so the per-seed difference removes
+    the episode-to-episode variance both share; its standard error is the right yardstick for "beats by k SE"."""
+    by_seed = {b.seed: float(getattr(b, key)) for b in baseline}
+    if sorted(by_seed) != sorted(s.seed for s in stats):
+        raise ValueError("paired comparison needs both controllers to play the same episode seeds")
+    diffs = [float(getattr(s, key)) - by_seed[s.seed] for s in stats]
+    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    se = std / len(diffs) ** 0.5
+    mean = statistics.fmean(diffs)
+    return {"mean": mean, "se": se, "beats_by_2se": mean > 0 and mean > 2 * se}
+
+
 def evaluate(env: EsperEnv, controller: Controller, seeds: list[int]) -> tuple[dict, list[dict]]:
     stats = [run_episode(env, controller, s) for s in seeds]
     return summarise(stats), [asdict(s) for s in stats]

@@ -67,7 +67,7 @@ def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
         .training(
             train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size, num_epochs=p.num_epochs,
             lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, clip_param=p.clip_param, entropy_coeff=p.entropy_coeff,
-            vf_loss_coeff=p.vf_loss_coeff, grad_clip=p.grad_clip,
+            vf_loss_coeff=p.vf_loss_coeff, grad_clip=p.grad_clip, use_kl_loss=p.kl_coeff > 0, kl_coeff=p.kl_coeff,
         )
         .rl_module(rl_module_spec=RLModuleSpec(module_class=TamiyoRLModule, model_config={"hidden": p.hidden}))
         .callbacks(EsperMetricsCallback)

@@ -1,0 +1,58 @@
+"""Config of the served Tamiyo (one pydantic model; `experiments/serve_tamiyo.py` exposes it as flags)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from esper.leyline.base import EsperModel
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServeConfig(EsperModel):
+    """Where and how the policy is served."""
+
+    agent: Path
+    """The agent.pt to serve (loaded weights_only; its manifest is checked)."""
+    host: str = "127.0.0.1"
+    """Address to bind. Anything but loopback requires `token`."""
+    port: int = Field(8000, ge=1, le=65535)
+    """HTTP port."""
+    token: str | None = Field(None, min_length=16, pattern=r"^[\x21-\x7e]+$")
+    """Bearer token every route but /healthz requires (Authorization: Bearer <token>; printable ASCII, no spaces); None = no auth (loopback only)."""
+    ingress: Literal["proxy", "haproxy"] = "proxy"
+    """HTTP front end: Serve's Python proxy, or HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1 on every node before the
+    cluster starts; faster, but its stats/metrics ports bind all interfaces — see docs/api.md)."""
+    replicas: int = Field(1, ge=1)
+    """Serve replicas of the policy."""
+    cpus_per_replica: float = Field(0.5, gt=0)
+    """CPU share each replica reserves (fractional: the policy is a small MLP)."""
+    max_ongoing_requests: int = Field(64, ge=1)
+    """Requests a replica works on at once (the pool @serve.batch draws its batches from)."""
+    max_queued_requests: int = Field(256, ge=-1)
+    """Requests waiting for a replica before new ones are refused with 503 (-1 = unbounded)."""
+    request_timeout_s: float = Field(10.0, gt=0)
+    """A request not answered within this many seconds is answered 408/504 by Serve."""
+    max_batch_size: int = Field(32, ge=1)
+    """Single-decision requests merged into one policy pass by @serve.batch."""
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    """How long the first request of a batch waits for others to join (adds at most this to latency)."""
+    max_body_bytes: int = Field(4 << 20, ge=1024)
+    """Larger request bodies are refused with 413 before they are parsed."""
+
+    @model_validator(mode="after")
+    def _token_when_exposed(self) -> "ServeConfig":
+        if not is_loopback(self.host) and self.token is None:
+            raise ValueError(f"host {self.host!r} is not loopback: set token (≥16 characters) to serve it")
+        return self

@@ -1,0 +1,72 @@
+"""Start, reload and stop the served Tamiyo on a Ray cluster (a local one by default)."""
+
+from __future__ import annotations
+
+import os
+
+from esper.serve.config import ServeConfig
+
+APP_NAME = "tamiyo"
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def prepare_environment(cfg: ServeConfig) -> None:
+    """Environment a local cluster must start with (call before ray.init; on a real cluster, set it on every node)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ[HAPROXY_ENV] = "1" if cfg.ingress == "haproxy" else "0"
+
+
+def deployment_for(cfg: ServeConfig):
+    """The bound Serve application for `cfg` (the deployment options are all set explicitly)."""
+    from ray import serve
+
+    from esper.serve.deployment import TamiyoServer
+
+    deployment = serve.deployment(
+        TamiyoServer,
+        name="Tamiyo",
+        num_replicas=cfg.replicas,
+        ray_actor_options={"num_cpus": cfg.cpus_per_replica},
+        max_ongoing_requests=cfg.max_ongoing_requests,
+        max_queued_requests=cfg.max_queued_requests,
+        health_check_period_s=5.0,
+        health_check_timeout_s=10.0,
+        graceful_shutdown_wait_loop_s=0.5,
+        graceful_shutdown_timeout_s=5.0,
+        user_config={"agent": str(cfg.agent.resolve())},
+        logging_config={"enable_access_log": False},  # a log line per decision costs more than the decision
+    )
+    return deployment.bind(cfg.token, cfg.max_body_bytes, cfg.max_batch_size, cfg.batch_wait_timeout_s)
+
+
+def start(cfg: ServeConfig) -> str:
+    """Deploy on the connected Ray cluster (call ray.init first) and return the base URL."""
+    from ray import serve
+
+    from esper.serve.policy import ServedPolicy
+
+    ServedPolicy(cfg.agent).canary()  # fail here, in the caller (AgentFileError, RuntimeError) — not in a replica
+    if (os.environ.get(HAPROXY_ENV) == "1") != (cfg.ingress == "haproxy"):
+        raise RuntimeError(f"ingress {cfg.ingress!r} needs {HAPROXY_ENV}={int(cfg.ingress == 'haproxy')} in the environment "
+                           "before the Ray cluster starts (prepare_environment(cfg) before ray.init)")
+    serve.start(http_options={"host": cfg.host, "port": cfg.port, "request_timeout_s": cfg.request_timeout_s})
+    serve.run(deployment_for(cfg), name=APP_NAME, route_prefix="/", blocking=False)
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    return f"http://{host}:{cfg.port}"
+
+
+def reload(cfg: ServeConfig) -> None:
+    """Hot reload: the same deployment with a new agent in user_config; replicas swap policies in place
+    (every other field of `cfg` must equal the running one's, or Serve rolls the replicas instead)."""
+    from ray import serve
+
+    from esper.serve.policy import ServedPolicy
+
+    ServedPolicy(cfg.agent).canary()  # refuse a broken file here, before any replica is touched
+    serve.run(deployment_for(cfg), name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def stop() -> None:
+    from ray import serve
+
+    serve.shutdown()

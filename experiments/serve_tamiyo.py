@@ -1,0 +1,85 @@
+"""Serve a trained Tamiyo (agent.pt) over HTTP with Ray Serve.
+
+    python experiments/serve_tamiyo.py --agent runs/ppo/<run>/agent.pt            # http://127.0.0.1:8000, Ctrl-C stops
+    python experiments/serve_tamiyo.py --agent A.pt --address auto                # on a running Ray cluster
+    ESPER_TAMIYO_TOKEN=$(openssl rand -hex 24) \\
+      python experiments/serve_tamiyo.py --agent A.pt --host 0.0.0.0              # exposed: a token is required
+    python experiments/serve_tamiyo.py --agent B.pt --address auto --reload      # hot-swap the running server's policy
+
+Routes (docs/api.md): POST /v1/decide, POST /v1/decide/batch, GET /v1/policy, GET /healthz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agent", type=Path, required=True, help="agent.pt to serve")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s; non-loopback needs a token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=os.environ.get("ESPER_TAMIYO_TOKEN"),
+                   help="bearer token (default: $ESPER_TAMIYO_TOKEN; prefer the variable: flags show up in `ps`)")
+    p.add_argument("--ingress", choices=["proxy", "haproxy"], default="proxy",
+                   help="HTTP front end (default %(default)s; see docs/api.md for the trade-off)")
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--max-batch-size", type=int, default=32, help="@serve.batch size for single decisions")
+    p.add_argument("--address", default=None, help="Ray cluster address ('auto' = the running one); default: start a local one")
+    p.add_argument("--reload", action="store_true", help="swap the agent of the server already running on --address")
+    p.add_argument("--detach", action="store_true", help="leave the server running on the cluster and exit")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = _parse()
+    from pydantic import ValidationError
+
+    from esper.serve.config import ServeConfig
+    from esper.tamiyo.agent_file import AgentFileError
+
+    try:
+        cfg = ServeConfig(agent=args.agent, host=args.host, port=args.port, token=args.token, ingress=args.ingress, replicas=args.replicas,
+                          max_batch_size=args.max_batch_size)
+    except ValidationError as exc:
+        sys.exit("error: " + "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()))
+    if (args.reload or args.detach) and args.address is None:
+        sys.exit("error: --reload and --detach need --address of a running cluster (a local one dies with this process)")
+    from esper.serve import launch
+
+    if args.address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # our own throwaway local cluster, loopback only
+        launch.prepare_environment(cfg)
+    import ray
+
+    ray.init(address=args.address, include_dashboard=False if args.address is None else None, log_to_driver=False)
+    try:
+        if args.reload:
+            launch.reload(cfg)
+            print(f"reloaded {cfg.agent}")
+            return
+        url = launch.start(cfg)
+    except (AgentFileError, RuntimeError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"Tamiyo serving {cfg.agent} at {url}  (POST {url}/v1/decide; GET {url}/v1/policy)", flush=True)
+    if args.detach:
+        return
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    print("stopping…", flush=True)
+    launch.stop()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The served Tamiyo on a real (test-session) Ray cluster: HTTP answers equal the in-process policy, hot reload
+under traffic drops nothing, a replica failing its health check is replaced, and a remote training job equals the
+in-process run and survives the server being stopped and restarted mid-run. Loopback only; Serve is stopped by
+its own handle at the end."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from esper.leyline.features import feature_names, feature_size
+from esper.leyline.world import WorldConfig
+from esper.serve.client import RemoteTamiyo, TamiyoClient
+from esper.serve.config import ServeConfig
+from esper.serve.policy import file_digest
+from esper.tamiyo.agent_file import load_agent, save_agent
+from esper.tamiyo.neural import NeuralTamiyo
+from esper.tamiyo.policy import TamiyoPolicyNet
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+from remote_training import train  # noqa: E402  (the job script's own training function)
+
+WORLD = WorldConfig.model_validate({
+    "data": {"source": "synthetic", "limit": 300, "val_fraction": 0.2},
+    "trainer": {"epochs": 6, "batch_size": 32, "max_batches_per_epoch": 2},
+    "val_images": 60, "device": "cpu",
+})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_agent(path: Path, seed: int) -> Path:
+    from esper.kasmina import MorphogeneticModel
+    from esper.kasmina.hosts import CNNHost
+
+    spec = MorphogeneticModel(CNNHost(WORLD.host), WORLD.kasmina).action_spec
+    torch.manual_seed(seed)
+    net = TamiyoPolicyNet(feature_size(spec), spec.nvec, hidden=32)
+    with torch.no_grad():  # sharp heads: greedy choices vary with the input and are never near-ties
+        for head in (net.op_head, net.slot_head, net.blueprint_head, net.blend_head):
+            head.weight.normal_(0.0, 1.0)
+    save_agent(path, net, spec, feature_names(spec), config={"world": WORLD.model_dump(mode="json")}, code_version="test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(ray_session, tmp_path_factory):
+    from esper.serve import launch
+
+    d = tmp_path_factory.mktemp("serve")
+    cfg = ServeConfig(agent=make_agent(d / "a.pt", 1), port=free_port(), batch_wait_timeout_s=0.001)
+    url = launch.start(cfg)
+    yield cfg, url, d
+    launch.stop()
+
+
+def observations(n: int, seed: int = 0) -> list[tuple[list[float], list[float]]]:
+    """Observations from real episodes of the world, under random legal play."""
+    from esper.simic.env import EsperEnv
+
+    env, rng, out = EsperEnv(WORLD), np.random.default_rng(seed), []
+    obs, _ = env.reset(seed=seed)
+    while len(out) < n:
+        out.append((obs["features"].tolist(), obs["action_mask"].tolist()))
+        m = env.model.masks()
+        op = int(rng.choice(np.flatnonzero(m.op)))
+        slot = int(rng.choice(np.flatnonzero(m.slot[op])))
+        _, bp, blend = m.head_masks(op, slot)
+        action = [op, slot, int(rng.choice(np.flatnonzero(bp))), int(rng.choice(np.flatnonzero(blend)))]
+        obs, _, done, _, _ = env.step(np.array(action))
+        if done:
+            obs, _ = env.reset(seed=int(rng.integers(1000)))
+    return out
+
+
+def test_http_decisions_equal_the_in_process_policy(served):
+    """The served answers (action, probability, value) are what the same agent.pt computes in this process."""
+    cfg, url, _ = served
+    agent = load_agent(cfg.agent)
+    client = TamiyoClient(url)
+    rows = observations(12)
+    batch = client.decide_batch(rows)
+    for (features, mask), from_batch in zip(rows, batch):
+        got = client.decide(features, mask)
+        out = agent.net(torch.tensor([features]), torch.tensor([mask]), mode="greedy")
+        expected = out.actions[0].tolist()
+        assert [got["action"][k] for k in ("op", "slot", "blueprint", "blend")] == expected
+        assert [from_batch["action"][k] for k in ("op", "slot", "blueprint", "blend")] == expected
+        assert got["probability"] == pytest.approx(float(out.logp.exp()), rel=1e-5)
+        assert got["value"] == pytest.approx(float(agent.net.value(torch.tensor([features]))), abs=1e-5)
+
+
+def test_bad_input_over_serve_is_a_4xx_and_the_server_keeps_serving(served):
+    """Through the real Serve stack (not only the ASGI app): client mistakes are 4xx, then a good request works."""
+    _, url, _ = served
+    features, mask = observations(1)[0]
+    for body, status in ((b"not json", 422), (b'{"features": [NaN], "action_mask": [1]}', 422),
+                         (b'{"features": [1.0], "action_mask": [1.0]}', 422), (b"[" * 5000, 400)):
+        r = requests.post(url + "/v1/decide", data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == status, (body[:40], r.status_code, r.text[:200])
+        assert "error" in r.json()
+    assert requests.post(url + "/v1/decide", json={"features": features, "action_mask": mask}, timeout=10).status_code == 200
+
+
+def test_remote_job_equals_the_in_process_run(served):
+    """A Tolaria job steered over HTTP makes the same decisions and reaches the same accuracy as in-process."""
+    cfg, url, _ = served
+    remote = RemoteTamiyo(TamiyoClient(url), WORLD.host.num_classes)
+    over_http = train(WORLD, remote, seed=3)
+    local = train(WORLD, NeuralTamiyo(load_agent(cfg.agent), WORLD.host.num_classes), seed=3)
+    assert remote.fallbacks == 0 and remote.answered == WORLD.trainer.epochs
+    assert [d.split(" (")[0] for d in over_http.decisions] == [d.split(" (")[0] for d in local.decisions]
+    assert over_http.accuracy_history == local.accuracy_history
+    assert over_http.params_total == local.params_total
+
+
+def test_remote_job_survives_the_server_stopping_and_returning(served):
+    """Server stopped after epoch 1 and restarted after epoch 3: the job finishes, falls back meanwhile, and
+    uses the server again once it is back."""
+    from esper.serve import launch
+
+    cfg, url, _ = served
+    remote = RemoteTamiyo(TamiyoClient(url, timeout_s=1.0, retries=1, backoff_s=0.05), WORLD.host.num_classes)
+    answered_at: list[int] = []
+    original = remote.decide
+
+    def decide(obs):
+        epoch = obs.signals.epoch
+        if epoch == 1:
+            launch.stop()
+        elif epoch == 3:
+            launch.start(cfg)
+        before = remote.answered
+        decision = original(obs)
+        if remote.answered > before:
+            answered_at.append(epoch)
+        return decision
+
+    remote.decide = decide
+    result = train(WORLD, remote, seed=4)
+    assert len(result.accuracy_history) == WORLD.trainer.epochs
+    assert remote.fallbacks >= 2  # epochs 1 and 2 had no server
+    assert 0 in answered_at and max(answered_at) >= 3, answered_at
+
+
+def test_a_broken_agent_is_refused_before_serve_is_touched(served, tmp_path):
+    """Reloading NaN weights fails in the caller with a clear error; the served version is unchanged."""
+    from esper.serve import launch
+
+    cfg, url, _ = served
+    bad = make_agent(tmp_path / "nan.pt", 5)
+    payload = torch.load(bad, weights_only=True)
+    payload["state_dict"] = {k: torch.full_like(v, float("nan")) for k, v in payload["state_dict"].items()}
+    torch.save(payload, bad)
+    before = requests.get(url + "/healthz", timeout=10).json()["policy_version"]
+    with pytest.raises(RuntimeError, match="canary"):
+        launch.reload(cfg.model_copy(update={"agent": bad}))
+    assert requests.get(url + "/healthz", timeout=10).json()["policy_version"] == before
+
+
+def test_hot_reload_under_traffic_drops_no_request(served):
+    """Swapping agent.pt while clients keep asking: every request succeeds and the new version takes over."""
+    from esper.serve import launch
+
+    cfg, url, d = served
+    new_cfg = cfg.model_copy(update={"agent": make_agent(d / "b.pt", 2)})
+    features, mask = observations(1)[0]
+    statuses, versions, stop = [], set(), threading.Event()
+
+    def traffic():
+        s = requests.Session()
+        while not stop.is_set():
+            r = s.post(url + "/v1/decide", json={"features": features, "action_mask": mask}, timeout=30)
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                versions.add(r.json()["policy_version"])
+
+    old = requests.get(url + "/healthz", timeout=10).json()["policy_version"]
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        launch.reload(new_cfg)
+        deadline = time.time() + 90
+        while time.time() < deadline and requests.get(url + "/healthz", timeout=10).json()["policy_version"] == old:
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join()
+    assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
+    assert versions == {old, file_digest(new_cfg.agent)}, versions
