@@ -201,3 +201,43 @@ def test_hot_reload_under_traffic_drops_no_request(served):
         t.join()
     assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
     assert versions == {old, file_digest(new_cfg.agent)}, versions
+
+
+def test_a_replica_failing_its_health_check_is_replaced(served, tmp_path):
+    """check_health raising (here: in the replica whose pid a marker file names) makes Serve replace it."""
+    import os
+
+    import ray
+    from ray import serve
+
+    from esper.serve.deployment import TamiyoServer
+
+    marker = tmp_path / "unhealthy-pid"
+
+    class FailsOnce(TamiyoServer):
+        def check_health(self) -> None:  # Serve needs 3 failures in a row: fail for as long as we are named
+            if marker.exists() and marker.read_text() == str(os.getpid()):
+                raise RuntimeError("injected health-check failure")
+            super().check_health()
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the class lives in this test module
+    cfg, _, _ = served
+    app = serve.deployment(FailsOnce, name="FailsOnce", health_check_period_s=0.5, health_check_timeout_s=5,
+                           user_config={"agent": str(cfg.agent)}).bind(None, 1 << 20, 8, 0.001)
+    handle = serve.run(app, name="fails-once", route_prefix="/fails-once")
+    try:
+        first = handle.pid.remote().result()
+        marker.write_text(str(first))
+        deadline, pid = time.time() + 60, first
+        while time.time() < deadline and pid == first:
+            time.sleep(0.5)
+            try:
+                pid = handle.pid.remote().result(timeout_s=5)
+            except Exception:  # the old replica is going away: ask again
+                continue
+        assert pid != first, "the unhealthy replica was not replaced within 60 s"
+    finally:
+        serve.delete("fails-once")

@@ -20,13 +20,15 @@ EVAL_SEED_BASE = 100_000  # evaluation episodes use seeds disjoint from training
 ESPER_ITERATION_FILE = "esper_iteration.txt"
 
 
-def _progress(it: int, total: int, r: dict, seconds: float) -> dict:
+def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool) -> dict:
+    """One progress row (printed, and appended to progress.jsonl). RLlib reports the KL only when the KL penalty
+    is on (ppo.kl_coeff > 0); otherwise the column shows "—" rather than RLlib's placeholder 0."""
     er, lr = r.get("env_runners", {}), r.get("learners", {}).get("default_policy", {})
     row = {
         "iteration": it, "seconds": round(seconds, 1),
         "return_mean": er.get("episode_return_mean"), "episode_len_mean": er.get("episode_len_mean"),
         "final_accuracy": er.get(keys.FINAL_ACCURACY), "excess_ratio": er.get(keys.EXCESS_RATIO),
-        "entropy": lr.get("entropy"), "kl": lr.get("mean_kl_loss"), "vf_loss": lr.get("vf_loss"),
+        "entropy": lr.get("entropy"), "kl": lr.get("mean_kl_loss") if kl_penalty else None, "vf_loss": lr.get("vf_loss"),
         "op_fraction": {op: er.get(keys.OP_FRACTION + op) for op in ("wait", "germinate", "advance", "cull")},
         "env_steps": er.get("num_env_steps_sampled_lifetime"),
     }
@@ -93,7 +95,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
             history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
         for it in range(len(history) + 1, cfg.ppo.iterations + 1):
             result = algo.train()
-            history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0))
+            history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0))
             with history_path.open("a") as f:
                 f.write(json.dumps(history[-1]) + "\n")
             if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
