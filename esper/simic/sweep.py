@@ -1,0 +1,112 @@
+"""Ray Tune sweeps of the reward economy: one trial = one PPO training of Tamiyo + a fixed-seed evaluation.
+
+The trial is a Tune function trainable: it builds RLlib PPO in its own actor (no extra env runners), reports
+every iteration, checkpoints through Tune (so a crashed trial restarts from its last checkpoint and Tuner.restore
+resumes an interrupted sweep), and at the end evaluates the greedy policy on fixed episode seeds and reports the
+objective Tamiyo should really optimise: final accuracy minus a *fixed* rent on the parameter ratio, the same for
+every trial whatever λ it trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from esper.leyline.world import TrainTamiyoConfig
+from esper.simic import ppo as keys
+
+OBJECTIVE = "esper/objective"
+"""Evaluation final accuracy − objective_rent × final excess parameter ratio (reported once, at the end)."""
+TRAIN_OBJECTIVE = "esper/objective_train"
+"""The same from the last 50 training episodes (sampled policy), every iteration: what schedulers compare."""
+EVAL_PREFIX = "eval/"
+EVAL_SEED_BASE = 200_000  # evaluation episode seeds: base, base+1, … (disjoint from evaluate_tamiyo's)
+STATE_FILE = "esper_trial.json"
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """tree["a"]["b"] = value for "a.b" (missing levels are created; pydantic validates the result)."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def trial_config(config: dict) -> TrainTamiyoConfig:
+    """The trial's TrainTamiyoConfig: the base config with the sampled overrides applied and validated."""
+    tree = json.loads(json.dumps(config["base"]))
+    for dotted, value in config.get("overrides", {}).items():
+        set_dotted(tree, dotted, value)
+    return TrainTamiyoConfig.model_validate(tree)
+
+
+def _train_metrics(result: dict, objective_rent: float) -> dict:
+    er = result.get("env_runners", {})
+    lr = result.get("learners", {}).get("default_policy", {})
+    acc, ex = er.get(keys.FINAL_ACCURACY), er.get(keys.EXCESS_RATIO)
+    out = {"return_mean": er.get("episode_return_mean"), "final_accuracy": acc, "excess_ratio": ex,
+           "entropy": lr.get("entropy"), "germinated": er.get(keys.GERMINATED), "fossilized": er.get(keys.FOSSILIZED),
+           TRAIN_OBJECTIVE: acc - objective_rent * ex if acc is not None and ex is not None else None}
+    out.update({f"op_{op}": er.get(keys.OP_FRACTION + op) for op in ("wait", "germinate", "advance", "cull")})
+    return {k: (float(v) if v is not None else float("nan")) for k, v in out.items()}
+
+
+def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float, folder: Path, version: str) -> dict:
+    """Greedy evaluation on fixed seeds; also writes the trial's agent.pt into `folder` (its final checkpoint)."""
+    from esper.leyline.features import feature_names
+    from esper.simic.env import EsperEnv
+    from esper.simic.evaluate import evaluate
+    from esper.tamiyo.agent_file import load_agent, save_agent
+    from esper.tamiyo.neural import NeuralTamiyo
+
+    env = EsperEnv(cfg.world)
+    save_agent(folder / "agent.pt", algo.get_module().net, env.action_spec, feature_names(env.action_spec),
+               cfg.model_dump(mode="json"), version)
+    agent = load_agent(folder / "agent.pt")
+    summary, _ = evaluate(env, NeuralTamiyo(agent, cfg.world.host.num_classes), [EVAL_SEED_BASE + i for i in range(episodes)])
+    acc, ex = summary["final_accuracy"]["mean"], summary["final_excess_ratio"]["mean"]
+    out = {EVAL_PREFIX + k: summary[k]["mean"] for k in ("final_accuracy", "episode_return", "germinated", "fossilized",
+                                                         "culled", "final_excess_ratio")}
+    out[EVAL_PREFIX + "final_accuracy_se"] = summary["final_accuracy"]["se"]
+    out[OBJECTIVE] = acc - objective_rent * ex
+    return out
+
+
+def tamiyo_trial(config: dict) -> None:
+    """Tune function trainable. config: base (TrainTamiyoConfig dump), overrides ({dotted key: value}),
+    iterations, eval_episodes, objective_rent, checkpoint_every, code_version, and for tests fail_once (a
+    marker path: the first attempt to pass iteration 2 creates it and raises, as a crashing trial would)."""
+    from esper.runtime.resources import RunnerPlan
+    from esper.simic.ppo import build_ppo_config
+
+    cfg = trial_config(config)
+    plan = RunnerPlan(num_env_runners=0, cpus_per_runner=1.0, gpus_per_runner=0.0, cluster_cpus=0, cluster_gpus=0)
+    algo = build_ppo_config(cfg, plan).build_algo()  # env steps in the trial's own actor: one CPU per trial
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            algo.restore_from_path(str(Path(d) / "algo"))
+            start = json.loads((Path(d) / STATE_FILE).read_text())["iteration"]
+    iterations, every = int(config["iterations"]), int(config.get("checkpoint_every", 1))
+    for it in range(start + 1, iterations + 1):
+        if config.get("fail_once") and it == 2 and not Path(config["fail_once"]).exists():
+            Path(config["fail_once"]).touch()
+            raise RuntimeError("injected trial failure (fail_once)")
+        metrics = _train_metrics(algo.train(), float(config["objective_rent"])) | {"resumed_from": float(start)}
+        last = it == iterations
+        if it % every and not last:
+            tune.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            algo.save_to_path(str(Path(d) / "algo"))
+            (Path(d) / STATE_FILE).write_text(json.dumps({"iteration": it}))
+            if last:
+                metrics |= _evaluate(algo, cfg, int(config["eval_episodes"]), float(config["objective_rent"]), Path(d),
+                                     str(config.get("code_version", "unknown")))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    algo.stop()

@@ -1,0 +1,114 @@
+"""The report of a Tune sweep: trials table (CSV + Markdown), Pareto plot, objective vs each swept field,
+the best trial's agent.pt, and what rent did to Tamiyo's behaviour."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from esper.leyline.sweep import SweepConfig
+from esper.simic.sweep import EVAL_PREFIX, OBJECTIVE
+
+RENT = "world.reward.rent_lambda"
+COLUMNS = {  # report column → Tune result column
+    "objective": OBJECTIVE, "eval_accuracy": EVAL_PREFIX + "final_accuracy", "eval_accuracy_se": EVAL_PREFIX + "final_accuracy_se",
+    "excess_ratio": EVAL_PREFIX + "final_excess_ratio", "germinated": EVAL_PREFIX + "germinated",
+    "fossilized": EVAL_PREFIX + "fossilized", "culled": EVAL_PREFIX + "culled", "eval_return": EVAL_PREFIX + "episode_return",
+    "train_return": "return_mean", "iterations": "training_iteration",
+}
+
+
+def trials_table(grid, sweep: SweepConfig):
+    """One row per trial: its swept values, evaluation numbers and objective (pandas DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for result in grid:
+        m, cfg = result.metrics or {}, (result.config or {}).get("overrides", {})
+        row = {"trial": (result.path or "").rstrip("/").split("/")[-1][:40], "status": "error" if result.error else "done"}
+        row.update({k: cfg.get(k) for k in sweep.search})
+        row.update({name: m.get(col, np.nan) for name, col in COLUMNS.items()})
+        row["checkpoint"] = result.checkpoint.path if result.checkpoint else None
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("objective", ascending=False, na_position="last")
+
+
+def _markdown(df, sweep: SweepConfig) -> str:
+    keys = list(sweep.search)
+    head = "| " + " | ".join(keys + ["eval accuracy", "excess params", "germinated", "fossilized", "eval return", "objective"]) + " |"
+    lines = [head, "|" + "---:|" * (len(keys) + 6)]
+    for idx, r in df.iterrows():
+        vals = [f"{r[k]:.4g}" for k in keys]
+        lines.append("| " + " | ".join(vals + [f"{r.eval_accuracy:.2%} ± {r.eval_accuracy_se:.2%}", f"{r.excess_ratio:.2f}",
+                                               f"{r.germinated:.2f}", f"{r.fossilized:.2f}", f"{r.eval_return:+.3f}",
+                                               f"**{r.objective:.4f}**" if idx == df.index[0] else f"{r.objective:.4f}"]) + " |")
+    return "\n".join(lines)
+
+
+def _rent_effect(df) -> str:
+    if RENT not in df:
+        return ""
+    g = df.groupby(RENT)[["eval_accuracy", "excess_ratio", "germinated", "fossilized", "objective"]].mean().sort_index()
+    lines = ["", "Mean over trials per rent λ:", "", "| rent λ | eval accuracy | excess params | germinated | fossilized | objective |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {lam:g} | {r.eval_accuracy:.2%} | {r.excess_ratio:.2f} | {r.germinated:.2f} | {r.fossilized:.2f} | {r.objective:.4f} |"
+              for lam, r in g.iterrows()]
+    best = g["objective"].idxmax()
+    lo, hi = g.index.min(), g.index.max()
+    lines += ["", f"Best rent λ by the objective: **{best:g}**. From λ = {lo:g} to λ = {hi:g}, germinations per episode went "
+                  f"{g.loc[lo, 'germinated']:.2f} → {g.loc[hi, 'germinated']:.2f} and the final parameter ratio "
+                  f"{g.loc[lo, 'excess_ratio']:.2f} → {g.loc[hi, 'excess_ratio']:.2f}."]
+    return "\n".join(lines)
+
+
+def _plots(df, sweep: SweepConfig, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colour_key = RENT if RENT in sweep.search else next(iter(sweep.search))
+    done = df.dropna(subset=["objective"])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sc = ax.scatter(done.excess_ratio, done.eval_accuracy, c=done[colour_key].astype(float), cmap="viridis", s=60)
+    front = done.sort_values("excess_ratio")
+    front = front[front.eval_accuracy >= front.eval_accuracy.cummax()]  # nobody more accurate with fewer params
+    ax.plot(front.excess_ratio, front.eval_accuracy, "k--", lw=1, label="Pareto front")
+    ax.set(xlabel="final excess parameter ratio (seeds / host)", ylabel="evaluation accuracy", title="Accuracy vs parameters")
+    fig.colorbar(sc, label=colour_key)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png", dpi=120)
+    plt.close(fig)
+    keys = list(sweep.search)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.scatter(done[key].astype(float), done.objective)
+        ax.set(xlabel=key.split(".")[-1], ylabel="objective")
+    fig.tight_layout()
+    fig.savefig(out / "objective_vs_params.png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(grid, sweep: SweepConfig, out: Path, command: str) -> str:
+    """Write trials.csv, report.md, the plots and best_agent.pt into `out`; return the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    df = trials_table(grid, sweep)
+    df.to_csv(out / "trials.csv", index=False)
+    errors = int((df.status == "error").sum())
+    lines = [f"# Sweep `{out.name}`", "", f"`{command}`", "",
+             f"{len(df)} trials ({errors} errored), {sweep.iterations} PPO iterations each, base `{sweep.base}`, scheduler "
+             f"{sweep.scheduler}; objective = eval accuracy − {sweep.objective_rent:g} × excess ratio over "
+             f"{sweep.eval_episodes} fixed evaluation episodes.", "", _markdown(df, sweep), _rent_effect(df)]
+    best = df.iloc[0] if len(df) and not np.isnan(df.iloc[0].objective) else None
+    if best is not None and best.checkpoint and (Path(best.checkpoint) / "agent.pt").is_file():
+        shutil.copy(Path(best.checkpoint) / "agent.pt", out / "best_agent.pt")
+        lines += ["", f"Best trial: `{best.trial}` → `{out / 'best_agent.pt'}`."]
+    if best is not None:
+        _plots(df, sweep, out)
+        lines += ["", "![Pareto](pareto.png)", "", "![objective vs swept fields](objective_vs_params.png)"]
+    md = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(md)
+    return md

@@ -1,0 +1,138 @@
+"""Sweep Tamiyo's reward economy (rent λ, PBRS weight/γ, action costs, terminal weight) with Ray Tune.
+
+    python experiments/tune_rewards.py --sweep experiments/presets/sweep_rent.yaml           # 8 trials, smoke world
+    python experiments/tune_rewards.py --sweep experiments/presets/sweep_rent.yaml --resume  # after Ctrl-C / a crash
+    python experiments/tune_rewards.py --sweep sweep.yaml --address auto --storage-path s3://bucket/tune   # cluster
+    tensorboard --logdir runs/tune                                    # the Tune dashboards (one run per trial)
+
+Each trial trains Tamiyo with PPO on the base preset plus its sampled reward fields, then evaluates the greedy
+policy on fixed episode seeds. The objective (the same for every trial) is evaluation accuracy − objective_rent ×
+parameter ratio. Writes into <storage-path>/<name>/: Tune's per-trial results (CSV/JSON/TensorBoard, checkpoints),
+trials.csv, report.md, pareto.png, objective_vs_params.png and the best trial's agent.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", type=Path, required=True, help="sweep YAML (see experiments/presets/sweep_*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a sweep field, e.g. iterations=2 or scheduler=asha")
+    p.add_argument("--name", default=None, help="experiment name (default: the sweep file's stem)")
+    p.add_argument("--storage-path", default="runs/tune", help="local folder or cloud URI (default %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the experiment <storage-path>/<name>")
+    p.add_argument("--address", default=None, help="Ray cluster ('auto' = the running one); default: a local one")
+    p.add_argument("--print-config", action="store_true", help="print the resolved sweep and exit")
+    return p.parse_args()
+
+
+def _base(sweep):
+    from esper.leyline.experiment import load_config
+    from esper.leyline.world import TrainTamiyoConfig
+
+    path = Path(sweep.base) if sweep.base.endswith((".yaml", ".yml")) else PRESETS / f"{sweep.base}.yaml"
+    return load_config(path, sweep.base_overrides, model=TrainTamiyoConfig)
+
+
+def _check_search(sweep, base) -> None:
+    """Fail now, naming the field, if a swept path or value does not fit the training config."""
+    from pydantic import ValidationError
+
+    from esper.leyline.experiment import ConfigError, format_validation_error
+    from esper.simic.sweep import trial_config
+
+    for key, dim in sweep.search.items():
+        values = dim.grid or dim.choice or list(dim.uniform or dim.loguniform)
+        for v in values:
+            try:
+                trial_config({"base": base.model_dump(mode="json"), "overrides": {key: v}})
+            except ValidationError as exc:
+                raise ConfigError(f"search.{key} = {v}: {format_validation_error(exc)}") from None
+
+
+def _scheduler(sweep):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    if sweep.scheduler == "asha":
+        return ASHAScheduler(max_t=sweep.iterations, grace_period=min(sweep.grace_period, sweep.iterations))
+    if sweep.scheduler == "pbt":
+        mutations = {k: d.to_tune() for k, d in sweep.search.items() if d.grid is None}
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=sweep.perturbation_interval,
+                                       hyperparam_mutations={"overrides": mutations})
+    return FIFOScheduler()
+
+
+def _tuner(sweep, base, name: str, storage: str, cluster_cpus: float, resume: bool):
+    from ray import tune
+
+    from esper.provenance import code_version
+    from esper.simic.sweep import TRAIN_OBJECTIVE, tamiyo_trial
+
+    trainable = tune.with_resources(tamiyo_trial, {"cpu": sweep.trial_cpus})
+    if resume:
+        return tune.Tuner.restore(f"{storage.rstrip('/')}/{name}", trainable=trainable, resume_errored=True)
+    param_space = {"base": base.model_dump(mode="json"), "overrides": {k: d.to_tune() for k, d in sweep.search.items()},
+                   "iterations": sweep.iterations, "eval_episodes": sweep.eval_episodes,
+                   "objective_rent": sweep.objective_rent, "checkpoint_every": sweep.checkpoint_every,
+                   "code_version": code_version()}
+    concurrent = sweep.max_concurrent or max(1, int(cluster_cpus // sweep.trial_cpus))
+    return tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(metric=TRAIN_OBJECTIVE, mode="max", num_samples=sweep.num_samples,
+                                    scheduler=_scheduler(sweep), max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+    )
+
+
+def main() -> None:
+    args = _parse()
+    from esper.leyline.experiment import ConfigError, load_config
+    from esper.leyline.sweep import SweepConfig
+
+    try:
+        sweep = load_config(args.sweep, args.overrides, model=SweepConfig)
+        base = _base(sweep)
+        _check_search(sweep, base)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
+        return
+    name = args.name or args.sweep.stem
+    storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
+    if args.resume and "://" not in storage and not (Path(storage) / name).is_dir():
+        sys.exit(f"error: nothing to resume at {Path(storage) / name}")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # our own throwaway local cluster, loopback only
+    import ray
+
+    ray.init(address=args.address, include_dashboard=False if args.address is None else None,
+             configure_logging=True, logging_level="WARNING")
+    try:
+        tuner = _tuner(sweep, base, name, storage, ray.cluster_resources().get("CPU", 1), args.resume)
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+    from esper.simic.sweep_report import write_report
+
+    out = Path(storage) / name if "://" not in storage else Path("runs/tune") / name
+    report = write_report(grid, sweep, out, command=" ".join(["python", *sys.argv]))
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
