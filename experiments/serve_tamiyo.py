@@ -76,7 +76,8 @@ def main() -> None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
-    print("stopping…", flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the clean shutdown half-way
+    print("stopping… (a few seconds)", flush=True)
     launch.stop()
     ray.shutdown()
 

@@ -55,20 +55,12 @@ class Guard:
             return await _error(400, "Content-Length must be a non-negative integer")(scope, receive, send)
         if declared is not None and int(declared) > self.max_body:
             return await _error(413, f"request body larger than {self.max_body} bytes")(scope, receive, send)
-        # Read the whole body here (chunked bodies carry no length) so an oversized one is refused with 413
-        # before the app sees it; the app then reads the buffered copy.
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body:
-                return await _error(413, f"request body larger than {self.max_body} bytes")(scope, receive, send)
-            if not message.get("more_body", False):
-                break
-        body, replayed = b"".join(chunks), False
+        body = await self._read_body(receive)
+        if body is None:  # the client went away
+            return
+        if len(body) > self.max_body:
+            return await _error(413, f"request body larger than {self.max_body} bytes")(scope, receive, send)
+        replayed = False
 
         async def replay():
             nonlocal replayed
@@ -78,6 +70,19 @@ class Guard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _read_body(self, receive) -> bytes | None:
+        """The whole body (chunked bodies carry no length), read here so an oversized one is refused before the
+        app parses anything; stops reading one chunk past the limit. None if the client disconnected."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body or not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 def _json_safe(value):

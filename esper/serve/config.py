@@ -46,8 +46,9 @@ class ServeConfig(EsperModel):
     """A request not answered within this many seconds is answered 408/504 by Serve."""
     max_batch_size: int = Field(32, ge=1)
     """Single-decision requests merged into one policy pass by @serve.batch."""
-    batch_wait_timeout_s: float = Field(0.002, ge=0)
-    """How long the first request of a batch waits for others to join (adds at most this to latency)."""
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
+    """How long the first request of a batch waits for others to join (adds up to this to every request's latency;
+    0 = none: under load, requests that queued while the previous batch ran still go together)."""
     max_body_bytes: int = Field(4 << 20, ge=1024)
     """Larger request bodies are refused with 413 before they are parsed."""
 

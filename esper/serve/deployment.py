@@ -1,7 +1,9 @@
 """The Ray Serve deployment: one replica = one loaded policy behind the guarded FastAPI app.
 
-Single decisions are merged by `@serve.batch` into one policy pass; `reconfigure` (Serve's user_config) swaps
-in a new agent.pt without dropping requests — in-flight requests finish on the policy they started with.
+Single decisions are merged by `@serve.batch` into one policy pass. The agent arrives as Serve's user_config and
+is loaded in `reconfigure`: re-running `serve.run` with a new agent (launch.reload) rolls the replicas — new ones
+load it, old ones drain, so no request is dropped — and a config-file deploy (`serve deploy`) applies it in place,
+where requests already holding the old policy finish on it.
 """
 
 from __future__ import annotations
