@@ -80,9 +80,10 @@ def main() -> None:
               f"germinated {r['germinated']['mean']:.1f}  ops {', '.join(f'{k} {v:.0%}' for k, v in r['op_fraction'].items())}")
     out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
     out.mkdir(parents=True, exist_ok=True)
+    paired = _paired(played)
     (out / "evaluation.json").write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "seeds": seeds,
                                                      "world": cfg.world.model_dump(mode="json"), "results": results, "paired": paired, "episodes": rows}, indent=2))
-    md = _table(results, len(seeds))
+    md = _table(results, len(seeds)) + _paired_table(paired)
     (out / "evaluation.md").write_text(md)
     print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
     if agent is not None:
