@@ -95,7 +95,7 @@ def _table(results: dict, n: int) -> str:
              "| controller | final accuracy | return | germinated | fossilized | culled | final excess params |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
-        f = lambda k, fmt: f"{format(r[k]['mean'], fmt)} ± {format(r[k]['std'], fmt)}"
+        f = lambda k, fmt: f"{format(r[k]['mean'], fmt)} ± {format(r[k]['std'], fmt.lstrip('+'))}"
         lines.append(f"| {name} | {f('final_accuracy', '.2%')} [{r['final_accuracy']['se']:.2%}] | "
                      f"{f('episode_return', '+.3f')} [{r['episode_return']['se']:.3f}] | {f('germinated', '.2f')} | "
                      f"{f('fossilized', '.2f')} | {f('culled', '.2f')} | {f('final_excess_ratio', '.2f')} |")
