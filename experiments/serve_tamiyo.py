@@ -48,13 +48,19 @@ def main() -> None:
                           max_batch_size=args.max_batch_size)
     except ValidationError as exc:
         sys.exit("error: " + "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()))
+    from esper.serve.policy import ServedPolicy
+
+    try:
+        ServedPolicy(cfg.agent).canary()  # a bad file fails in a second, before any cluster starts
+    except (AgentFileError, RuntimeError) as exc:
+        sys.exit(f"error: {exc}")
     if (args.reload or args.detach) and args.address is None:
         sys.exit("error: --reload and --detach need --address of a running cluster (a local one dies with this process)")
     from esper.serve import launch
 
+    launch.prepare_environment(cfg)  # a local cluster inherits it; on a real one every node must have it too
     if args.address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # our own throwaway local cluster, loopback only
-        launch.prepare_environment(cfg)
     import ray
 
     ray.init(address=args.address, include_dashboard=False if args.address is None else None, log_to_driver=False)
