@@ -31,6 +31,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--storage-path", default="runs/tune", help="local folder or cloud URI (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the experiment <storage-path>/<name>")
     p.add_argument("--address", default=None, help="Ray cluster ('auto' = the running one); default: a local one")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report of the stored experiment, run nothing")
     p.add_argument("--print-config", action="store_true", help="print the resolved sweep and exit")
     return p.parse_args()
 
@@ -113,7 +114,7 @@ def main() -> None:
         return
     name = args.name or args.sweep.stem
     storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
-    if args.resume and "://" not in storage and not (Path(storage) / name).is_dir():
+    if (args.resume or args.report_only) and "://" not in storage and not (Path(storage) / name).is_dir():
         sys.exit(f"error: nothing to resume at {Path(storage) / name}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if args.address is None:
@@ -123,8 +124,8 @@ def main() -> None:
     ray.init(address=args.address, include_dashboard=False if args.address is None else None,
              configure_logging=True, logging_level="WARNING")
     try:
-        tuner = _tuner(sweep, base, name, storage, ray.cluster_resources().get("CPU", 1), args.resume)
-        grid = tuner.fit()
+        tuner = _tuner(sweep, base, name, storage, ray.cluster_resources().get("CPU", 1), args.resume or args.report_only)
+        grid = tuner.get_results() if args.report_only else tuner.fit()
     finally:
         ray.shutdown()
     from esper.simic.sweep_report import write_report

@@ -55,9 +55,10 @@ def _rent_effect(df) -> str:
              "|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {lam:g} | {r.eval_accuracy:.2%} | {r.excess_ratio:.2f} | {r.germinated:.2f} | {r.fossilized:.2f} | {r.objective:.4f} |"
               for lam, r in g.iterrows()]
-    best = g["objective"].idxmax()
+    tied = [f"{lam:g}" for lam in g.index[np.isclose(g["objective"], g["objective"].max())]]
+    best = f"**{tied[0]}**" if len(tied) == 1 else "a tie between " + ", ".join(f"**{t}**" for t in tied)
     lo, hi = g.index.min(), g.index.max()
-    lines += ["", f"Best rent λ by the objective: **{best:g}**. From λ = {lo:g} to λ = {hi:g}, germinations per episode went "
+    lines += ["", f"Best rent λ by the objective: {best}. From λ = {lo:g} to λ = {hi:g}, germinations per episode went "
                   f"{g.loc[lo, 'germinated']:.2f} → {g.loc[hi, 'germinated']:.2f} and the final parameter ratio "
                   f"{g.loc[lo, 'excess_ratio']:.2f} → {g.loc[hi, 'excess_ratio']:.2f}."]
     return "\n".join(lines)
