@@ -11,7 +11,7 @@ import requests
 
 from esper.leyline import FactoredAction, Op
 from esper.leyline.control import Controller, Decision, Observation
-from esper.leyline.features import encode
+from esper.leyline.features import encode, feature_names
 
 log = logging.getLogger("esper.serve.client")
 
@@ -100,6 +100,8 @@ class RemoteTamiyo:
         info = self.client.policy()
         if info["action"]["nvec"] != list(obs.spec.nvec) or info["observation"]["mask_size"] != obs.spec.mask_size:
             raise ValueError(f"served policy's action layout {info['action']['nvec']} does not fit this plane {list(obs.spec.nvec)}")
+        if info["observation"]["feature_names"] != feature_names(obs.spec):
+            raise ValueError("served policy reads other observation features than this plane produces")
         self.checked = True
 
     def decide(self, obs: Observation) -> Decision:
