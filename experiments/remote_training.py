@@ -45,15 +45,13 @@ def train(world, controller, seed: int):
 
     from esper.kasmina import MorphogeneticModel
     from esper.kasmina.hosts import CNNHost
-    from esper.tolaria.datasets import load_bundle
+    from esper.simic.env import world_bundle
     from esper.tolaria.governor import Governor
     from esper.tolaria.run import run_training
     from esper.tolaria.trainer import Trainer, pick_device
 
     device = pick_device(world.device)
-    b = load_bundle(world.data.source, limit=world.data.limit, val_fraction=world.data.val_fraction, seed=0, device=device)
-    if world.val_images is not None and len(b.val) > world.val_images:
-        b.val = b.val.subset(torch.arange(world.val_images, device=device))
+    b = world_bundle(world, device)
     torch.manual_seed(seed)
     model = MorphogeneticModel(CNNHost(world.host), world.kasmina).to(device)
     trainer = Trainer(model, b.train, b.val, world.trainer, b.mean, b.std, seed=seed)

@@ -147,9 +147,7 @@ def build_api(backend: Backend) -> FastAPI:
                 rows.append(_row(policy, obs, req.sample, None if req.seed is None else req.seed + i))
             except BadObservation as exc:
                 raise BadObservation(f"observations[{i}]: {exc}") from None
-        features, masks = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
-        choices = policy.decide(features, masks, [r[2] for r in rows], [r[3] for r in rows])
-        return BatchOut(decisions=[_decision(c, policy.version) for c in choices])
+        return BatchOut(decisions=[_decision(c, policy.version) for c in policy.decide_rows(rows)])
 
     return api
 
@@ -166,5 +164,4 @@ class InProcessBackend:
         self.policy, self.reload_error = policy, None
 
     async def decide_one(self, row: tuple[np.ndarray, np.ndarray, bool, int | None]) -> Choice:
-        features, mask, sample, seed = row
-        return self.policy.decide(features[None], mask[None], [sample], [seed])[0]
+        return self.policy.decide_rows([row])[0]

@@ -72,6 +72,4 @@ class TamiyoServer:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _decide_rows(self, rows: list[tuple[np.ndarray, np.ndarray, bool, int | None]]) -> list[Choice]:
-        policy = self.policy
-        features, masks = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
-        return policy.decide(features, masks, [r[2] for r in rows], [r[3] for r in rows])
+        return self.policy.decide_rows(rows)

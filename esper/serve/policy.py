@@ -102,6 +102,11 @@ class ServedPolicy:
             raise BadObservation("features must be finite float32 values (|x| < 3.4e38)")
         return f, m, check_mask(self.agent, m)
 
+    def decide_rows(self, rows: list[tuple[np.ndarray, np.ndarray, bool, int | None]]) -> list[Choice]:
+        """Prepared rows (features, mask, sample, seed) → one choice each, in one pass."""
+        features, masks = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+        return self.decide(features, masks, [r[2] for r in rows], [r[3] for r in rows])
+
     @torch.no_grad()
     def decide(self, features: np.ndarray, masks: np.ndarray, sample: list[bool], seeds: list[int | None]) -> list[Choice]:
         """Rows (B, F) and (B, M) → B choices; greedy rows and sampled rows (each with its own seed) in one pass."""

@@ -30,6 +30,14 @@ def world_from(config: Any) -> WorldConfig:
     return WorldConfig.model_validate(dict(config or {}))
 
 
+def world_bundle(world: WorldConfig, device: torch.device):
+    """The world's data on `device`, validation cut to its fixed `val_images` subset (every run of the world)."""
+    b = load_bundle(world.data.source, limit=world.data.limit, val_fraction=world.data.val_fraction, seed=0, device=device)
+    if world.val_images is not None and len(b.val) > world.val_images:
+        b.val = b.val.subset(torch.arange(world.val_images, device=device))
+    return b
+
+
 class EsperEnv(gym.Env):
     """Observation: Dict(features=(F,), action_mask=(M,)); action: MultiDiscrete over op, slot, blueprint, blend."""
 
@@ -39,10 +47,7 @@ class EsperEnv(gym.Env):
         self.world = world_from(config)
         w = self.world
         self.device = actor_device(w.device)
-        b = load_bundle(w.data.source, limit=w.data.limit, val_fraction=w.data.val_fraction, seed=0, device=self.device)
-        if w.val_images is not None and len(b.val) > w.val_images:
-            b.val = b.val.subset(torch.arange(w.val_images, device=self.device))
-        self.bundle = b
+        self.bundle = world_bundle(w, self.device)
         template = self._build_model()
         self.action_spec = template.action_spec
         self.host_params = template.param_counts().host
