@@ -74,6 +74,7 @@ def main() -> None:
     if args.print_config:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return
+    from esper.runtime.cluster import ClusterCapacityError
     from esper.simic.train import train_tamiyo
 
     out = args.resume or args.output or Path("runs/ppo") / f"{cfg.world.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -82,6 +83,10 @@ def main() -> None:
         summary = train_tamiyo(cfg, out, address=args.address, resume=args.resume is not None)
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: the last checkpoint in {out}/checkpoint is intact; continue with --resume {out}")
+    except ClusterCapacityError as exc:
+        sys.exit(f"error: {exc}")
+    except ConnectionError as exc:  # --address pointing at no running cluster
+        sys.exit(f"error: could not connect to the Ray cluster at {args.address!r}: {exc}")
     print(f"\n{summary}")
 
 

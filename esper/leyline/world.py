@@ -112,6 +112,9 @@ class PPOSettings(EsperModel):
     """Environments each EnvRunner steps."""
     gpus_per_env_runner: float | None = Field(None, ge=0)
     """GPU share of each EnvRunner; None = spread the cluster's GPUs over the runners (0 without GPUs)."""
+    cluster_wait_s: float = Field(900.0, gt=0)
+    """On an attached cluster (--address) that lacks room for the runners: how long to wait for its autoscaler
+    to add nodes before failing with what is missing (cloud GPU nodes take minutes to boot)."""
     checkpoint_every: int = Field(5, ge=1)
     """Write an RLlib checkpoint every this many iterations (and at the end)."""
 

@@ -15,7 +15,8 @@ class RunnerPlan:
     cluster_gpus: float
 
     def describe(self) -> str:
-        where = f"{self.gpus_per_runner:g} GPU each" if self.gpus_per_runner else "CPU only (no GPU in the cluster)"
+        where = (f"{self.gpus_per_runner:g} GPU each" if self.gpus_per_runner
+                 else "CPU only" + (" (no GPU in the cluster)" if not self.cluster_gpus else ""))
         return (f"{self.num_env_runners} env runner(s) × {self.cpus_per_runner:g} CPU, {where} "
                 f"[cluster: {self.cluster_cpus:g} CPU, {self.cluster_gpus:g} GPU]")
 

@@ -12,6 +12,7 @@ import ray
 from esper.leyline.features import feature_names
 from esper.leyline.world import TrainTamiyoConfig
 from esper.provenance import code_version
+from esper.runtime.cluster import grow_cluster, release_request, runner_bundles, runner_placement
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
 from esper.simic.ppo import build_ppo_config
@@ -62,6 +63,20 @@ def _start_ray(address: str | None) -> dict:
     return ray.available_resources()
 
 
+def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources: dict) -> dict:
+    """On an attached cluster, ask its autoscaler for the runners first (a head with CPU: 0 starts with nothing)."""
+    wanted = cfg.ppo.num_env_runners
+    if not address or wanted == 0:
+        return resources
+    if wanted is None:
+        if resources.get("CPU", 0.0) > 0:
+            return resources  # size from what is there
+        wanted = 1
+        print("the cluster has no CPUs yet (an autoscaling head keeps none): asking for 1 env runner; "
+              "pass --num-env-runners N for more", flush=True)
+    return grow_cluster(runner_bundles(wanted, cfg.ppo.gpus_per_env_runner), cfg.ppo.cluster_wait_s)
+
+
 def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, resume: bool = False) -> str:
     """Train, checkpoint, export agent.pt and write the summary; returns the Markdown summary."""
     from esper.simic.env import EsperEnv
@@ -75,12 +90,16 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
     version, t0 = code_version(), time.perf_counter()
     resources = _start_ray(address)
     try:
+        resources = _grow_if_autoscaling(cfg, address, resources)
         plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
         if plan.gpus_per_runner > 0 and not cuda_usable_on_gpu_workers(plan.gpus_per_runner):
             print("warning: the cluster advertises GPUs but CUDA is not usable on them; env runners use CPU", flush=True)
             plan = plan_runners(resources, cfg.ppo.num_env_runners, 0.0)
         print(f"world {cfg.world.name!r}: {plan.describe()}; output {out}", flush=True)
         algo = build_ppo_config(cfg, plan).build_algo()
+        placement = runner_placement(algo)
+        for r in placement["runners"]:
+            print(f"  env runner on node {r['node_id']}  GPU ids {r['gpu_ids'] or '-'}  device {r['device']}", flush=True)
         history_path = out / "progress.jsonl"
         history = []
         if resume:
@@ -106,12 +125,15 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
                    version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
         algo.stop()
     finally:
+        if address:
+            release_request()
         ray.shutdown()
     agent = load_agent(out / "agent.pt", expected_features=feature_names(env.action_spec))
     seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
     controllers = [NeuralTamiyo(agent, cfg.world.host.num_classes), StaticTamiyo(), HeuristicTamiyo()]
     evals = {c.name: evaluate(env, c, seeds)[0] for c in controllers} if seeds else {}
     summary = {"config": cfg.model_dump(mode="json"), "code_version": version, "plan": plan.describe(),
+               "placement": placement,
                "wall_seconds": time.perf_counter() - t0, "history": history, "evaluation": evals}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     md = _markdown(cfg, out, summary)
