@@ -30,6 +30,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None, help="seed (overrides the preset's)")
     p.add_argument("--address", default=None, help="Ray cluster address ('auto' = the running cluster); default: a local one")
     p.add_argument("--num-env-runners", type=int, default=None, help="env actors (default: sized from the cluster)")
+    p.add_argument("--envs-per-runner", type=int, default=None, metavar="N",
+                   help="worlds per env actor, trained batch-first over one data stream (ppo.num_envs_per_env_runner)")
     p.add_argument("--output", type=Path, default=None, help="output folder (default runs/ppo/<preset>-<time>)")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -60,6 +62,8 @@ def _config(args: argparse.Namespace):
         overrides.append(f"seed={args.seed}")
     if args.num_env_runners is not None:
         overrides.append(f"ppo.num_env_runners={args.num_env_runners}")
+    if args.envs_per_runner is not None:
+        overrides.append(f"ppo.num_envs_per_env_runner={args.envs_per_runner}")
     return load_config(preset, overrides, model=TrainTamiyoConfig)
 
 

@@ -109,7 +109,7 @@ class PPOSettings(EsperModel):
     num_env_runners: int | None = Field(None, ge=0)
     """EnvRunner actors (the env actors); None = sized from the cluster's CPUs."""
     num_envs_per_env_runner: int = Field(1, ge=1)
-    """Environments each EnvRunner steps."""
+    """Worlds each EnvRunner steps; above 1 they are one batch-first EsperVectorEnv (shared data stream)."""
     gpus_per_env_runner: float | None = Field(None, ge=0)
     """GPU share of each EnvRunner; None = spread the cluster's GPUs over the runners (0 without GPUs)."""
     cluster_wait_s: float = Field(900.0, gt=0)

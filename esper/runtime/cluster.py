@@ -69,15 +69,17 @@ def release_request() -> None:
     request_resources(bundles=[])
 
 
-def _where_am_i(_runner) -> dict:
+def _where_am_i(runner) -> dict:
     from esper.runtime.devices import actor_device, assigned_gpu_ids
 
+    env = runner.env.unwrapped
     return {"node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in assigned_gpu_ids()],
-            "device": str(actor_device())}
+            "device": str(actor_device()), "env": f"{type(env).__name__} × {runner.num_envs}"}
 
 
 def runner_placement(algo) -> dict:
-    """Where this job's env runners live (node, the GPU ids Ray gave them, the device their host trains on) and every
+    """Where this job's env runners live (node, the GPU ids Ray gave them, the device their hosts train on, the env
+    class and how many worlds it steps) and every
     alive node's resources; printed at start-up and kept in summary.json."""
     runners = algo.env_runner_group.foreach_env_runner(_where_am_i, local_env_runner=False)
     nodes = [{"node_id": n["NodeID"], "resources": n["Resources"]} for n in ray.nodes() if n["Alive"]]

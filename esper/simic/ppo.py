@@ -11,6 +11,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from esper.leyline.world import TrainTamiyoConfig
 from esper.runtime.resources import RunnerPlan
 from esper.simic.env import EsperEnv
+from esper.simic.vector_env import make_esper_env
 from esper.simic.rl_module import TamiyoRLModule
 
 # Namespaced metric keys reported per episode by the env runners.
@@ -48,14 +49,26 @@ class EsperMetricsCallback(RLlibCallback):
         log(CULLED, counts.get("culled", 0))
 
 
+ESPER_ENV_ID = "esper-world"
+
+
+def _registered_env() -> str:
+    from ray.tune.registry import register_env
+
+    register_env(ESPER_ENV_ID, make_esper_env)
+    return ESPER_ENV_ID
+
+
 def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
     p = cfg.ppo
     return (
         PPOConfig()
-        .environment(EsperEnv, env_config=cfg.world.model_dump(mode="json"))
+        # A registered factory: with several envs per runner RLlib asks it for one batch-first EsperVectorEnv.
+        .environment(_registered_env(), env_config=cfg.world.model_dump(mode="json"))
         .env_runners(
             num_env_runners=plan.num_env_runners,
             num_envs_per_env_runner=p.num_envs_per_env_runner,
+            gym_env_vectorize_mode="sync" if p.num_envs_per_env_runner == 1 else "vector_entry_point",
             num_cpus_per_env_runner=plan.cpus_per_runner,
             num_gpus_per_env_runner=plan.gpus_per_runner,
             rollout_fragment_length="auto",

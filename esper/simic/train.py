@@ -99,7 +99,8 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         algo = build_ppo_config(cfg, plan).build_algo()
         placement = runner_placement(algo)
         for r in placement["runners"]:
-            print(f"  env runner on node {r['node_id']}  GPU ids {r['gpu_ids'] or '-'}  device {r['device']}", flush=True)
+            print(f"  env runner on node {r['node_id']}  GPU ids {r['gpu_ids'] or '-'}  device {r['device']}  "
+                  f"env {r['env']}", flush=True)
         history_path = out / "progress.jsonl"
         history = []
         if resume:

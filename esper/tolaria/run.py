@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import torch
 
@@ -53,14 +54,18 @@ class EpochOutcome:
     rolled_back: bool
 
 
-def train_after_decision(trainer: Trainer, governor: Governor) -> EpochOutcome:
-    """What follows every controller decision (run loop and RL env alike): train one epoch, let the Governor
-    judge it, evaluate with counterfactuals (recorded on slots holding a seed), tick the slots' clocks."""
+def train_after_decision(trainer: Trainer, governor: Governor, val_batches: Iterable | None = None) -> EpochOutcome:
+    """What follows every controller decision (run loop and RL env alike): train one epoch, then judge_epoch()."""
+    return judge_epoch(trainer, governor, trainer.train_epoch(), val_batches)
+
+
+def judge_epoch(trainer: Trainer, governor: Governor, loss: float, val_batches: Iterable | None = None) -> EpochOutcome:
+    """After an epoch's training: let the Governor judge it, evaluate with counterfactuals on `val_batches`
+    (default: the trainer's validation loader) and record them on slots holding a seed, tick the slots' clocks."""
     model = trainer.model
-    loss = trainer.train_epoch()
     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     rolled_back = governor.observe(loss, finite)
-    val_loss, val_acc, contrib = evaluate_with_counterfactuals(model, trainer.val_loader)
+    val_loss, val_acc, contrib = evaluate_with_counterfactuals(model, val_batches if val_batches is not None else trainer.val_loader)
     for name, value in contrib.items():
         slot = model.slot(name)
         if slot.seed is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -78,27 +81,41 @@ class Trainer:
 
     # ------------------------------------------------------------------ loops
     def train_epoch(self) -> float:
-        """One epoch (or max_batches_per_epoch batches); returns the mean train loss."""
+        """One epoch (or max_batches_per_epoch batches) on this trainer's own loader; returns the mean train loss."""
+        opts = self.start_epoch()
+        return self.end_epoch([self.train_batch(opts, x, y) for x, y in self.epoch_batches()])
+
+    def epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches: the loader cut at max_batches_per_epoch (nothing beyond is drawn)."""
+        return itertools.islice(iter(self.train_loader), self.cfg.max_batches_per_epoch)
+
+    # The three steps of an epoch, separate so a vectorised env can feed many trainers the same shared batches.
+    def start_epoch(self) -> list[torch.optim.Optimizer]:
+        """Optimisers matched to the plane, learning rates for this epoch, train mode; returns the optimisers."""
         self.sync_optimizers()
         self._set_lrs()
         self.model.train()
-        opts = [self.host_opt] + [opt for _, opt in self.seed_opts.values()]
-        total, count = torch.zeros((), device=self._device()), 0
-        for i, (x, y) in enumerate(self.train_loader):
-            if self.cfg.max_batches_per_epoch is not None and i >= self.cfg.max_batches_per_epoch:
-                break
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(x), y)
-            isolation = self.model.pop_isolation_loss()
-            (loss if isolation is None else loss + isolation).backward()
-            for opt in opts:
-                opt.step()
-            total += loss.detach()
-            count += 1
+        return [self.host_opt] + [opt for _, opt in self.seed_opts.values()]
+
+    def train_batch(self, opts: list[torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One SGD step on (x, y); returns the detached loss (no host sync)."""
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        isolation = self.model.pop_isolation_loss()
+        (loss if isolation is None else loss + isolation).backward()
+        for opt in opts:
+            opt.step()
+        return loss.detach()
+
+    def end_epoch(self, losses: list[torch.Tensor]) -> float:
+        """Record seed gradient norms, advance the epoch; returns the mean of `losses`."""
+        total = torch.zeros((), device=self._device())
+        for loss in losses:  # sequential sum: the same float result however the epoch was driven
+            total += loss
         self._record_grad_norms()
         self.epoch += 1
-        return float(total) / max(count, 1)
+        return float(total) / max(len(losses), 1)
 
     @torch.no_grad()
     def evaluate(self, loader: DeviceLoader | None = None) -> tuple[float, float]:

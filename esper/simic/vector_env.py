@@ -1,0 +1,165 @@
+"""Batch-first vectorised Simic env: N worlds on one device trained together over one shared data stream.
+
+The control flow is inverted: instead of N envs each looping over its own batches, the data is iterated once
+and every batch is dispatched to all N host models. What is shared: the data on the device (loaded once), each
+training batch's indexing, augmentation and normalisation (done once for N models), the validation batches
+(normalised once for the env's lifetime). What is spread: the models' forward/backward passes run on a small pool
+of threads (one per core given to the env; PyTorch releases the GIL inside its kernels) or, on a GPU, each model
+on its own CUDA stream. Per step there is no per-model Python work that grows with the dataset beyond the
+models' own compute.
+
+Each world is an EsperEnv (same code path as a lone env). Its rewards, observations and models equal those of a
+lone EsperEnv reset with the same seed and `options={"data_seed": s}`, where s is the vector env's stream seed.
+Autoreset follows gymnasium's NEXT_STEP mode (what RLlib's EnvRunner expects): the step after a world's episode
+ends resets that world, and that world does not train in that step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
+
+from esper.simic.env import EsperEnv, world_data, world_from
+from esper.tolaria.data import DeviceLoader
+
+
+def default_workers(num_envs: int) -> int:
+    """Threads for the models' compute: the CPUs this process may use (Ray sets OMP_NUM_THREADS in actors)."""
+    cpus = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
+    return max(1, min(num_envs, cpus))
+
+
+class EsperVectorEnv(VectorEnv):
+    """`num_envs` Simic worlds stepped batch-first. Observation/action spaces are the batched EsperEnv spaces."""
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, config: Any = None, num_envs: int = 2, workers: int | None = None) -> None:
+        world = world_from(config)
+        first = EsperEnv(world)
+        self.envs = [first] + [EsperEnv(world, data=first.data) for _ in range(num_envs - 1)]
+        self.num_envs, self.world, self.device = num_envs, world, first.device
+        self.single_observation_space, self.single_action_space = first.observation_space, first.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.workers = 1 if self.device.type == "cuda" else (workers or default_workers(num_envs))
+        # One intra-op thread per worker: the cores are shared out by model, not by operator (tiny convolutions
+        # split over threads mostly wait on each other). Note torch's thread count is process-wide.
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="esper-world",
+                                        initializer=torch.set_num_threads, initargs=(1,)) if self.workers > 1 else None
+        self._streams = [torch.cuda.Stream(self.device) for _ in self.envs] if self.device.type == "cuda" else None
+        self._needs_reset = np.zeros(num_envs, dtype=bool)
+        self._obs = create_empty_array(self.single_observation_space, num_envs)
+        self.stream: DeviceLoader | None = None
+
+    # ------------------------------------------------------------------ gymnasium VectorEnv API
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        """seed: one int (world i gets seed + i) or one per world. options["data_seed"] seeds the shared stream
+        (default: drawn from the first world's generator)."""
+        seeds = [None] * self.num_envs if seed is None else (
+            [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed))
+        results = [env.reset(seed=s) for env, s in zip(self.envs, seeds)]
+        data_seed = (options or {}).get("data_seed")
+        if data_seed is None:
+            data_seed = int(self.envs[0].np_random.integers(0, 2**31 - 1))
+        for env in self.envs:  # every world trains on the shared stream, never on its own loader
+            env.trainer.train_loader = None
+        b, cfg = self.envs[0].bundle, self.world.trainer
+        self.stream = DeviceLoader(b.train, cfg.batch_size, b.mean, b.std, cfg.augment, shuffle=True, seed=int(data_seed))
+        self._needs_reset[:] = False
+        infos: dict = {}
+        for i, (obs, info) in enumerate(results):
+            infos = self._add_info(infos, info, i)
+        return self._batch([obs for obs, _ in results]), infos
+
+    def step(self, actions):
+        actions = np.asarray(actions).reshape(self.num_envs, -1)
+        pending, results, infos = {}, [None] * self.num_envs, {}
+        for i, env in enumerate(self.envs):
+            if self._needs_reset[i]:  # NEXT_STEP autoreset: this world restarts and sits this epoch out
+                obs, info = env.reset()
+                env.trainer.train_loader = None
+                results[i] = (obs, 0.0, False, False, info)
+            else:
+                pending[i] = env.begin_step(actions[i])
+        losses = self._train_epoch(sorted(pending))
+        finished = self._map(lambda i: self.envs[i].finish_step(pending[i], losses[i]), sorted(pending))
+        for i, result in zip(sorted(pending), finished):
+            results[i] = result
+        obs, rewards, terminated, truncated = [], np.zeros(self.num_envs), np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool)
+        for i, (o, r, term, trunc, info) in enumerate(results):
+            obs.append(o)
+            rewards[i], terminated[i], truncated[i] = r, term, trunc
+            infos = self._add_info(infos, info, i)
+        self._needs_reset = terminated | truncated
+        return self._batch(obs), rewards, terminated, truncated, infos
+
+    def close_extras(self, **kwargs) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ the batch-first epoch
+    def _train_epoch(self, ids: list[int]) -> dict[int, float]:
+        """One epoch for the worlds `ids`: each shared batch is prepared once and every model trains on it;
+        the next batch is prepared while the models train on the current one."""
+        if not ids:
+            return {}
+        trainers = {i: self.envs[i].trainer for i in ids}
+        opts = {i: t.start_epoch() for i, t in trainers.items()}
+        losses: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
+        groups = [g for g in (ids[k::self.workers] for k in range(self.workers)) if g]  # models per thread
+        batches = itertools.islice(iter(self.stream), self._batches_per_epoch())
+        batch = next(batches, None)
+        while batch is not None:
+            x, y = batch
+            if self._pool is None:
+                self._train_group(ids, trainers, opts, losses, x, y)
+                batch = next(batches, None)
+            else:  # the threads' work is the models' kernels, which run without the GIL
+                running = [self._pool.submit(self._train_group, g, trainers, opts, losses, x, y) for g in groups]
+                batch = next(batches, None)
+                for job in running:
+                    job.result()
+        if self._streams is not None:
+            torch.cuda.synchronize(self.device)
+        return {i: trainers[i].end_epoch(losses[i]) for i in ids}
+
+    def _map(self, fn, ids: list[int]) -> list:
+        """fn over the worlds `ids`, on the pool when there is one (each world's work touches only that world)."""
+        return list(self._pool.map(fn, ids)) if self._pool is not None else [fn(i) for i in ids]
+
+    def _train_group(self, ids, trainers, opts, losses, x, y) -> None:
+        for i in ids:
+            stream = self._streams[i] if self._streams is not None else None
+            if stream is not None:
+                stream.wait_stream(torch.cuda.current_stream(self.device))  # the batch was made on the default stream
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                losses[i].append(trainers[i].train_batch(opts[i], x, y))
+
+    def _batches_per_epoch(self) -> int:
+        n = len(self.stream)
+        cap = self.world.trainer.max_batches_per_epoch
+        return n if cap is None else min(n, cap)
+
+    def _batch(self, observations: list) -> Any:
+        self._obs = concatenate(self.single_observation_space, observations, self._obs)
+        return {k: v.copy() for k, v in self._obs.items()}
+
+
+def make_esper_env(config: Any = None) -> gym.Env | VectorEnv:
+    """RLlib's env factory: one EsperEnv, or an EsperVectorEnv when RLlib asks for `num_envs` of them
+    (`gym_env_vectorize_mode="vector_entry_point"`)."""
+    config = dict(config or {})
+    num_envs = int(config.pop("num_envs", 1))
+    if num_envs > 1:
+        return EsperVectorEnv(world_from(config), num_envs=num_envs)
+    return EsperEnv(world_from(config))
