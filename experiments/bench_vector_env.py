@@ -3,7 +3,8 @@ env does), (b) the batch-first EsperVectorEnv, (c) N Ray actors with one env eac
 
     python experiments/bench_vector_env.py                          # smoke world, N ∈ {1, 2, 4, 8}, 5 repeats (≈ 15 min)
     python experiments/bench_vector_env.py --n 1 2 --repeats 2 --steps 4 --no-actors   # a quick look
-    python experiments/bench_vector_env.py --device cuda --preset cifar10-cpu          # GPU variant (on a cluster node)
+    python experiments/bench_vector_env.py --device cuda --preset cifar10 --no-actors --steps 4 \
+        --set world.trainer.max_batches_per_epoch=50                 # GPU variant (on a cluster GPU node)
 
 Every arm plays the same scripted policy (germinate where allowed, advance where allowed, else wait), so each does
 the same kind of work; arms are interleaved in every repeat (ratios from one run) and the table shows medians.
@@ -34,10 +35,15 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=8, help="timed steps per world per measurement")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu", help="cpu | cuda (the GPU variant: one CUDA stream per model)")
+    p.add_argument("--no-threads", action="store_true", help="skip arm (b′), the vector env with a thread pool")
     p.add_argument("--no-actors", action="store_true", help="skip arm (c), the Ray actors")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "data" / "bench_vector_env.json")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "bench_vector_env.png")
     return p.parse_args()
+
+
+ARMS = {"separate": "(a) N separate envs", "vector": "(b) batch-first vector env",
+        "vector_threads": "(b′) vector env + thread pool", "actors": "(c) N Ray actors"}
 
 
 def scripted_action(spec, flat_mask: np.ndarray) -> np.ndarray:
@@ -64,10 +70,11 @@ def run_separate(world, n: int, steps: int, seed: int) -> float:
     return _drive(venv, venv.envs[0].action_spec, n, steps, seed)
 
 
-def run_vector(world, n: int, steps: int, seed: int) -> float:
+def run_vector(world, n: int, steps: int, seed: int, workers: int = 1) -> float:
+    """(b) the batch-first vector env as RLlib gets it; (b′) with `workers` threads for the models' compute."""
     from esper.simic.vector_env import EsperVectorEnv
 
-    venv = EsperVectorEnv(world, num_envs=n)
+    venv = EsperVectorEnv(world, num_envs=n, workers=workers)
     try:
         return _drive(venv, venv.envs[0].action_spec, n, steps, seed)
     finally:
@@ -83,8 +90,8 @@ def _drive(venv, spec, n: int, steps: int, seed: int) -> float:
     return n * steps / (time.perf_counter() - t0)
 
 
-def run_actors(world, n: int, steps: int, seed: int, cpus: float) -> float:
-    """(c) N Ray actors, one EsperEnv each, stepped in parallel (each takes its share of the machine's CPUs)."""
+def run_actors(world, n: int, steps: int, seed: int, cpus: float, gpus: float = 0.0) -> float:
+    """(c) N Ray actors, one EsperEnv each, stepped in parallel (each takes its share of the CPUs and GPUs)."""
     import ray
 
     from esper.simic.env import EsperEnv
@@ -100,7 +107,7 @@ def run_actors(world, n: int, steps: int, seed: int, cpus: float) -> float:
         def step(self):
             self.obs, *_ = self.env.step(scripted_action(self.env.action_spec, self.obs["action_mask"]))
 
-    actors = [EnvActor.options(num_cpus=cpus / n).remote(world) for _ in range(n)]
+    actors = [EnvActor.options(num_cpus=cpus / n, num_gpus=gpus / n).remote(world) for _ in range(n)]
     try:
         ray.get([a.reset.remote(seed + i) for i, a in enumerate(actors)])
         t0 = time.perf_counter()
@@ -144,7 +151,7 @@ def profile_vector(world, n: int, steps: int) -> dict[str, float]:
     patches = [(vec.EsperVectorEnv, "_train_group"), (env_mod.EsperEnv, "begin_step"), (env_mod.EsperEnv, "finish_step"),
                (DeviceLoader, "_augment"), (vec.EsperVectorEnv, "step")]
     originals = [getattr(cls, name) for cls, name in patches]
-    labels = ["models' forward/backward (threads)", "decisions applied (begin_step)",
+    labels = ["models' forward/backward", "decisions applied (begin_step)",
               "Governor + evaluation + reward + observation (finish_step)", "shared augmentation", "step (total)"]
     for (cls, name), label, fn in zip(patches, labels, originals):
         setattr(cls, name, timed(label, fn))
@@ -159,8 +166,6 @@ def profile_vector(world, n: int, steps: int) -> dict[str, float]:
     finally:
         for (cls, name), fn in zip(patches, originals):
             setattr(cls, name, fn)
-    if venv.workers > 1:  # the thread wrapper runs once per worker per batch: wall time is what the pool takes
-        spent["models' forward/backward (threads)"] /= venv.workers
     return {k: v / steps for k, v in spent.items()}
 
 
@@ -183,19 +188,21 @@ def main() -> None:
     if not args.no_actors:
         import ray
 
-        ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR")
-    results: dict[str, dict[int, list[float]]] = {arm: {n: [] for n in args.n} for arm in ("separate", "vector", "actors")}
+        ray.init(num_cpus=cores, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False, logging_level="ERROR")
+    arms = {"separate": lambda n, rep: run_separate(world, n, args.steps, seed=rep),
+            "vector": lambda n, rep: run_vector(world, n, args.steps, seed=rep)}
+    if not args.no_threads:
+        arms["vector_threads"] = lambda n, rep: run_vector(world, n, args.steps, seed=rep, workers=cores)
+    if not args.no_actors:
+        gpus = 1.0 if args.device == "cuda" else 0.0  # the GPU variant shares one GPU between the N actors
+        arms["actors"] = lambda n, rep: run_actors(world, n, args.steps, seed=rep, cpus=cores, gpus=gpus)
+    results: dict[str, dict[int, list[float]]] = {arm: {n: [] for n in args.n} for arm in ARMS}
+    order = list(arms)
     for rep in range(args.repeats):
         for n in args.n:
-            arms = ["separate", "vector"] + ([] if args.no_actors else ["actors"])
-            for arm in arms[rep % len(arms):] + arms[:rep % len(arms)]:  # rotate the order across repeats
+            for arm in order[rep % len(order):] + order[:rep % len(order)]:  # rotate the order across repeats
                 with _threads(cores):
-                    if arm == "separate":
-                        rate = run_separate(world, n, args.steps, seed=rep)
-                    elif arm == "vector":
-                        rate = run_vector(world, n, args.steps, seed=rep)
-                    else:
-                        rate = run_actors(world, n, args.steps, seed=rep, cpus=cores)
+                    rate = arms[arm](n, rep)
                 results[arm][n].append(rate)
                 print(f"repeat {rep + 1}/{args.repeats}  N={n}  {arm:8s} {rate:6.2f} env-steps/s", flush=True)
     with _threads(cores):
@@ -204,47 +211,47 @@ def main() -> None:
     print(report["table"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    _plot(results, args.plot)
+    _plot(results, args.plot, f"Simic env throughput: {args.preset} world, {args.device}, {cores} threads")
     print(f"wrote {args.out} and {args.plot}")
 
 
 def _report(args, world, results, profile, cores) -> dict:
     med = {arm: {n: statistics.median(v) for n, v in per.items() if v} for arm, per in results.items()}
-    ratios = {n: statistics.median(v / s for v, s in zip(results["vector"][n], results["separate"][n])) for n in args.n}
-    rows = ["| N | (a) separate envs | (b) batch-first vector env | (c) N actors | (b)/(a), median of paired ratios | (c)/(a) |",
-            "|---:|---:|---:|---:|---:|---:|"]
+    paired = {arm: {n: statistics.median(a / s for a, s in zip(results[arm][n], results["separate"][n]))
+                    for n in args.n if results[arm][n]} for arm in results if arm != "separate"}
+    arms = [a for a in ARMS if any(results[a].values())]
+    head = "| N | " + " | ".join(ARMS[a] + " env-steps/s" for a in arms) + " | " + \
+        " | ".join(f"{ARMS[a].split()[0]}/(a)" for a in arms if a != "separate") + " |"
+    rows = [head, "|" + "---:|" * (1 + len(arms) + len(arms) - 1)]
     for n in args.n:
-        actors = med["actors"].get(n)
-        act_ratio = statistics.median(c / s for c, s in zip(results["actors"][n], results["separate"][n])) if actors else None
-        rows.append(f"| {n} | {med['separate'][n]:.2f} | {med['vector'][n]:.2f} | {'—' if actors is None else f'{actors:.2f}'} "
-                    f"| **{ratios[n]:.2f}** | {'—' if act_ratio is None else f'{act_ratio:.2f}'} |")
+        rows.append(f"| {n} | " + " | ".join(f"{med[a][n]:.2f}" for a in arms) + " | "
+                    + " | ".join(f"**{paired[a][n]:.2f}**" for a in arms if a != "separate") + " |")
     prof = [f"| {k} | {v * 1000:.0f} ms |" for k, v in profile.items()]
     return {"preset": args.preset, "overrides": args.overrides, "device": args.device, "threads": cores,
-            "steps": args.steps, "repeats": args.repeats, "raw": results, "median": med, "vector_over_separate": ratios,
+            "steps": args.steps, "repeats": args.repeats, "raw": results, "median": med, "ratio_to_separate": paired,
             "profile_seconds_per_step": profile,
             "table": "\n".join(rows) + "\n\nWhere a vector step's time goes (N = " + str(max(args.n)) + "):\n\n"
                      "| phase | per vector step |\n|---|---:|\n" + "\n".join(prof)}
 
 
-def _plot(results, path: Path) -> None:
+def _plot(results, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    labels = {"separate": "(a) N separate envs", "vector": "(b) batch-first vector env", "actors": "(c) N Ray actors"}
     for arm, per in results.items():
         ns = [n for n, v in per.items() if v]
         if ns:
             meds = [statistics.median(per[n]) for n in ns]
             lo = [min(per[n]) for n in ns]
             hi = [max(per[n]) for n in ns]
-            ax.errorbar(ns, meds, yerr=[np.subtract(meds, lo), np.subtract(hi, meds)], marker="o", capsize=3, label=labels[arm])
+            ax.errorbar(ns, meds, yerr=[np.subtract(meds, lo), np.subtract(hi, meds)], marker="o", capsize=3, label=ARMS[arm])
     ax.set_xscale("log", base=2)
     ax.set_xlabel("worlds N")
     ax.set_ylabel("env-steps/s (median, min–max)")
-    ax.set_title("Simic env throughput, smoke world, 2 CPU cores")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ ends resets that world, and that world does not train in that step.
 from __future__ import annotations
 
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
@@ -32,18 +31,14 @@ from esper.simic.env import EsperEnv, world_data, world_from
 from esper.tolaria.data import DeviceLoader
 
 
-def default_workers(num_envs: int) -> int:
-    """Threads for the models' compute: the CPUs this process may use (Ray sets OMP_NUM_THREADS in actors)."""
-    cpus = int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
-    return max(1, min(num_envs, cpus))
-
-
 class EsperVectorEnv(VectorEnv):
     """`num_envs` Simic worlds stepped batch-first. Observation/action spaces are the batched EsperEnv spaces."""
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, config: Any = None, num_envs: int = 2, workers: int | None = None) -> None:
+    def __init__(self, config: Any = None, num_envs: int = 2, workers: int = 1) -> None:
+        """workers > 1 spreads the models over a thread pool. Off by default: on a 2-core CPU it was slower than
+        one thread with PyTorch's own intra-op threads (docs/results.md §8); ignored on a GPU (streams instead)."""
         world = world_from(config)
         first = EsperEnv(world)
         self.envs = [first] + [EsperEnv(world, data=first.data) for _ in range(num_envs - 1)]
@@ -51,7 +46,7 @@ class EsperVectorEnv(VectorEnv):
         self.single_observation_space, self.single_action_space = first.observation_space, first.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.workers = 1 if self.device.type == "cuda" else (workers or default_workers(num_envs))
+        self.workers = 1 if self.device.type == "cuda" else max(1, min(workers, num_envs))
         # One intra-op thread per worker: the cores are shared out by model, not by operator (tiny convolutions
         # split over threads mostly wait on each other). Note torch's thread count is process-wide.
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="esper-world",

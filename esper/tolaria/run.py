@@ -63,7 +63,7 @@ def judge_epoch(trainer: Trainer, governor: Governor, loss: float, val_batches: 
     """After an epoch's training: let the Governor judge it, evaluate with counterfactuals on `val_batches`
     (default: the trainer's validation loader) and record them on slots holding a seed, tick the slots' clocks."""
     model = trainer.model
-    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    finite = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())  # one device sync
     rolled_back = governor.observe(loss, finite)
     val_loss, val_acc, contrib = evaluate_with_counterfactuals(model, val_batches if val_batches is not None else trainer.val_loader)
     for name, value in contrib.items():
