@@ -10,7 +10,6 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from esper.leyline.world import TrainTamiyoConfig
 from esper.runtime.resources import RunnerPlan
-from esper.simic.env import EsperEnv
 from esper.simic.vector_env import make_esper_env
 from esper.simic.rl_module import TamiyoRLModule
 

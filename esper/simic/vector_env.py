@@ -27,7 +27,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from esper.simic.env import EsperEnv, world_data, world_from
+from esper.simic.env import EsperEnv, world_from
 from esper.tolaria.data import DeviceLoader
 
 
@@ -47,8 +47,8 @@ class EsperVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.workers = 1 if self.device.type == "cuda" else max(1, min(workers, num_envs))
-        # One intra-op thread per worker: the cores are shared out by model, not by operator (tiny convolutions
-        # split over threads mostly wait on each other). Note torch's thread count is process-wide.
+        # Optional pool: one intra-op thread per worker, so the cores are shared out by model, not by operator.
+        # (torch.set_num_threads in a worker also becomes the default of threads created later in the process.)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="esper-world",
                                         initializer=torch.set_num_threads, initargs=(1,)) if self.workers > 1 else None
         self._streams = [torch.cuda.Stream(self.device) for _ in self.envs] if self.device.type == "cuda" else None
@@ -104,8 +104,8 @@ class EsperVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ the batch-first epoch
     def _train_epoch(self, ids: list[int]) -> dict[int, float]:
-        """One epoch for the worlds `ids`: each shared batch is prepared once and every model trains on it;
-        the next batch is prepared while the models train on the current one."""
+        """One epoch for the worlds `ids`: each shared batch is prepared once and every model trains on it
+        (with a thread pool, the next batch is prepared while the models train on the current one)."""
         if not ids:
             return {}
         trainers = {i: self.envs[i].trainer for i in ids}
