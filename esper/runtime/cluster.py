@@ -79,8 +79,7 @@ def _where_am_i(runner) -> dict:
 
 def runner_placement(algo) -> dict:
     """Where this job's env runners live (node, the GPU ids Ray gave them, the device their hosts train on, the env
-    class and how many worlds it steps) and every
-    alive node's resources; printed at start-up and kept in summary.json."""
+    class and how many worlds it steps) and every alive node's resources; printed at start-up, kept in summary.json."""
     runners = algo.env_runner_group.foreach_env_runner(_where_am_i, local_env_runner=False)
     nodes = [{"node_id": n["NodeID"], "resources": n["Resources"]} for n in ray.nodes() if n["Alive"]]
     return {"runners": runners, "nodes": nodes}

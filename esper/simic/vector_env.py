@@ -3,10 +3,10 @@
 The control flow is inverted: instead of N envs each looping over its own batches, the data is iterated once
 and every batch is dispatched to all N host models. What is shared: the data on the device (loaded once), each
 training batch's indexing, augmentation and normalisation (done once for N models), the validation batches
-(normalised once for the env's lifetime). What is spread: the models' forward/backward passes run on a small pool
-of threads (one per core given to the env; PyTorch releases the GIL inside its kernels) or, on a GPU, each model
-on its own CUDA stream. Per step there is no per-model Python work that grows with the dataset beyond the
-models' own compute.
+(normalised once for the env's lifetime). On a GPU each model trains on its own CUDA stream, so one model's
+kernels overlap the next one's launches; on CPU the models run one after another with PyTorch's intra-op threads
+(an optional thread pool, `workers`, measured slower on 2 cores). Per step there is no per-model Python work that
+grows with the dataset beyond the models' own compute.
 
 Each world is an EsperEnv (same code path as a lone env). Its rewards, observations and models equal those of a
 lone EsperEnv reset with the same seed and `options={"data_seed": s}`, where s is the vector env's stream seed.
@@ -59,17 +59,15 @@ class EsperVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ gymnasium VectorEnv API
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         """seed: one int (world i gets seed + i) or one per world. options["data_seed"] seeds the shared stream
-        (default: drawn from the first world's generator)."""
+        (default: world 0's own episode seed)."""
         seeds = [None] * self.num_envs if seed is None else (
             [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed))
-        results = [env.reset(seed=s) for env, s in zip(self.envs, seeds)]
-        data_seed = (options or {}).get("data_seed")
-        if data_seed is None:
-            data_seed = int(self.envs[0].np_random.integers(0, 2**31 - 1))
-        for env in self.envs:  # every world trains on the shared stream, never on its own loader
+        data = (options or {}).get("data_seed")
+        results = [env.reset(seed=s, options=None if data is None else {"data_seed": int(data)})
+                   for env, s in zip(self.envs, seeds)]
+        self.stream = self.envs[0].trainer.train_loader  # world 0's stream is the one every world trains on
+        for env in self.envs:  # ... and never on its own loader
             env.trainer.train_loader = None
-        b, cfg = self.envs[0].bundle, self.world.trainer
-        self.stream = DeviceLoader(b.train, cfg.batch_size, b.mean, b.std, cfg.augment, shuffle=True, seed=int(data_seed))
         self._needs_reset[:] = False
         infos: dict = {}
         for i, (obs, info) in enumerate(results):
@@ -112,7 +110,7 @@ class EsperVectorEnv(VectorEnv):
         opts = {i: t.start_epoch() for i, t in trainers.items()}
         losses: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
         groups = [g for g in (ids[k::self.workers] for k in range(self.workers)) if g]  # models per thread
-        batches = itertools.islice(iter(self.stream), self._batches_per_epoch())
+        batches = itertools.islice(iter(self.stream), self.world.trainer.max_batches_per_epoch)  # as Trainer.epoch_batches
         batch = next(batches, None)
         while batch is not None:
             x, y = batch
@@ -139,11 +137,6 @@ class EsperVectorEnv(VectorEnv):
                 stream.wait_stream(torch.cuda.current_stream(self.device))  # the batch was made on the default stream
             with torch.cuda.stream(stream) if stream is not None else nullcontext():
                 losses[i].append(trainers[i].train_batch(opts[i], x, y))
-
-    def _batches_per_epoch(self) -> int:
-        n = len(self.stream)
-        cap = self.world.trainer.max_batches_per_epoch
-        return n if cap is None else min(n, cap)
 
     def _batch(self, observations: list) -> Any:
         self._obs = concatenate(self.single_observation_space, observations, self._obs)
