@@ -2,6 +2,8 @@
 
     python experiments/evaluate_tamiyo.py --agent runs/ppo/<run>/agent.pt --episodes 20
     python experiments/evaluate_tamiyo.py --episodes 20                  # baselines only (no agent)
+    python experiments/evaluate_tamiyo.py --episodes 8 --controllers wait plan:conv_light@block3 \
+        plan:conv_light@block3+conv_heavy@block1   # fixed growth plans: what growth is worth on a world
 
 Every controller plays the same evaluation episodes (same world, same episode seeds: identical host init
 and data order). Reports mean ± std (and standard error) of final accuracy, return, seeds germinated /
@@ -25,7 +27,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed-base", type=int, default=100_000, help="evaluation episode seeds: base, base+1, …")
-    p.add_argument("--controllers", nargs="+", default=["ppo", "ppo-sampled", "random", "wait", "heuristic"])
+    p.add_argument("--controllers", nargs="+", default=["ppo", "ppo-sampled", "random", "wait", "heuristic"],
+                   help="ppo, ppo-sampled, random, wait, heuristic, or plan:BLUEPRINT@SLOT[+BLUEPRINT@SLOT…] (germinate "
+                        "in that order from the first epoch, advance through every gate at once)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: beside the agent, else runs/eval)")
     args = p.parse_args()
     if args.episodes < 1:
@@ -40,7 +44,7 @@ def main() -> None:
     from esper.leyline.world import TrainTamiyoConfig
     from esper.simic.env import EsperEnv
     from esper.simic.evaluate import run_episode, summarise
-    from esper.tamiyo import HeuristicTamiyo, RandomTamiyo, StaticTamiyo
+    from esper.tamiyo import HeuristicTamiyo, PlanTamiyo, RandomTamiyo, StaticTamiyo
     from esper.tamiyo.agent_file import AgentFileError, load_agent
     from esper.tamiyo.neural import NeuralTamiyo
 
@@ -61,6 +65,11 @@ def main() -> None:
     make = {"ppo": lambda: NeuralTamiyo(agent, classes), "ppo-sampled": lambda: NeuralTamiyo(agent, classes, sample=True),
             "random": lambda: RandomTamiyo(seed=0), "wait": StaticTamiyo, "heuristic": HeuristicTamiyo}
     names = [c for c in args.controllers if agent is not None or not c.startswith("ppo")]
+    try:
+        plans = {c: _plan(PlanTamiyo, c, env) for c in names if c.startswith("plan:")}
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    make |= {c: (lambda plan=plan: plan) for c, plan in plans.items()}
     unknown = [c for c in names if c not in make]
     if unknown:
         sys.exit(f"error: unknown controllers {unknown}; known: {list(make)}")
@@ -90,6 +99,17 @@ def main() -> None:
         _plot_episode(env, NeuralTamiyo(agent, classes), seeds[0], out / "agent_episode.png")
 
 
+def _plan(plan_class, name: str, env):
+    """A `plan:…` controller, checked against the world's plane now rather than at its first decision."""
+    from esper.leyline.control import Observation
+
+    plan = plan_class.parse(name.removeprefix("plan:"))
+    env.reset(seed=0)
+    plan.decide(Observation(env.signals(), env.model.reports(), env.model.masks(), env.action_spec))
+    plan.reset()
+    return plan
+
+
 def _table(results: dict, n: int) -> str:
     lines = [f"{n} evaluation episodes per controller (same seeds); mean ± std (standard error in brackets)", "",
              "| controller | final accuracy | return | germinated | fossilized | culled | final excess params |",
@@ -103,11 +123,11 @@ def _table(results: dict, n: int) -> str:
 
 
 def _paired(played: dict) -> dict:
-    """Each trained or heuristic controller against each baseline, per-seed differences (same episodes)."""
+    """Each trained, heuristic or plan controller against each baseline, per-seed differences (same episodes)."""
     from esper.simic.evaluate import paired_difference
 
     out = {}
-    for name in [n for n in played if n.startswith("ppo") or n == "heuristic"]:
+    for name in [n for n in played if n not in ("random", "wait")]:
         for base in [b for b in ("random", "wait", "heuristic") if b in played and b != name]:
             out[f"{name} - {base}"] = {key: paired_difference(played[name], played[base], key)
                                         for key in ("final_accuracy", "episode_return")}

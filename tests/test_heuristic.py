@@ -9,7 +9,7 @@ import pytest
 from _support import advance_to, open_gates, tiny_model
 from esper.leyline import BlendChoices, BlendCurve, FactoredAction, KasminaConfig, Op, Stage, TrainingSignals
 from esper.leyline.control import Observation
-from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, PlanTamiyo, ScheduleTamiyo, StaticTamiyo
 
 
 def _obs(model, signals: TrainingSignals) -> Observation:
@@ -332,6 +332,40 @@ def test_schedule_respects_a_curve_choice_and_a_busy_slot():
     model.germinate("block2", "norm", tempo=3)  # slot no longer dormant at the scheduled epoch
     model.slot("block2").sanity_ok = False  # and its gate is closed
     assert ctl.decide(_obs(model, _signals(epoch=0))).action.op is Op.WAIT
+
+
+def test_plan_germinates_in_order_one_per_decision_then_advances():
+    model = tiny_model(open_gates())
+    spec = model.action_spec
+    plan = PlanTamiyo.parse("conv_light@block3+bottleneck@block1")
+    assert plan.plan == [("block3", "conv_light"), ("block1", "bottleneck")]
+    taken = []
+    for epoch in range(4):
+        action = plan.decide(_obs(model, _signals(epoch=epoch))).action
+        assert model.masks().allows(action)
+        model.apply(action)
+        taken.append((action.op, spec.slots[action.slot]))
+    assert taken[:2] == [(Op.GERMINATE, "block3"), (Op.GERMINATE, "block1")], "germinations first, in plan order"
+    assert model.slot("block3").blueprint == "conv_light" and model.slot("block1").blueprint == "bottleneck"
+    assert taken[2:] == [(Op.ADVANCE, "block3"), (Op.ADVANCE, "block3")], "then the first seed's open gates"
+    assert model.slot("block2").stage is Stage.DORMANT, "a slot the plan does not name is never touched"
+    plan.reset()
+    fresh = tiny_model(open_gates())
+    assert plan.decide(_obs(fresh, _signals(epoch=0))).action.op is Op.GERMINATE, "reset() starts the plan over"
+
+
+@pytest.mark.parametrize("text", ["", "conv_light", "conv_light@", "@block1", "a@b@c", "conv_light@block3+"])
+def test_plan_parse_rejects_malformed_text(text):
+    with pytest.raises(ValueError, match="blueprint@slot"):
+        PlanTamiyo.parse(text)
+
+
+def test_plan_names_what_the_plane_lacks():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="blueprint 'nonexistent'"):
+        PlanTamiyo.parse("nonexistent@block1").decide(_obs(model, _signals(epoch=0)))
+    with pytest.raises(ValueError, match="slot 'block9'"):
+        PlanTamiyo.parse("conv_light@block9").decide(_obs(model, _signals(epoch=0)))
 
 
 def test_static_always_waits():

@@ -3,6 +3,6 @@
 from esper.leyline.experiment import HeuristicConfig
 from esper.tamiyo.heuristic import HeuristicTamiyo
 from esper.leyline.control import Controller, Decision, Observation
-from esper.tamiyo.simple import RandomTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo.simple import PlanTamiyo, RandomTamiyo, ScheduleTamiyo, StaticTamiyo
 
-__all__ = ["Controller", "Decision", "HeuristicConfig", "HeuristicTamiyo", "Observation", "RandomTamiyo", "ScheduleTamiyo", "StaticTamiyo"]
+__all__ = ["Controller", "Decision", "HeuristicConfig", "HeuristicTamiyo", "Observation", "PlanTamiyo", "RandomTamiyo", "ScheduleTamiyo", "StaticTamiyo"]

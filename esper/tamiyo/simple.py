@@ -15,6 +15,16 @@ class StaticTamiyo:
         return Decision(FactoredAction(Op.WAIT), "static")
 
 
+def check_offered(spec, **wanted: list) -> None:
+    """Raise ValueError naming the first slot/blueprint/tempo/curve a fixed schedule wants that the plane lacks."""
+    offered = {"slot": spec.slots, "blueprint": spec.blueprints, "tempo": spec.tempos,
+               "curve": tuple(c.value for c in spec.curves)}
+    for what, values in wanted.items():
+        for value in values:
+            if value not in offered[what]:
+                raise ValueError(f"schedule {what} {value!r} is not offered by the plane (offered: {list(offered[what])})")
+
+
 class ScheduleTamiyo:
     """Germinates `blueprint` in `slot` at epoch `germinate_epoch` with a fixed blend, then advances it
     through every gate as soon as the gate opens (fossilizes whatever the contribution)."""
@@ -26,11 +36,7 @@ class ScheduleTamiyo:
 
     def _check(self, obs: Observation) -> None:
         """Fail on the first decision, not at the scheduled epoch, if the plane cannot offer the schedule."""
-        spec = obs.spec
-        for what, value, offered in (("slot", self.slot, spec.slots), ("blueprint", self.blueprint, spec.blueprints),
-                                     ("tempo", self.tempo, spec.tempos), ("curve", self.curve, tuple(c.value for c in spec.curves))):
-            if value not in offered:
-                raise ValueError(f"schedule {what} {value!r} is not offered by the plane (offered: {list(offered)})")
+        check_offered(obs.spec, slot=[self.slot], blueprint=[self.blueprint], tempo=[self.tempo], curve=[self.curve])
 
     def decide(self, obs: Observation) -> Decision:
         self._check(obs)
@@ -67,3 +73,47 @@ class RandomTamiyo:
         _, bp_mask, blend_mask = m.head_masks(op, slot)
         action = FactoredAction(Op(op), slot, int(self.rng.choice(np.flatnonzero(bp_mask))), int(self.rng.choice(np.flatnonzero(blend_mask))))
         return Decision(action, "random")
+
+
+class PlanTamiyo:
+    """A fixed growth plan of several seeds: germinates `plan`'s (slot, blueprint) pairs in order, one per decision
+    from the first epoch on (as soon as the slot is dormant and the masks allow), germinations before advances,
+    and advances every seed through each gate as soon as it opens. What a plan is worth on a world is the
+    yardstick for a trained Tamiyo (`evaluate_tamiyo.py --controllers wait plan:conv_light@block3`)."""
+
+    name = "plan"
+
+    def __init__(self, plan: list[tuple[str, str]], tempo: int = 3, curve: str = "linear") -> None:
+        if not plan:
+            raise ValueError("a plan needs at least one (slot, blueprint)")
+        self.plan, self.tempo, self.curve = list(plan), tempo, curve
+        self.reset()
+
+    @classmethod
+    def parse(cls, text: str, tempo: int = 3, curve: str = "linear") -> "PlanTamiyo":
+        """'conv_light@block3+conv_heavy@block1' → germinate conv_light in block3 first, then conv_heavy in block1."""
+        pairs = [part.split("@") for part in text.split("+")]
+        if any(len(p) != 2 or not all(p) for p in pairs):
+            raise ValueError(f"plan {text!r}: expected blueprint@slot[+blueprint@slot…]")
+        return cls([(slot, blueprint) for blueprint, slot in pairs], tempo, curve)
+
+    def reset(self) -> None:
+        self.next_seed = 0
+
+    def decide(self, obs: Observation) -> Decision:
+        spec = obs.spec
+        check_offered(spec, slot=[s for s, _ in self.plan], blueprint=[b for _, b in self.plan], tempo=[self.tempo],
+                      curve=[self.curve])
+        if self.next_seed < len(self.plan):
+            slot, blueprint = self.plan[self.next_seed]
+            curve = next(c for c in spec.curves if c.value == self.curve)
+            action = FactoredAction(Op.GERMINATE, spec.slots.index(slot), spec.blueprints.index(blueprint),
+                                    spec.blend_index(self.tempo, curve))
+            if obs.masks.allows(action):
+                self.next_seed += 1
+                return Decision(action, f"plan: germinate {blueprint} in {slot}")
+        for slot, _ in self.plan:
+            advance = FactoredAction(Op.ADVANCE, spec.slots.index(slot))
+            if obs.masks.allows(advance):
+                return Decision(advance, f"plan: {slot} gate open")
+        return Decision(FactoredAction(Op.WAIT), "plan: waiting")

@@ -1,0 +1,39 @@
+"""experiments/evaluate_tamiyo.py: fixed growth plans next to the baselines, paired on the same seeds; bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "evaluate_tamiyo.py"
+TINY_WORLD = ["--set", "world.trainer.epochs=4", "--set", "world.trainer.max_batches_per_epoch=2",
+              "--set", "world.data.limit=400", "--set", "world.val_images=64"]
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", *TINY_WORLD, "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_plans_are_played_and_paired_with_the_baselines(tmp_path):
+    proc = _run(tmp_path, "--episodes", "2", "--controllers", "wait", "plan:conv_light@block3")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    plan = report["results"]["plan:conv_light@block3"]
+    assert plan["germinated"]["mean"] == 1.0 and report["results"]["wait"]["germinated"]["mean"] == 0.0
+    paired = report["paired"]["plan:conv_light@block3 - wait"]
+    played = {(r["controller"], r["seed"]): r for r in report["episodes"]}
+    by_hand = sum(played[("plan:conv_light@block3", s)]["final_accuracy"] - played[("wait", s)]["final_accuracy"]
+                  for s in report["seeds"]) / len(report["seeds"])
+    assert abs(paired["final_accuracy"]["mean"] - by_hand) < 1e-9
+    assert "plan:conv_light@block3 - wait" in (tmp_path / "evaluation.md").read_text()
+
+
+def test_a_bad_plan_is_a_one_line_error(tmp_path):
+    for plan, message in (("plan:conv_light", "blueprint@slot"), ("plan:warp_drive@block1", "blueprint 'warp_drive'")):
+        proc = _run(tmp_path, "--episodes", "1", "--controllers", "wait", plan)
+        assert proc.returncode != 0
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
