@@ -331,3 +331,36 @@ def test_allows_rejects_out_of_range_indices(data, draw):
         except IndexError:
             allowed = "IndexError"
         assert allowed is False, (action, allowed)
+
+
+# ------------------------------------------------------------------------------------------------ auto-advance
+def test_auto_advance_runs_the_lifecycle_without_advance_commands():
+    from _support import open_gates, tiny_model
+
+    model = tiny_model(open_gates().model_copy(update={"auto_advance": True}))
+    spec = model.action_spec
+    block3 = spec.slots.index("block3")
+    model.apply(FactoredAction(Op.GERMINATE, block3, spec.blueprints.index("conv_light"), 0))
+    assert model.slot("block3").stage is Stage.TRAINING, "the open G1 gate was passed right after germination"
+    seen = [model.slot("block3").stage]
+    for _ in range(20):
+        model.apply(FactoredAction(Op.WAIT))
+        model.step_epoch()
+        seen.append(model.slot("block3").stage)
+    assert seen[-1] is Stage.FOSSILIZED
+    assert [s for i, s in enumerate(seen) if i == 0 or s is not seen[i - 1]] == [
+        Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED], "one stage per decision, in order"
+    assert all(model.slot(n).stage is Stage.DORMANT for n in spec.slots if n != "block3")
+
+
+def test_without_auto_advance_seeds_wait_for_advance_commands():
+    from _support import open_gates, tiny_model
+
+    model = tiny_model(open_gates())
+    spec = model.action_spec
+    model.apply(FactoredAction(Op.GERMINATE, spec.slots.index("block3"), spec.blueprints.index("conv_light"), 0))
+    for _ in range(5):
+        model.apply(FactoredAction(Op.WAIT))
+        model.step_epoch()
+    assert model.slot("block3").stage is Stage.GERMINATED
+    assert model.advance_open_gates() == ["block3"] and model.slot("block3").stage is Stage.TRAINING

@@ -111,7 +111,8 @@ class MorphogeneticModel(nn.Module):
             slot.step_epoch()
 
     def apply(self, action: FactoredAction) -> None:
-        """Execute a factored action; an action the masks forbid raises and changes nothing."""
+        """Execute a factored action; an action the masks forbid raises and changes nothing. With
+        `kasmina.auto_advance`, every seed whose gate is then open moves one stage on."""
         nvec = self.action_spec.nvec
         values = (int(action.op), action.slot, action.blueprint, action.blend)
         if any(not 0 <= v < n for v, n in zip(values, nvec)):
@@ -128,6 +129,16 @@ class MorphogeneticModel(nn.Module):
             self.advance(name)
         elif action.op is Op.CULL:
             self.cull(name)
+        if self.config.auto_advance:
+            self.advance_open_gates()
+
+    def advance_open_gates(self) -> list[str]:
+        """Move every seed whose next gate is open one stage on (`kasmina.auto_advance`); the slots moved."""
+        masks, names = self.masks(), self.action_spec.slots
+        moved = [name for i, name in enumerate(names) if masks.op[Op.ADVANCE] and masks.slot[Op.ADVANCE, i]]
+        for name in moved:
+            self.advance(name)
+        return moved
 
     # ------------------------------------------------------------------ queries
     def slot(self, name: str) -> SeedSlot:

@@ -102,6 +102,10 @@ class KasminaConfig(EsperModel):
     """Blueprints a controller may germinate, in action-head order."""
     blend: BlendChoices = BlendChoices()
     """α schedules offered to the controller."""
+    auto_advance: bool = False
+    """Kasmina moves every seed whose next gate is open one stage on after each decision (GERMINATED→TRAINING→
+    BLENDING→HOLDING→FOSSILIZED, each gate checked as for ADVANCE): controllers then decide what, where, how and
+    when to germinate and when to cull, and the lifecycle runs itself. Off = every step is an explicit ADVANCE."""
     isolation_step: float = Field(1.0, gt=0)
     """Functional step size of isolated training: a TRAINING seed converges to f = −isolation_step·∂ℓ/∂h
     (a gradient-boosting step on the host's features); smaller = more conservative seeds at blend time."""
