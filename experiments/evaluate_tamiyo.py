@@ -66,7 +66,7 @@ def main() -> None:
             "random": lambda: RandomTamiyo(seed=0), "wait": StaticTamiyo, "heuristic": HeuristicTamiyo}
     names = [c for c in args.controllers if agent is not None or not c.startswith("ppo")]
     try:
-        plans = {c: _plan(PlanTamiyo, c, env) for c in names if c.startswith("plan:")}
+        plans = {c: _plan(PlanTamiyo, c, env.action_spec) for c in names if c.startswith("plan:")}
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     make |= {c: (lambda plan=plan: plan) for c, plan in plans.items()}
@@ -99,14 +99,10 @@ def main() -> None:
         _plot_episode(env, NeuralTamiyo(agent, classes), seeds[0], out / "agent_episode.png")
 
 
-def _plan(plan_class, name: str, env):
+def _plan(plan_class, name: str, spec):
     """A `plan:…` controller, checked against the world's plane now rather than at its first decision."""
-    from esper.leyline.control import Observation
-
     plan = plan_class.parse(name.removeprefix("plan:"))
-    env.reset(seed=0)
-    plan.decide(Observation(env.signals(), env.model.reports(), env.model.masks(), env.action_spec))
-    plan.reset()
+    plan.check(spec)
     return plan
 
 

@@ -100,10 +100,15 @@ class PlanTamiyo:
     def reset(self) -> None:
         self.next_seed = 0
 
-    def decide(self, obs: Observation) -> Decision:
-        spec = obs.spec
+    def check(self, spec) -> None:
+        """Raise ValueError naming what the plan wants that the plane (an ActionSpec) does not offer."""
         check_offered(spec, slot=[s for s, _ in self.plan], blueprint=[b for _, b in self.plan], tempo=[self.tempo],
                       curve=[self.curve])
+
+    def decide(self, obs: Observation) -> Decision:
+        spec = obs.spec
+        if self.next_seed == 0:  # the plane cannot change mid-episode: check it once, on the first decision
+            self.check(spec)
         if self.next_seed < len(self.plan):
             slot, blueprint = self.plan[self.next_seed]
             curve = next(c for c in spec.curves if c.value == self.curve)
