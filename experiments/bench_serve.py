@@ -154,7 +154,7 @@ def _child(args: argparse.Namespace, ingress: str) -> dict:
     for batching in (True, False):  # single decisions merged by @serve.batch, or one pass per request
         cfg = ServeConfig(agent=args.agent, port=PORT, ingress=ingress, max_batch_size=32 if batching else 1)
         launch.prepare_environment(cfg)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=launch.runtime_env(cfg))
         try:
             launch.start(cfg)
             key = "batching" if batching else "no_batching"

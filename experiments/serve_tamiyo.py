@@ -26,8 +26,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=os.environ.get("ESPER_TAMIYO_TOKEN"),
                    help="bearer token (default: $ESPER_TAMIYO_TOKEN; prefer the variable: flags show up in `ps`)")
-    p.add_argument("--ingress", choices=["proxy", "haproxy"], default="proxy",
-                   help="HTTP front end (default %(default)s; see docs/api.md for the trade-off)")
+    p.add_argument("--ingress", choices=["proxy", "haproxy"], default="haproxy",
+                   help="HTTP front end: HAProxy (default; ≈ 2 ms a decision) or Serve's Python proxy (≈ 10 ms); "
+                        "docs/api.md")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--max-batch-size", type=int, default=32, help="@serve.batch size for single decisions")
     p.add_argument("--address", default=None, help="Ray cluster address ('auto' = the running one); default: start a local one")
@@ -63,7 +64,8 @@ def main() -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # our own throwaway local cluster, loopback only
     import ray
 
-    ray.init(address=args.address, include_dashboard=False if args.address is None else None, log_to_driver=False)
+    ray.init(address=args.address, include_dashboard=False if args.address is None else None, log_to_driver=False,
+             runtime_env=launch.runtime_env(cfg))
     try:
         if args.reload:
             launch.reload(cfg)
@@ -73,6 +75,10 @@ def main() -> None:
     except (AgentFileError, RuntimeError) as exc:
         sys.exit(f"error: {exc}")
     print(f"Tamiyo serving {cfg.agent} at {url}  (POST {url}/v1/decide; GET {url}/v1/policy)", flush=True)
+    if args.address is None:
+        address = ray.get_runtime_context().gcs_address
+        print(f"local Ray cluster {address}; swap the policy with: RAY_AUTH_MODE=disabled python experiments/serve_tamiyo.py "
+              f"--address {address} --reload --agent NEW.pt", flush=True)
     if args.detach:
         return
     stop = []

@@ -153,6 +153,98 @@ class Counting:
         await self.app(scope, receive, send)
 
 
+# ---------------------------------------------------------------------------------------------- bad inputs
+
+
+def mask_variant(good: dict, spec, edit) -> dict:
+    """`good` with its mask parsed, edited in place by `edit(masks)` and flattened again."""
+    m = ActionMasks.from_flat(spec, np.asarray(good["action_mask"], dtype=np.float32))
+    m = ActionMasks(m.op.copy(), m.slot.copy(), m.blueprint.copy(), m.blend.copy())
+    edit(m)
+    return good | {"action_mask": m.flat().tolist()}
+
+
+def _forbid_wait(m):
+    m.op[Op.WAIT] = False
+
+
+def _op_without_slot(m):
+    m.op[Op.CULL] = True
+    m.slot[Op.CULL] = False
+
+
+def _germinate_without_blueprint(m):
+    m.op[Op.GERMINATE] = True
+    m.slot[Op.GERMINATE, 0] = True
+    m.blueprint[:] = False
+
+
+def _no_blend(m):
+    m.blend[:] = False
+
+
+def _wait_without_slot(m):
+    m.slot[Op.WAIT] = False
+
+
+RAW_CASES = {  # name → (raw body, expected status(es), fragment of the error text)
+    "non_json": (b"this is not json", {400, 422}, "json"),
+    "empty_body": (b"", {400, 422}, None),
+    "truncated_json": (b'{"features": [0.1, 0.2', {400, 422}, "json"),
+    "nan_feature": (b'{"features": [NaN], "action_mask": [1]}', 422, "finite"),
+    "infinity_feature": (b'{"features": [Infinity], "action_mask": [1]}', 422, "finite"),
+    "minus_infinity_mask": (b'{"features": [1], "action_mask": [-Infinity]}', 422, "finite"),
+    "overflowing_literal": (b'{"features": [1e400], "action_mask": [1]}', 422, "finite"),
+    "json_array_body": (b"[1, 2, 3]", 422, None),
+    "json_number_body": (b"42", 422, None),
+    "deep_nesting": (b"[" * 5000, {400, 413, 422}, None),
+    "deep_nesting_closed": (b"[" * 5000 + b"]" * 5000, {400, 413, 422}, None),
+    "deep_nesting_in_a_field": (b'{"features": ' + b"[" * 5000 + b"]" * 5000 + b', "action_mask": [1]}',
+                                {400, 413, 422}, None),
+    "invalid_utf8": (b'{"features": ["\xff\xfe"], "action_mask": [1]}', {400, 422}, None),
+}
+
+
+def json_cases(good: dict, spec) -> dict:
+    n_f, n_m = len(good["features"]), len(good["action_mask"])
+    return {  # name → (json body, expected status, fragment)
+        "wrong_feature_length": (good | {"features": good["features"][:-1]}, 422, f"features must have {n_f}"),
+        "too_many_features": (good | {"features": good["features"] + [0.0]}, 422, f"features must have {n_f}"),
+        "wrong_mask_length": (good | {"action_mask": good["action_mask"] + [1.0]}, 422, f"action_mask must have {n_m}"),
+        "empty_features": (good | {"features": []}, 422, "at least 1"),
+        "string_features": (good | {"features": ["abc"] * n_f}, 422, "number"),
+        "string_vector": (good | {"features": "abc"}, 422, "list"),
+        "nested_lists": (good | {"features": [[x] for x in good["features"]]}, 422, "number"),
+        "null_features": (good | {"features": None}, 422, "list"),
+        "null_in_mask": (good | {"action_mask": [None] * n_m}, 422, "number"),
+        "object_features": (good | {"features": {"a": 1}}, 422, "list"),
+        "missing_mask": ({"features": good["features"]}, 422, "required"),
+        "extra_field": (good | {"temperature": 0.5}, 422, "extra"),
+        "null_sample": (good | {"sample": None}, 422, "boolean"),
+        "word_sample": (good | {"sample": "maybe"}, 422, "boolean"),
+        "negative_seed": (good | {"sample": True, "seed": -1}, 422, "greater than or equal"),
+        "seed_too_large": (good | {"sample": True, "seed": 2**63}, 422, "less than"),
+        "fractional_seed": (good | {"sample": True, "seed": 1.5}, 422, "integer"),
+        "half_mask_value": (good | {"action_mask": [0.5] + good["action_mask"][1:]}, 422, "0 or 1"),
+        "mask_value_two": (good | {"action_mask": [2.0] + good["action_mask"][1:]}, 422, "0 or 1"),
+        "negative_mask_value": (good | {"action_mask": [-1.0] + good["action_mask"][1:]}, 422, "0 or 1"),
+        "all_zero_mask": (good | {"action_mask": [0.0] * n_m}, 422, "WAIT"),
+        "mask_forbids_wait": (mask_variant(good, spec, _forbid_wait), 422, "WAIT"),
+        "op_without_slot": (mask_variant(good, spec, _op_without_slot), 422, "CULL but no slot"),
+        "wait_without_slot": (mask_variant(good, spec, _wait_without_slot), 422, "WAIT but no slot"),
+        "germinate_without_blueprint": (mask_variant(good, spec, _germinate_without_blueprint), 422, "no blueprint"),
+        "no_blend_choice": (mask_variant(good, spec, _no_blend), 422, "blend"),
+    }
+
+
+JSON_CASE_NAMES = ["wrong_feature_length", "too_many_features", "wrong_mask_length", "empty_features",
+                   "string_features", "string_vector", "nested_lists", "null_features", "null_in_mask",
+                   "object_features", "missing_mask", "extra_field", "null_sample", "word_sample", "negative_seed",
+                   "seed_too_large", "fractional_seed", "half_mask_value", "mask_value_two", "negative_mask_value",
+                   "all_zero_mask", "mask_forbids_wait", "op_without_slot", "wait_without_slot",
+                   "germinate_without_blueprint", "no_blend_choice"]
+
+
 # ---------------------------------------------------------------------------------------------- fixtures
 
 

@@ -60,7 +60,8 @@ def served(ray_session, tmp_path_factory):
     from esper.serve import launch
 
     d = tmp_path_factory.mktemp("serve")
-    cfg = ServeConfig(agent=make_agent(d / "a.pt", 1), port=free_port(), batch_wait_timeout_s=0.001)
+    # The session cluster runs Serve's Python proxy; tests/test_serve_haproxy.py covers the HAProxy front end.
+    cfg = ServeConfig(agent=make_agent(d / "a.pt", 1), port=free_port(), ingress="proxy", batch_wait_timeout_s=0.001)
     url = launch.start(cfg)
     yield cfg, url, d
     launch.stop()

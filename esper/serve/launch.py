@@ -8,12 +8,26 @@ from esper.serve.config import ServeConfig
 
 APP_NAME = "tamiyo"
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+DRAIN_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 
 
 def prepare_environment(cfg: ServeConfig) -> None:
     """Environment a local cluster must start with (call before ray.init; on a real cluster, set it on every node)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ[HAPROXY_ENV] = "1" if cfg.ingress == "haproxy" else "0"
+    if cfg.ingress == "haproxy":
+        # Behind HAProxy a stopping replica stays open this long so load balancers can deregister it (Ray's
+        # default 30 s is for cloud balancers; ours reloads in < 1 s and retries refused connections). It is
+        # also how long a reload keeps the old replica and how long `serve.shutdown` takes.
+        os.environ.setdefault(DRAIN_ENV, "5")
+
+
+def runtime_env(cfg: ServeConfig) -> dict | None:
+    """ray.init's runtime_env for the job that starts Serve: with HAProxy, a worker hook that keeps its stats and
+    metrics frontends on 127.0.0.1 (esper.serve.haproxy_loopback)."""
+    from esper.serve.haproxy_loopback import HOOK
+
+    return {"worker_process_setup_hook": HOOK} if cfg.ingress == "haproxy" else None
 
 
 def deployment_for(cfg: ServeConfig):
