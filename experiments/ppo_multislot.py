@@ -5,6 +5,8 @@
     python experiments/ppo_multislot.py --resume runs/ppo/long            # continue from its checkpoint
     python experiments/ppo_multislot.py --preset cifar10 --address auto   # on a Ray cluster (see docs/cluster.md)
     python experiments/ppo_multislot.py --set ppo.lr=1e-3 --set world.reward.rent_lambda=0.1
+    python experiments/ppo_multislot.py --set ppo.init_agent=runs/ppo/long/agent.pt --set world.reward.rent_lambda=0.3
+                                                                          # fine-tune a trained Tamiyo
 
 Each EnvRunner is an env actor training its own host (pinned to a GPU when the cluster has GPUs). Writes to
 --output: checkpoint/ (RLlib, resumable), agent.pt (the trained Tamiyo), progress.jsonl, summary.json/.md.
@@ -73,6 +75,11 @@ def main() -> None:
 
     try:
         cfg = _config(args)
+        init_agent = None
+        if cfg.ppo.init_agent and args.resume is None:  # a resumed run continues from its own checkpoint
+            from esper.simic.ppo import load_init_agent
+
+            init_agent = load_init_agent(cfg)
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     if args.print_config:
@@ -84,7 +91,7 @@ def main() -> None:
     out = args.resume or args.output or Path("runs/ppo") / f"{cfg.world.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        summary = train_tamiyo(cfg, out, address=args.address, resume=args.resume is not None)
+        summary = train_tamiyo(cfg, out, address=args.address, resume=args.resume is not None, init_agent=init_agent)
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: the last checkpoint in {out}/checkpoint is intact; continue with --resume {out}")
     except ClusterCapacityError as exc:

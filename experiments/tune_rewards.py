@@ -105,6 +105,10 @@ def main() -> None:
         sweep = load_config(args.sweep, args.overrides, model=SweepConfig)
         base = _base(sweep)
         _check_search(sweep, base)
+        if base.ppo.init_agent:
+            from esper.simic.ppo import load_init_agent
+
+            load_init_agent(base)  # every trial starts from it: check it fits the world now
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     if args.print_config:

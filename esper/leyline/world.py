@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.config import HostConfig, KasminaConfig
@@ -117,6 +119,16 @@ class PPOSettings(EsperModel):
     to add nodes before failing with what is missing (cloud GPU nodes take minutes to boot)."""
     checkpoint_every: int = Field(5, ge=1)
     """Write an RLlib checkpoint every this many iterations (and at the end)."""
+    init_agent: str | None = None
+    """agent.pt to start from (policy and value weights; the optimiser starts fresh): fine-tuning a trained
+    Tamiyo under another reward, or a curriculum. Must match this world's features and action heads and
+    `hidden`; a relative path is taken from the directory the command runs in."""
+
+    @field_validator("init_agent")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        # Tune runs trials in their own directories: resolve against the user's working directory now.
+        return None if path is None else str(Path(path).expanduser().resolve())
 
     @model_validator(mode="after")
     def _batch_sizes(self) -> "PPOSettings":

@@ -86,3 +86,36 @@ def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
         .resources(num_cpus_for_main_process=0)
         .debugging(seed=cfg.seed)
     )
+
+
+def load_init_agent(cfg: TrainTamiyoConfig):
+    """The agent.pt named by `ppo.init_agent`, checked against this world's features and action heads and the
+    configured width (ConfigError naming the field otherwise), so a mismatch fails before Ray starts."""
+    from esper.leyline.experiment import ConfigError
+    from esper.leyline.features import feature_names
+    from esper.simic.env import EsperEnv
+    from esper.tamiyo.agent_file import AgentFileError, load_agent
+
+    spec = EsperEnv(cfg.world).action_spec
+    try:
+        agent = load_agent(cfg.ppo.init_agent, expected_features=feature_names(spec))
+    except AgentFileError as exc:
+        raise ConfigError(f"ppo.init_agent: {exc}") from None
+    if agent.spec.to_dict() != spec.to_dict():
+        raise ConfigError(f"ppo.init_agent: {cfg.ppo.init_agent} was trained on another action plane "
+                          f"(heads {list(agent.spec.nvec)}, this world {list(spec.nvec)}; slots or blueprints differ)")
+    if agent.net.hidden != cfg.ppo.hidden:
+        raise ConfigError(f"ppo.init_agent: {cfg.ppo.init_agent} has hidden width {agent.net.hidden}, "
+                          f"ppo.hidden is {cfg.ppo.hidden}")
+    return agent
+
+
+def warm_start(algo, agent) -> None:
+    """Put agent.pt's policy and value weights into the learner's module and every env runner's copy.
+    The Adam state starts fresh (agent.pt carries none)."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    state = agent.net.state_dict()
+    algo.learner_group.foreach_learner(lambda learner: learner.module[DEFAULT_MODULE_ID].net.load_state_dict(state))
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True,
+                                       timeout_seconds=120.0)

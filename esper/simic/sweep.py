@@ -81,7 +81,7 @@ def tamiyo_trial(config: dict) -> None:
     iterations, eval_episodes, objective_rent, checkpoint_every, code_version, and for tests fail_once (a
     marker path: the first attempt to pass iteration 2 creates it and raises, as a crashing trial would)."""
     from esper.runtime.resources import RunnerPlan
-    from esper.simic.ppo import build_ppo_config
+    from esper.simic.ppo import build_ppo_config, load_init_agent, warm_start
 
     cfg = trial_config(config)
     plan = RunnerPlan(num_env_runners=0, cpus_per_runner=1.0, gpus_per_runner=0.0, cluster_cpus=0, cluster_gpus=0)
@@ -92,6 +92,8 @@ def tamiyo_trial(config: dict) -> None:
         with checkpoint.as_directory() as d:
             algo.restore_from_path(str(Path(d) / "algo"))
             start = json.loads((Path(d) / STATE_FILE).read_text())["iteration"]
+    elif cfg.ppo.init_agent:
+        warm_start(algo, load_init_agent(cfg))
     iterations, every = int(config["iterations"]), int(config.get("checkpoint_every", 1))
     for it in range(start + 1, iterations + 1):
         if config.get("fail_once") and it == 2 and not Path(config["fail_once"]).exists():

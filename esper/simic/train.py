@@ -15,7 +15,7 @@ from esper.provenance import code_version
 from esper.runtime.cluster import grow_cluster, release_request, runner_bundles, runner_placement
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
-from esper.simic.ppo import build_ppo_config
+from esper.simic.ppo import build_ppo_config, warm_start
 
 EVAL_SEED_BASE = 100_000  # evaluation episodes use seeds disjoint from training's
 ESPER_ITERATION_FILE = "esper_iteration.txt"
@@ -77,8 +77,10 @@ def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources:
     return grow_cluster(runner_bundles(wanted, cfg.ppo.gpus_per_env_runner), cfg.ppo.cluster_wait_s)
 
 
-def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, resume: bool = False) -> str:
-    """Train, checkpoint, export agent.pt and write the summary; returns the Markdown summary."""
+def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, resume: bool = False,
+                 init_agent=None) -> str:
+    """Train, checkpoint, export agent.pt and write the summary; returns the Markdown summary. `init_agent` (a
+    loaded agent.pt, see ppo.load_init_agent) gives a fresh run its starting weights."""
     from esper.simic.env import EsperEnv
     from esper.simic.evaluate import evaluate
     from esper.tamiyo import HeuristicTamiyo, StaticTamiyo
@@ -113,6 +115,9 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
             print(f"resumed from {out / 'checkpoint'} after iteration {done}", flush=True)
         else:
             history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
+            if init_agent is not None:
+                warm_start(algo, init_agent)
+                print(f"started from {cfg.ppo.init_agent}", flush=True)
         for it in range(len(history) + 1, cfg.ppo.iterations + 1):
             result = algo.train()
             history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0))
