@@ -50,11 +50,16 @@ def _markdown(df, sweep: SweepConfig) -> str:
 def _rent_effect(df) -> str:
     if RENT not in df:
         return ""
-    g = df.groupby(RENT)[["eval_accuracy", "excess_ratio", "germinated", "fossilized", "objective"]].mean().sort_index()
-    lines = ["", "Mean over trials per rent λ:", "", "| rent λ | eval accuracy | excess params | germinated | fossilized | objective |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {lam:g} | {r.eval_accuracy:.2%} | {r.excess_ratio:.2f} | {r.germinated:.2f} | {r.fossilized:.2f} | {r.objective:.4f} |"
-              for lam, r in g.iterrows()]
+    cols = ["eval_accuracy", "excess_ratio", "germinated", "fossilized", "objective"]
+    by_rent = df.groupby(RENT)[cols]
+    g, sd, n = by_rent.mean().sort_index(), by_rent.std(ddof=1).sort_index().fillna(0.0), by_rent.size().sort_index()
+    pm = lambda lam, col, fmt: f"{format(g.loc[lam, col], fmt)} ± {format(sd.loc[lam, col], fmt)}"
+    lines = ["", "Mean ± std over the trials of each rent λ:", "",
+             "| rent λ | trials | eval accuracy | excess params | germinated | fossilized | objective |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {lam:g} | {n[lam]} | {pm(lam, 'eval_accuracy', '.2%')} | {pm(lam, 'excess_ratio', '.2f')} | "
+              f"{pm(lam, 'germinated', '.2f')} | {pm(lam, 'fossilized', '.2f')} | {pm(lam, 'objective', '.4f')} |"
+              for lam in g.index]
     tied = [f"{lam:g}" for lam in g.index[np.isclose(g["objective"], g["objective"].max())]]
     best = f"**{tied[0]}**" if len(tied) == 1 else "a tie between " + ", ".join(f"**{t}**" for t in tied)
     lo, hi = g.index.min(), g.index.max()
