@@ -55,7 +55,7 @@ def test_grid_completes_with_dashboards_results_and_report(ray_session, tmp_path
     df = pd.read_csv(out / "trials.csv")
     assert len(df) == 4 and set(df["world.reward.rent_lambda"]) == {0.0, 0.5}
     assert list(df.objective) == sorted(df.objective, reverse=True)
-    assert (out / "pareto.png").stat().st_size > 0 and (out / "objective_vs_params.png").stat().st_size > 0
+    assert all((out / f).stat().st_size > 0 for f in ("pareto.png", "objective_vs_params.png", "training.png"))
     assert (out / "best_agent.pt").is_file() and "Best rent λ" in md
 
 

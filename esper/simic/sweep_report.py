@@ -98,6 +98,35 @@ def _plots(df, sweep: SweepConfig, out: Path) -> None:
     plt.close(fig)
 
 
+def _training_curves(grid, sweep: SweepConfig, out: Path) -> bool:
+    """training.png: what each trial's sampled policy did over its iterations (last-50-episode means), one line
+    per trial coloured by rent λ (or the first swept field) — how fast the reward moved the behaviour."""
+    import matplotlib.pyplot as plt
+
+    key = RENT if RENT in sweep.search else next(iter(sweep.search))
+    curves = [(float(r.config["overrides"][key]), r.metrics_dataframe) for r in grid
+              if r.metrics_dataframe is not None and len(r.metrics_dataframe) and r.config]
+    if not curves:
+        return False
+    lo, hi = min(v for v, _ in curves), max(v for v, _ in curves)
+    colour = lambda v: plt.cm.viridis(0.0 if hi == lo else (v - lo) / (hi - lo))
+    panels = [("excess_ratio", "excess parameter ratio"), ("final_accuracy", "final accuracy"),
+              ("germinated", "seeds germinated / episode"), ("return_mean", "return (its own λ)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
+    for ax, (col, label) in zip(axes, panels):
+        for value, df in sorted(curves, key=lambda c: c[0]):
+            if col in df:
+                ax.plot(df["training_iteration"], df[col], color=colour(value), marker=".", label=f"{value:g}")
+        ax.set(xlabel="PPO iteration", ylabel=label)
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    fig.legend(unique.values(), unique.keys(), title=key.split(".")[-1], loc="center right")
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    fig.savefig(out / "training.png", dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_report(grid, sweep: SweepConfig, out: Path, command: str) -> str:
     """Write trials.csv, report.md, the plots and best_agent.pt into `out`; return the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +144,8 @@ def write_report(grid, sweep: SweepConfig, out: Path, command: str) -> str:
     if best is not None:
         _plots(df, sweep, out)
         lines += ["", "![Pareto](pareto.png)", "", "![objective vs swept fields](objective_vs_params.png)"]
+        if _training_curves(grid, sweep, out):
+            lines += ["", "Training (sampled policy, means over the last 50 episodes):", "", "![training](training.png)"]
     md = "\n".join(lines) + "\n"
     (out / "report.md").write_text(md)
     return md
