@@ -27,7 +27,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--token", default=os.environ.get("ESPER_TAMIYO_TOKEN"),
                    help="bearer token (default: $ESPER_TAMIYO_TOKEN; prefer the variable: flags show up in `ps`)")
     p.add_argument("--ingress", choices=["proxy", "haproxy"], default="haproxy",
-                   help="HTTP front end: HAProxy (default; ≈ 2 ms a decision) or Serve's Python proxy (≈ 10 ms); "
+                   help="HTTP front end: HAProxy (default; ≈ 2–4 ms a decision) or Serve's Python proxy (≈ 10 ms); "
                         "docs/api.md")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--max-batch-size", type=int, default=32, help="@serve.batch size for single decisions")

@@ -32,7 +32,7 @@ class ServeConfig(EsperModel):
     token: str | None = Field(None, min_length=16, pattern=r"^[\x21-\x7e]+$")
     """Bearer token every route but /healthz requires (Authorization: Bearer <token>; printable ASCII, no spaces); None = no auth (loopback only)."""
     ingress: Literal["proxy", "haproxy"] = "haproxy"
-    """HTTP front end: HAProxy (≈ 2 ms a decision here; needs RAY_SERVE_ENABLE_HA_PROXY=1 on every node before the
+    """HTTP front end: HAProxy (≈ 2–4 ms a decision here; needs RAY_SERVE_ENABLE_HA_PROXY=1 on every node before the
     cluster starts, and launch.runtime_env(cfg) in the ray.init that starts Serve so its stats and metrics ports
     stay on loopback) or Serve's Python proxy (≈ 10 ms; nothing to set). docs/api.md."""
     replicas: int = Field(1, ge=1)
