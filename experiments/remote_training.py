@@ -43,9 +43,7 @@ def train(world, controller, seed: int):
     """One Tolaria training run of `world` steered by `controller` (the same code for remote and in-process)."""
     import torch
 
-    from esper.kasmina import MorphogeneticModel
-    from esper.kasmina.hosts import CNNHost
-    from esper.simic.env import world_bundle
+    from esper.simic.env import build_world_model, world_bundle
     from esper.tolaria.governor import Governor
     from esper.tolaria.run import run_training
     from esper.tolaria.trainer import Trainer, pick_device
@@ -53,7 +51,7 @@ def train(world, controller, seed: int):
     device = pick_device(world.device)
     b = world_bundle(world, device)
     torch.manual_seed(seed)
-    model = MorphogeneticModel(CNNHost(world.host), world.kasmina).to(device)
+    model = build_world_model(world).to(device)
     trainer = Trainer(model, b.train, b.val, world.trainer, b.mean, b.std, seed=seed)
     return run_training(trainer, controller, Governor(trainer, world.governor))
 

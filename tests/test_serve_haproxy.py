@@ -31,7 +31,8 @@ def listeners(port: int) -> list[str]:
     found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
+            fields = line.split()
+            local, state = fields[1], fields[3]
             address, hex_port = local.rsplit(":", 1)
             if state == LISTEN and int(hex_port, 16) == port:
                 found.append(address)

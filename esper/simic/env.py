@@ -56,6 +56,12 @@ def world_data(world: WorldConfig, device: torch.device) -> WorldData:
     return WorldData(b, list(val))
 
 
+def build_world_model(world: WorldConfig) -> MorphogeneticModel:
+    """A fresh model of `world` (host + Kasmina plane) on the CPU: what an episode trains, and whose action_spec
+    is the world's — cheap, no data needed."""
+    return MorphogeneticModel(CNNHost(world.host), world.kasmina)
+
+
 @dataclass(frozen=True)
 class PendingStep:
     """A decision applied to the plane, waiting for its epoch of training (EsperEnv.begin_step → finish_step)."""
@@ -89,7 +95,7 @@ class EsperEnv(gym.Env):
         self.model: MorphogeneticModel | None = None
 
     def _build_model(self) -> MorphogeneticModel:
-        return MorphogeneticModel(CNNHost(self.world.host), self.world.kasmina).to(self.device)
+        return build_world_model(self.world).to(self.device)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -93,10 +93,10 @@ def load_init_agent(cfg: TrainTamiyoConfig):
     configured width (ConfigError naming the field otherwise), so a mismatch fails before Ray starts."""
     from esper.leyline.experiment import ConfigError
     from esper.leyline.features import feature_names
-    from esper.simic.env import EsperEnv
+    from esper.simic.env import build_world_model
     from esper.tamiyo.agent_file import AgentFileError, load_agent
 
-    spec = EsperEnv(cfg.world).action_spec
+    spec = build_world_model(cfg.world).action_spec  # the plane only: no data is loaded at start-up
     try:
         agent = load_agent(cfg.ppo.init_agent, expected_features=feature_names(spec))
     except AgentFileError as exc:
