@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -141,10 +140,10 @@ def _handle(features: list[float], mask: list[float], n: int) -> dict:
 
 def _child(args: argparse.Namespace, ingress: str) -> dict:
     """One ingress: start a local cluster + Serve, run every phase, stop everything."""
+    from esper.runtime import local_ray
     from esper.serve import launch
     from esper.serve.config import ServeConfig
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     features, mask = _observation(args.agent)
     body = json.dumps({"features": features, "action_mask": mask}).encode()
     results = {"ingress": ingress}
@@ -153,7 +152,7 @@ def _child(args: argparse.Namespace, ingress: str) -> dict:
     for batching in (True, False):  # single decisions merged by @serve.batch, or one pass per request
         cfg = ServeConfig(agent=args.agent, port=PORT, ingress=ingress, max_batch_size=32 if batching else 1)
         launch.prepare_environment(cfg)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=launch.runtime_env(cfg))
+        local_ray.init(None, num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=launch.runtime_env())
         try:
             launch.start(cfg)
             key = "batching" if batching else "no_batching"

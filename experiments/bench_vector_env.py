@@ -186,9 +186,9 @@ def main() -> None:
     world = cfg.world
     cores = torch.get_num_threads()
     if not args.no_actors:
-        import ray
+        from esper.runtime import local_ray
 
-        ray.init(num_cpus=cores, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False, logging_level="ERROR")
+        local_ray.init(None, num_cpus=cores, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False, logging_level="ERROR")
     arms = {"separate": lambda n, rep: run_separate(world, n, args.steps, seed=rep),
             "vector": lambda n, rep: run_vector(world, n, args.steps, seed=rep)}
     if not args.no_threads:

@@ -43,12 +43,14 @@ def _parse() -> argparse.Namespace:
 def _config(args: argparse.Namespace):
     from esper.leyline.experiment import ConfigError, load_config
     from esper.leyline.world import TrainTamiyoConfig
+    from esper.simic.train import latest_checkpoint
 
     overrides = list(args.overrides)
     if args.resume is not None:
         saved = args.resume / "config.json"
-        if not saved.is_file() or not (args.resume / "checkpoint").is_dir():
-            raise ConfigError(f"--resume {args.resume}: needs config.json and checkpoint/ there (an Esper PPO run folder)")
+        if not saved.is_file() or latest_checkpoint(args.resume) is None:
+            raise ConfigError(f"--resume {args.resume}: needs config.json and a complete checkpoint/ there "
+                              "(an Esper PPO run folder)")
         tree = json.loads(saved.read_text())
         cfg = TrainTamiyoConfig.model_validate(tree)
         if args.iterations is not None:

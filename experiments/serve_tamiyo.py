@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -57,40 +58,86 @@ def main() -> None:
         sys.exit(f"error: {exc}")
     if (args.reload or args.detach) and args.address is None:
         sys.exit("error: --reload and --detach need --address of a running cluster (a local one dies with this process)")
+    from esper.runtime import local_ray
     from esper.serve import launch
 
     launch.prepare_environment(cfg)  # a local cluster inherits it; on a real one every node must have it too
-    if args.address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # our own throwaway local cluster, loopback only
+    local = args.address is None
+    haproxy_dir = launch.isolate_local_server() if local and cfg.ingress == "haproxy" else None
     import ray
 
-    ray.init(address=args.address, include_dashboard=False if args.address is None else None, log_to_driver=False,
-             runtime_env=launch.runtime_env(cfg))
     try:
-        if args.reload:
-            launch.reload(cfg)
-            print(f"reloaded {cfg.agent}")
-            return
-        url = launch.start(cfg)
-    except (AgentFileError, RuntimeError) as exc:
-        sys.exit(f"error: {exc}")
-    print(f"Tamiyo serving {cfg.agent} at {url}  (POST {url}/v1/decide; GET {url}/v1/policy)", flush=True)
-    if args.address is None:
-        address = ray.get_runtime_context().gcs_address
-        print(f"local Ray cluster {address}; swap the policy with: RAY_AUTH_MODE=disabled python experiments/serve_tamiyo.py "
-              f"--address {address} --reload --agent NEW.pt", flush=True)
-    if args.detach:
-        return
+        # a local cluster: loopback only, token auth (docs/security.md); --address: that cluster's token
+        local_ray.init(args.address, include_dashboard=False if local else None, log_to_driver=False,
+                       runtime_env=launch.runtime_env())
+        tree = local_ray.ProcessTree() if local else None
+        try:
+            if args.reload:
+                launch.reload(cfg)
+                print(f"reloaded {cfg.agent}")
+                return
+            url = launch.start(cfg)
+            if tree is not None:
+                tree.refresh()  # Serve's actors and HAProxy exist now
+        except (AgentFileError, RuntimeError) as exc:
+            sys.exit(f"error: {exc}")
+        print(f"Tamiyo serving {cfg.agent} at {url}  (POST {url}/v1/decide; GET {url}/v1/policy)", flush=True)
+        if local:
+            address = ray.get_runtime_context().gcs_address
+            print(f"local Ray cluster {address} (loopback, token in {local_ray.token_source()}); swap the policy with: "
+                  f"python experiments/serve_tamiyo.py --address {address} --reload --agent NEW.pt", flush=True)
+        if not args.detach:
+            graceful = _serve_until_signalled(tree)
+            _shut_down(tree, graceful, cleanup=lambda: haproxy_dir and shutil.rmtree(haproxy_dir, ignore_errors=True))
+    finally:
+        if haproxy_dir is not None:
+            shutil.rmtree(haproxy_dir, ignore_errors=True)
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _serve_until_signalled(tree) -> bool:
+    """Block until SIGINT, SIGTERM or SIGHUP, remembering the cluster's processes as workers come and go. True if it
+    was SIGINT (Ctrl-C: Ray's own processes ignore it, the cluster is whole and Serve can stop gracefully)."""
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: stop.append(signum))
+    ticks = 0
     try:
         while not stop:
             time.sleep(0.5)
+            ticks += 1
+            if tree is not None and ticks % 4 == 0:
+                tree.refresh()
     except KeyboardInterrupt:
-        pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the clean shutdown half-way
+        stop.append(signal.SIGINT)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # a second signal must not abort the shutdown half-way
+    return stop[0] == signal.SIGINT
+
+
+def _shut_down(tree, graceful: bool, cleanup) -> None:
+    """Ctrl-C: stop Serve gracefully (replicas drain, HAProxy exits), then the cluster. SIGTERM/SIGHUP — from a job
+    scheduler, `timeout`, `kill -- -PGID` — may have hit our whole process group, killing the GCS and raylet
+    (which share it) while Ray's workers, each in a group of its own, and Serve's HAProxy outlive them holding the
+    ports; so a local cluster is stopped process by process first (SIGTERM, then SIGKILL after 5 s), before Ray
+    notices its GCS is gone and ends this process."""
+    import threading
+
+    import ray
+
+    from esper.serve import launch
+
     print("stopping… (a few seconds)", flush=True)
-    launch.stop()
+    if graceful or tree is None:
+        stopper = threading.Thread(target=launch.stop, daemon=True)
+        stopper.start()
+        stopper.join(timeout=30)  # a cluster dying under us must not hang the shutdown
+    if tree is not None:
+        tree.refresh()
+        stopped = tree.reap()
+        cleanup()
+        print(f"stopped the local Ray cluster ({stopped} process(es))", flush=True)
     ray.shutdown()
 
 

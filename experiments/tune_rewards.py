@@ -14,7 +14,6 @@ trials.csv, report.md, pareto.png, objective_vs_params.png and the best trial's 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -120,13 +119,13 @@ def main() -> None:
     storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
     if (args.resume or args.report_only) and "://" not in storage and not (Path(storage) / name).is_dir():
         sys.exit(f"error: nothing to resume at {Path(storage) / name}")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if args.address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # our own throwaway local cluster, loopback only
     import ray
 
-    ray.init(address=args.address, include_dashboard=False if args.address is None else None,
-             configure_logging=True, logging_level="WARNING")
+    from esper.runtime import local_ray
+
+    # a local cluster listens on loopback only and needs the token (docs/security.md); --address: that cluster's
+    local_ray.init(args.address, include_dashboard=False if args.address is None else None,
+                   configure_logging=True, logging_level="WARNING")
     try:
         tuner = _tuner(sweep, base, name, storage, ray.cluster_resources().get("CPU", 1), args.resume or args.report_only)
         grid = tuner.get_results() if args.report_only else tuner.fit()

@@ -37,12 +37,14 @@ def _deterministic_torch():
 @pytest.fixture(scope="session")
 def ray_session():
     """One throwaway local Ray cluster for the whole suite (ray.init costs seconds): 2 CPUs and 2 *logical*
-    GPUs (CUDA is not visible), loopback only, no dashboard, token auth off, stopped by its own handle."""
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    GPUs (CUDA is not visible), loopback only, token auth on (as every cluster we start: esper.runtime.local_ray),
+    no dashboard, Serve's listeners kept on loopback too (launch.runtime_env), stopped by its own handle."""
     import ray
 
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
-             log_to_driver=False, configure_logging=False)
+    from esper.runtime import local_ray
+    from esper.serve import launch
+
+    local_ray.init(None, num_cpus=2, num_gpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
+                   log_to_driver=False, configure_logging=False, runtime_env=launch.runtime_env())
     yield ray
     ray.shutdown()

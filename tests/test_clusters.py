@@ -16,8 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
+
+from _cluster_probe import assert_all_loopback, assert_stranger_refused
+from esper.runtime.local_ray import ensure_private_token
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTERS = sorted((ROOT / "clusters").glob("*.yaml"))
@@ -150,9 +154,12 @@ def fake_cluster(tmp_path):
     config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
     config_path = tmp_path / "local.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+    # token auth and Ray's single-machine mode (every listener on 127.0.0.1), as clusters/local.yaml says
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_USAGE_STATS_ENABLED": "0",
            "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
     env.pop("RAY_ADDRESS", None)
+    ensure_private_token()  # ~/.ray/auth_token, mode 0600 (the fake nodes and the job read it there)
     ray_cli = str(Path(sys.executable).parent / "ray")
     try:
         subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=0", "--node-ip-address=127.0.0.1",
@@ -168,7 +175,7 @@ def fake_cluster(tmp_path):
 def test_ppo_job_autoscales_fake_gpu_nodes(fake_cluster, tmp_path):
     address, _ = fake_cluster
     out = tmp_path / "run"
-    env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_ADDRESS": address, "RAY_USAGE_STATS_ENABLED": "0"}  # the token from ~/.ray/auth_token
     cmd = [sys.executable, str(ROOT / "experiments" / "ppo_multislot.py"), "--address", "auto", "--num-env-runners", "2",
            "--iterations", "1", "--output", str(out), "--set", "ppo.train_batch_size=16", "--set", "ppo.minibatch_size=8",
            "--set", "ppo.num_epochs=1", "--set", "eval_episodes=0", "--set", "ppo.cluster_wait_s=240"]
@@ -185,4 +192,7 @@ def test_ppo_job_autoscales_fake_gpu_nodes(fake_cluster, tmp_path):
     assert {r["node_id"] for r in runners} == gpu_nodes, "one env runner on each fake GPU node"
     assert all(r["device"] == "cpu" for r in runners), "logical GPUs: the hosts must still train on CPU"
     assert (out / "agent.pt").is_file() and summary["history"]
+    head = [psutil.Process(pid) for pid in _our_processes(fake_cluster[1])]
+    assert_all_loopback(head)  # the fake cluster, as documented, listens on 127.0.0.1 only
+    assert_stranger_refused(address, tmp_path / "stranger-home")
     print(f"fake-cluster job took {time.monotonic() - started:.0f} s")

@@ -271,6 +271,9 @@ def test_policy_endpoint_describes_the_served_agent(client, policy, agent_path, 
     assert info["action"]["nvec"] == list(spec.nvec)
     assert info["action"]["ops"] == [o.name for o in Op]
     assert "config" not in info["provenance"]  # training config is not exposed
+    assert info["file"] == agent_path.name
+    # no server path anywhere in the answer: neither the agent's folder nor any absolute path
+    assert str(agent_path.parent) not in r.text and "path" not in info, info.keys()
 
 
 def test_replacing_agent_file_changes_the_version(tmp_path, spec, good):

@@ -1,64 +1,39 @@
 """The served Tamiyo on its default HTTP front end, HAProxy, through the product path: `serve_tamiyo.py` in its own
-process with its own local Ray cluster, a bearer token and loopback ports the test picked. Every bad-input case of
+process with its own local Ray cluster (token auth, loopback) and a bearer token. Every bad-input case of
 test_serve_api gets the same 4xx through HAProxy and the server keeps serving, auth holds, decisions equal the
-in-process policy, every port HAProxy listens on is bound to 127.0.0.1, and SIGTERM stops it all."""
+in-process policy, every port its processes listen on is bound to loopback, the printed --reload command works with
+Ray's token auth on, and SIGTERM stops it all. tests/test_security.py covers strangers and group signals."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import re
-import tempfile
 import threading
 import time
 from types import SimpleNamespace
 
+import psutil
 import requests
 
 from _serve_support import *  # noqa: F403  (shared imports, helpers and fixtures)
 
+from _cluster_probe import assert_all_loopback, listeners, snapshot, still_alive, tree
 from esper.serve.policy import file_digest
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "serve_tamiyo.py"
-LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp*
-
-
-def listeners(port: int) -> list[str]:
-    """Local addresses (hex, as the kernel writes them) of every TCP socket listening on `port`."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state = fields[1], fields[3]
-            address, hex_port = local.rsplit(":", 1)
-            if state == LISTEN and int(hex_port, 16) == port:
-                found.append(address)
-    return found
-
-
-def is_loopback_hex(address: str) -> bool:
-    if len(address) == 8:  # IPv4, little-endian: 127.x.x.x ends in 7F
-        return address.endswith("7F")
-    return address == "0" * 24 + "01000000"  # ::1
 
 
 @pytest.fixture(scope="module")
 def server(agent_path, tmp_path_factory):
     """serve_tamiyo.py --ingress haproxy (the default) on free loopback ports; stopped by its own handle."""
     d = tmp_path_factory.mktemp("haproxy")
-    short = Path(tempfile.mkdtemp(prefix="esper-hap-", dir="/tmp"))  # HAProxy's socket path must stay ≤ 97 chars
-    ports = {"app": free_port(), "stats": free_port(), "metrics": free_port()}
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
-        "ESPER_TAMIYO_TOKEN": TOKEN, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(ports["stats"]), "RAY_SERVE_HAPROXY_METRICS_PORT": str(ports["metrics"]),
-        # HAProxy's files in our temp dir, not the shared /tmp/haproxy-serve
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(short / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(short / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(short), "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(short / "state"),
-    }
+    ports = {"app": free_port()}
+    # no RAY_* variable: the script itself secures its cluster and gives HAProxy its own ports and files
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "ESPER_TAMIYO_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
     log = d / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, str(SCRIPT), "--agent", str(agent_path), "--port", str(ports["app"])],
@@ -78,7 +53,6 @@ def server(agent_path, tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the driver and the cluster it started
                 proc.wait(timeout=30)
-        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +62,13 @@ def http(server):
         yield server.url, s
 
 
-def test_haproxy_listens_on_loopback_only(server):
-    """The app port, HAProxy's stats page and its metrics frontend are all bound to 127.0.0.1 (Ray 2.60 would bind
-    the latter two to every interface; esper.serve.haproxy_loopback rewrites them)."""
-    for name, port in server.ports.items():
-        bound = listeners(port)
-        assert bound, f"nothing listens on the {name} port {port}: is HAProxy the front end?"
-        assert all(is_loopback_hex(a) for a in bound), f"{name} port {port} bound to {bound}"
+def test_every_listener_is_on_loopback(server):
+    """Every socket the server's processes listen on — HAProxy's app, stats and metrics frontends (Ray 2.60 would
+    bind the latter two to every interface), the replicas' gRPC servers, the cluster's own — is on loopback
+    (esper.serve.loopback, esper.runtime.local_ray)."""
+    found = assert_all_loopback(tree(server.proc.pid))
+    haproxy = {port for _, port, name in found if name == "haproxy"}
+    assert server.ports["app"] in haproxy and len(haproxy) >= 3, f"HAProxy's app, stats and metrics ports: {found}"
 
 
 def test_decisions_through_haproxy_equal_the_in_process_policy(http, policy, inputs):
@@ -145,7 +119,7 @@ def test_loopback_template_rewrites_both_wildcard_binds_and_refuses_an_unknown_t
     """The hook's rewrite on Ray's real template leaves no wildcard bind; a template without them is refused."""
     from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
 
-    from esper.serve.haproxy_loopback import loopback_template
+    from esper.serve.loopback import loopback_template
 
     patched = loopback_template(HAPROXY_CONFIG_TEMPLATE)
     binds = [line.strip() for line in patched.splitlines() if line.strip().startswith("bind ")]
@@ -162,7 +136,7 @@ def test_hot_reload_through_haproxy_drops_no_request(server, http, spec, good, t
     url, s = http
     new = tmp_path / "b.pt"
     save_agent(new, sharp_net(spec, seed=7), spec, feature_names(spec), config={"world": {"name": "test"}}, code_version="t")
-    address = re.search(r"local Ray cluster (\S+);", server.log.read_text()).group(1)
+    address = re.search(r"local Ray cluster (\S+) ", server.log.read_text()).group(1)
     statuses, stop = [], threading.Event()
 
     def traffic() -> None:
@@ -193,11 +167,20 @@ def test_hot_reload_through_haproxy_drops_no_request(server, http, spec, good, t
 
 
 def test_sigterm_stops_the_server_and_frees_every_port(server):
-    """Last in this module: SIGTERM → serve_tamiyo.py shuts Serve and its cluster down and exits 0; nothing listens."""
+    """Last in this module: SIGTERM → serve_tamiyo.py stops Serve and its cluster and exits 0; nothing of it is
+    left running and nothing listens on any of its ports."""
+    known = snapshot(server.proc.pid)
+    ports = {port for _, port, _ in listeners(tree(server.proc.pid))}
     server.proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
     assert server.proc.wait(timeout=60) == 0, server.log.read_text()[-3000:]
-    ports = server.ports.values()
-    while any(listeners(p) for p in ports) and time.monotonic() < t0 + 30:
+    while (still_alive(known) or _bound(ports)) and time.monotonic() < t0 + 30:
         time.sleep(0.5)
-    assert not any(listeners(p) for p in ports), {n: listeners(p) for n, p in server.ports.items()}
+    assert not still_alive(known), still_alive(known)
+    assert not _bound(ports), _bound(ports)
+
+
+def _bound(ports: set[int]) -> set[int]:
+    """Which of `ports` some process on this machine still listens on."""
+    return {c.laddr.port for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port in ports}

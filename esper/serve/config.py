@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from esper.leyline.base import EsperModel
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from esper.runtime.local_ray import is_loopback_host as is_loopback
 
 
 class ServeConfig(EsperModel):
@@ -33,7 +24,7 @@ class ServeConfig(EsperModel):
     """Bearer token every route but /healthz requires (Authorization: Bearer <token>; printable ASCII, no spaces); None = no auth (loopback only)."""
     ingress: Literal["proxy", "haproxy"] = "haproxy"
     """HTTP front end: HAProxy (≈ 2–4 ms a decision here; needs RAY_SERVE_ENABLE_HA_PROXY=1 on every node before the
-    cluster starts, and launch.runtime_env(cfg) in the ray.init that starts Serve so its stats and metrics ports
+    cluster starts, and launch.runtime_env() in the ray.init that starts Serve so its stats and metrics ports
     stay on loopback) or Serve's Python proxy (≈ 10 ms; nothing to set). docs/api.md."""
     replicas: int = Field(1, ge=1)
     """Serve replicas of the policy."""

@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
+from pathlib import Path
 
 from esper.serve.config import ServeConfig
 
 APP_NAME = "tamiyo"
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 DRAIN_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+
+
+# Serve's fixed defaults that two servers on one machine would share: ports and HAProxy's files in /tmp/haproxy-serve.
+_PORT_ENVS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+              "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+_FILE_ENVS = {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg", "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+              "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+              "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock"}
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def isolate_local_server() -> Path:
+    """Give the Serve instance of a local cluster its own free ports for HAProxy's stats and metrics frontends and
+    Serve's fallback proxy, and its own folder for HAProxy's config and sockets (Ray's defaults are fixed: 8404,
+    9101, 8500 and /tmp/haproxy-serve, so a second server on the machine would collide). Variables the user set
+    win. Returns the folder (short, in /tmp: HAProxy's socket paths must stay under ~100 characters); the caller
+    removes it."""
+    folder = Path(tempfile.mkdtemp(prefix="esper-hap-", dir="/tmp"))
+    for name in _PORT_ENVS:
+        os.environ.setdefault(name, str(free_loopback_port()))
+    for name, file in _FILE_ENVS.items():
+        os.environ.setdefault(name, str(folder / file) if file else str(folder))
+    return folder
 
 
 def prepare_environment(cfg: ServeConfig) -> None:
@@ -22,12 +54,12 @@ def prepare_environment(cfg: ServeConfig) -> None:
         os.environ.setdefault(DRAIN_ENV, "5")
 
 
-def runtime_env(cfg: ServeConfig) -> dict | None:
-    """ray.init's runtime_env for the job that starts Serve: with HAProxy, a worker hook that keeps its stats and
-    metrics frontends on 127.0.0.1 (esper.serve.haproxy_loopback)."""
-    from esper.serve.haproxy_loopback import HOOK
+def runtime_env() -> dict:
+    """ray.init's runtime_env for the job that starts Serve: a worker hook that keeps HAProxy's stats and metrics
+    frontends, and on a loopback node the replicas' gRPC servers, on 127.0.0.1 (esper.serve.loopback)."""
+    from esper.serve.loopback import HOOK
 
-    return {"worker_process_setup_hook": HOOK} if cfg.ingress == "haproxy" else None
+    return {"worker_process_setup_hook": HOOK}
 
 
 def deployment_for(cfg: ServeConfig):

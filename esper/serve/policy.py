@@ -72,7 +72,8 @@ class ServedPolicy:
         """What GET /v1/policy returns: enough for a client to check compatibility before asking."""
         spec = self.agent.spec
         return {
-            "version": self.version, "path": str(self.path), "manifest": self.agent.manifest,
+            # the file name, never the server's path: a client needs the identity (name + content hash), not our disk
+            "version": self.version, "file": self.path.name, "manifest": self.agent.manifest,
             "observation": {"n_features": self.n_features, "feature_names": self.agent.feature_names,
                             "mask_size": spec.mask_size},
             "action": {"heads": ["op", "slot", "blueprint", "blend"], "nvec": list(spec.nvec),

@@ -41,8 +41,28 @@ def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool) ->
     return row
 
 
+_CHECKPOINT_FOLDERS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")  # by preference on a tie
+
+
+def _complete_iteration(folder: Path) -> int | None:
+    """The iteration a checkpoint folder holds, or None if it is not a complete one (its marker is written last)."""
+    try:
+        return int((folder / ESPER_ITERATION_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint in a run folder. A crash at any point of `_save_checkpoint` leaves one:
+    `checkpoint/` normally; `checkpoint.old/` (and perhaps a complete `checkpoint.tmp/`) between its renames."""
+    found = [(it, -rank, out / name) for rank, name in enumerate(_CHECKPOINT_FOLDERS)
+             if (it := _complete_iteration(out / name)) is not None]
+    return max(found)[2] if found else None
+
+
 def _save_checkpoint(algo, out: Path, iteration: int = 0) -> None:
-    """Write to a fresh folder, then swap it in: a crash mid-save never destroys the last good checkpoint."""
+    """Write to a fresh folder, then swap it in: a crash mid-save never destroys the last good checkpoint, and
+    latest_checkpoint() finds it whichever step the crash interrupted."""
     tmp, final = out / "checkpoint.tmp", out / "checkpoint"
     shutil.rmtree(tmp, ignore_errors=True)
     algo.save_to_path(str(tmp.resolve()))
@@ -56,10 +76,12 @@ def _save_checkpoint(algo, out: Path, iteration: int = 0) -> None:
 
 
 def _start_ray(address: str | None) -> dict:
+    from esper.runtime import local_ray
+
     if address:
-        ray.init(address=address)
+        local_ray.init(address)  # the cluster's token: docs/cluster.md
         return ray.cluster_resources()
-    ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING")
+    local_ray.init(None, include_dashboard=False, configure_logging=True, logging_level="WARNING")  # loopback, token
     return ray.available_resources()
 
 
@@ -106,13 +128,15 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         history_path = out / "progress.jsonl"
         history = []
         if resume:
-            algo.restore_from_path(str((out / "checkpoint").resolve()))
+            checkpoint = latest_checkpoint(out)
+            if checkpoint is None:
+                raise FileNotFoundError(f"no complete checkpoint in {out} to resume from")
+            algo.restore_from_path(str(checkpoint.resolve()))
             lines = history_path.read_text().splitlines() if history_path.exists() else []
-            marker = out / "checkpoint" / ESPER_ITERATION_FILE
-            done = int(marker.read_text()) if marker.exists() else len(lines)
+            done = _complete_iteration(checkpoint)
             history = [json.loads(line) for line in lines[:done]]  # iterations after the checkpoint are redone
             history_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-            print(f"resumed from {out / 'checkpoint'} after iteration {done}", flush=True)
+            print(f"resumed from {checkpoint} after iteration {done}", flush=True)
         else:
             history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
             if init_agent is not None:
