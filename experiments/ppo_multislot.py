@@ -9,7 +9,9 @@
                                                                           # fine-tune a trained Tamiyo
 
 Each EnvRunner is an env actor training its own host (pinned to a GPU when the cluster has GPUs). Writes to
---output: checkpoint/ (RLlib, resumable), agent.pt (the trained Tamiyo), progress.jsonl, summary.json/.md.
+--output: checkpoint/ (RLlib, resumable), agent.pt (the trained Tamiyo), progress.jsonl, summary.json/.md and
+TensorBoard events (`tensorboard --logdir runs/`: PPO runs beside Tune trials; docs/tune.md). A local cluster
+runs the Ray dashboard on 127.0.0.1 (URL printed; --no-ray-dashboard to skip it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def _parse() -> argparse.Namespace:
                    help="worlds per env actor, trained batch-first over one data stream (ppo.num_envs_per_env_runner)")
     p.add_argument("--output", type=Path, default=None, help="output folder (default runs/ppo/<preset>-<time>)")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
+    p.add_argument("--no-ray-dashboard", dest="ray_dashboard", action="store_false",
+                   help="do not start the Ray dashboard (default: on 127.0.0.1 for a local cluster; URL printed)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return p.parse_args()
 
@@ -93,7 +97,8 @@ def main() -> None:
     out = args.resume or args.output or Path("runs/ppo") / f"{cfg.world.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        summary = train_tamiyo(cfg, out, address=args.address, resume=args.resume is not None, init_agent=init_agent)
+        summary = train_tamiyo(cfg, out, address=args.address, resume=args.resume is not None, init_agent=init_agent,
+                               ray_dashboard=args.ray_dashboard)
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: the last checkpoint in {out}/checkpoint is intact; continue with --resume {out}")
     except ClusterCapacityError as exc:

@@ -3,12 +3,15 @@
     python experiments/tune_rewards.py --sweep experiments/presets/sweep_rent.yaml           # 8 trials, smoke world
     python experiments/tune_rewards.py --sweep experiments/presets/sweep_rent.yaml --resume  # after Ctrl-C / a crash
     python experiments/tune_rewards.py --sweep sweep.yaml --address auto --storage-path s3://bucket/tune   # cluster
-    tensorboard --logdir runs/tune                                    # the Tune dashboards (one run per trial)
+    python experiments/tune_rewards.py --sweep experiments/presets/sweep_rent.yaml --dashboard  # + TensorBoard
+    tensorboard --logdir runs/ --host 127.0.0.1                       # the dashboards: trials beside PPO runs
 
 Each trial trains Tamiyo with PPO on the base preset plus its sampled reward fields, then evaluates the greedy
 policy on fixed episode seeds. The objective (the same for every trial) is evaluation accuracy − objective_rent ×
 parameter ratio. Writes into <storage-path>/<name>/: Tune's per-trial results (CSV/JSON/TensorBoard, checkpoints),
-trials.csv, report.md, pareto.png, objective_vs_params.png and the best trial's agent.pt.
+trials.csv, report.md, pareto.png, objective_vs_params.png and the best trial's agent.pt. A local cluster runs the
+Ray dashboard on 127.0.0.1 (URL printed); --dashboard also serves TensorBoard on 127.0.0.1:--tensorboard-port while
+the sweep runs. Which scalar means what: docs/tune.md.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the experiment <storage-path>/<name>")
     p.add_argument("--address", default=None, help="Ray cluster ('auto' = the running one); default: a local one")
     p.add_argument("--report-only", action="store_true", help="rewrite the report of the stored experiment, run nothing")
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve TensorBoard over the sweep's folder on 127.0.0.1 while it runs (URL printed)")
+    p.add_argument("--tensorboard-port", type=int, default=6006, help="port for --dashboard (default %(default)s)")
+    p.add_argument("--no-ray-dashboard", dest="ray_dashboard", action="store_false",
+                   help="do not start the Ray dashboard (default: on 127.0.0.1 for a local cluster)")
     p.add_argument("--print-config", action="store_true", help="print the resolved sweep and exit")
     return p.parse_args()
 
@@ -75,7 +83,7 @@ def _tuner(sweep, base, name: str, storage: str, cluster_cpus: float, resume: bo
     from ray import tune
 
     from esper.provenance import code_version
-    from esper.simic.sweep import TRAIN_OBJECTIVE, tamiyo_trial
+    from esper.simic.sweep import TRAIN_OBJECTIVE, DashboardLogger, tamiyo_trial
 
     trainable = tune.with_resources(tamiyo_trial, {"cpu": sweep.trial_cpus})
     if resume:
@@ -89,7 +97,7 @@ def _tuner(sweep, base, name: str, storage: str, cluster_cpus: float, resume: bo
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(metric=TRAIN_OBJECTIVE, mode="max", num_samples=sweep.num_samples,
                                     scheduler=_scheduler(sweep), max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1,
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1, callbacks=[DashboardLogger()],
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
     )
@@ -121,15 +129,32 @@ def main() -> None:
         sys.exit(f"error: nothing to resume at {Path(storage) / name}")
     import ray
 
+    from esper.nissa.dashboards import TensorBoard, tensorboard_command
     from esper.runtime import local_ray
 
     # a local cluster listens on loopback only and needs the token (docs/security.md); --address: that cluster's
-    local_ray.init(args.address, include_dashboard=False if args.address is None else None,
-                   configure_logging=True, logging_level="WARNING")
+    local = args.address is None
+    context = local_ray.init(args.address, include_dashboard=args.ray_dashboard if local else None,
+                             configure_logging=True, logging_level="WARNING")
+    if local and args.ray_dashboard:
+        print(f"Ray dashboard: http://{context.dashboard_url}  (token: {local_ray.token_source()})", flush=True)
+    board = None
     try:
         tuner = _tuner(sweep, base, name, storage, ray.cluster_resources().get("CPU", 1), args.resume or args.report_only)
+        folder = Path(storage) / name
+        if args.dashboard and "://" not in storage:
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                board = TensorBoard(folder, port=args.tensorboard_port)
+            except RuntimeError as exc:  # e.g. the port is taken
+                sys.exit(f"error: {exc}")
+            print(f"TensorBoard: {board.url}  (serving {folder}; stops with the sweep)", flush=True)
+        else:
+            print(f"TensorBoard: {tensorboard_command(folder)}", flush=True)
         grid = tuner.get_results() if args.report_only else tuner.fit()
     finally:
+        if board is not None:
+            board.stop()
         ray.shutdown()
     from esper.simic.sweep_report import write_report
 

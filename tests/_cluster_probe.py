@@ -16,9 +16,10 @@ import psutil
 
 from esper.runtime.local_ray import LOOPBACK_ENV
 
-# The stranger: a fresh interpreter with an empty HOME (no ~/.ray/auth_token) and no RAY_* variable but Ray's
-# single-machine switch, which is not a credential: without it a client rewrites 127.0.0.1 to the machine's routable
-# address, where nothing of ours listens, and fails to connect whether or not auth is on — a test that cannot fail.
+# The stranger: a fresh interpreter with an empty HOME (no ~/.ray/auth_token) and no RAY_* variable but two that
+# are not credentials: Ray's single-machine switch (without it a client rewrites 127.0.0.1 to the machine's routable
+# address, where nothing of ours listens, and fails to connect whether or not auth is on — a test that cannot fail)
+# and one connection attempt instead of ~20 one-second retries (an impatient attacker; the answer is the same).
 STRANGER = """
 import sys, ray
 ray.init(address=sys.argv[1], log_to_driver=False)
@@ -106,7 +107,8 @@ def assert_all_loopback(procs: list[psutil.Process]) -> list[tuple[str, int, str
 def assert_stranger_refused(address: str, home: Path) -> None:
     """A stranger without the token tries to run a task on `address`: it must fail, on authentication."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), LOOPBACK_ENV: "0"}
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), LOOPBACK_ENV: "0",
+           "RAY_gcs_server_port_wait_time_s": "1"}
     try:
         r = subprocess.run([sys.executable, "-c", STRANGER, address], env=env, capture_output=True, text=True,
                            timeout=120)

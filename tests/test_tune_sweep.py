@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
 
 from esper.leyline.experiment import ConfigError, load_config
 from esper.leyline.sweep import SweepConfig
@@ -57,6 +59,31 @@ def test_grid_completes_with_dashboards_results_and_report(ray_session, tmp_path
     assert list(df.objective) == sorted(df.objective, reverse=True)
     assert all((out / f).stat().st_size > 0 for f in ("pareto.png", "objective_vs_params.png", "training.png"))
     assert (out / "best_agent.pt").is_file() and "Best rent λ" in md
+    _tensorboard_shows_every_trial(out, [Path(r.path).relative_to(out).as_posix() for r in grid])
+
+
+def _tensorboard_shows_every_trial(folder: Path, trials: list[str]) -> None:
+    """TensorBoard over the sweep folder (on 127.0.0.1, stopped by its handle): its HTTP data API lists every trial
+    as a run with the objective and the training scalars under the names PPO runs use (no 'ray/tune/' prefix);
+    afterwards its process is gone and its port free."""
+    from esper.nissa.dashboards import TensorBoard
+    from esper.serve.launch import free_loopback_port
+
+    port = free_loopback_port()
+    with TensorBoard(folder, port=port) as board:
+        deadline, tags = time.monotonic() + 30, {}
+        while time.monotonic() < deadline and not all("esper/objective" in tags.get(t, {}) for t in trials):
+            time.sleep(1)
+            tags = requests.get(board.url + "/data/plugin/scalars/tags", timeout=10).json()
+        runs = requests.get(board.url + "/data/runs", timeout=10).json()
+    assert set(trials) <= set(runs), (trials, runs)
+    for trial in trials:
+        assert {"esper/objective", "train/final_accuracy", "train/excess_param_ratio", "world/rent_lambda",
+                "ops/germinate"} <= set(tags[trial]), sorted(tags[trial])
+        assert not any(tag.startswith("ray/tune/") for tag in tags[trial])
+    assert board.proc.poll() is not None, "TensorBoard still running"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free again
 
 
 def test_a_crashing_trial_restarts_from_its_checkpoint(ray_session, tmp_path):

@@ -21,6 +21,7 @@ OP_FRACTION = "esper/op_fraction/"
 GERMINATED = "esper/seeds_germinated"
 FOSSILIZED = "esper/seeds_fossilized"
 CULLED = "esper/seeds_culled"
+RENT_SCALAR = "world/rent_lambda"  # the λ a run trains with, as a TensorBoard scalar (constant per run)
 EPISODE_WINDOW = 50  # metrics are means over the last 50 episodes (not RLlib's default EMA)
 
 
@@ -46,6 +47,22 @@ class EsperMetricsCallback(RLlibCallback):
         log(GERMINATED, counts.get("germinate", 0))
         log(FOSSILIZED, counts.get("fossilized", 0))
         log(CULLED, counts.get("culled", 0))
+
+
+def training_scalars(result: dict, kl_penalty: bool = False) -> dict[str, float]:
+    """One PPO iteration's dashboard scalars, named as PPO runs and Tune trials both write them to TensorBoard
+    (docs/tune.md): train/… what the sampled policy achieved (means over the last EPISODE_WINDOW episodes;
+    accuracy and the parameter ratio are fractions, 1.0 = 100 %), policy/… the learner, ops/… the fraction of
+    decisions of each op. RLlib reports the KL only when the KL penalty is on (`kl_penalty`); NaN = not reported."""
+    er, lr = result.get("env_runners", {}), result.get("learners", {}).get("default_policy", {})
+    out = {"train/return_mean": er.get("episode_return_mean"), "train/final_accuracy": er.get(FINAL_ACCURACY),
+           "train/excess_param_ratio": er.get(EXCESS_RATIO), "train/episode_len": er.get("episode_len_mean"),
+           "train/germinated": er.get(GERMINATED), "train/fossilized": er.get(FOSSILIZED),
+           "policy/entropy": lr.get("entropy"), "policy/value_loss": lr.get("vf_loss")}
+    if kl_penalty:
+        out["policy/kl"] = lr.get("mean_kl_loss")
+    out |= {f"ops/{op}": er.get(OP_FRACTION + op) for op in ("wait", "germinate", "advance", "cull")}
+    return {k: float(v) if v is not None else float("nan") for k, v in out.items()}
 
 
 ESPER_ENV_ID = "esper-world"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import TBXLoggerCallback
 
 from esper.leyline.world import TrainTamiyoConfig
 from esper.simic import ppo as keys
@@ -26,6 +27,34 @@ TRAIN_OBJECTIVE = "esper/objective_train"
 EVAL_PREFIX = "eval/"
 EVAL_SEED_BASE = 200_000  # evaluation episode seeds: base, base+1, … (disjoint from evaluate_tamiyo's)
 STATE_FILE = "esper_trial.json"
+
+
+class DashboardLogger(TBXLoggerCallback):
+    """Tune's TensorBoard logger writing the tags PPO runs write: Tune prefixes every tag with 'ray/tune/', so
+    without this a sweep's `train/final_accuracy` and a PPO run's never share a chart in `tensorboard --logdir runs`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._writer_cls = self._summary_writer_cls
+        self._summary_writer_cls = self._untagged_writer
+
+    def _untagged_writer(self, *args, **kwargs) -> "_Untagged":
+        return _Untagged(self._writer_cls(*args, **kwargs))
+
+
+class _Untagged:
+    """A SummaryWriter whose scalar tags lose Tune's prefix."""
+
+    PREFIX = "ray/tune/"
+
+    def __init__(self, writer) -> None:
+        self._writer = writer
+
+    def add_scalar(self, tag: str, *args, **kwargs):
+        return self._writer.add_scalar(tag.removeprefix(self.PREFIX), *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._writer, name)
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -44,15 +73,12 @@ def trial_config(config: dict) -> TrainTamiyoConfig:
     return TrainTamiyoConfig.model_validate(tree)
 
 
-def _train_metrics(result: dict, objective_rent: float) -> dict:
-    er = result.get("env_runners", {})
-    lr = result.get("learners", {}).get("default_policy", {})
-    acc, ex = er.get(keys.FINAL_ACCURACY), er.get(keys.EXCESS_RATIO)
-    out = {"return_mean": er.get("episode_return_mean"), "final_accuracy": acc, "excess_ratio": ex,
-           "entropy": lr.get("entropy"), "germinated": er.get(keys.GERMINATED), "fossilized": er.get(keys.FOSSILIZED),
-           TRAIN_OBJECTIVE: acc - objective_rent * ex if acc is not None and ex is not None else None}
-    out.update({f"op_{op}": er.get(keys.OP_FRACTION + op) for op in ("wait", "germinate", "advance", "cull")})
-    return {k: (float(v) if v is not None else float("nan")) for k, v in out.items()}
+def _train_metrics(result: dict, objective_rent: float, rent_lambda: float) -> dict:
+    """The PPO run's dashboard scalars (same names in TensorBoard), the trial's λ and its training objective."""
+    out = keys.training_scalars(result)
+    out[TRAIN_OBJECTIVE] = out["train/final_accuracy"] - objective_rent * out["train/excess_param_ratio"]  # NaN if unknown
+    out[keys.RENT_SCALAR] = rent_lambda
+    return out
 
 
 def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float, folder: Path, version: str) -> dict:
@@ -99,7 +125,8 @@ def tamiyo_trial(config: dict) -> None:
         if config.get("fail_once") and it == 2 and not Path(config["fail_once"]).exists():
             Path(config["fail_once"]).touch()
             raise RuntimeError("injected trial failure (fail_once)")
-        metrics = _train_metrics(algo.train(), float(config["objective_rent"])) | {"resumed_from": float(start)}
+        metrics = _train_metrics(algo.train(), float(config["objective_rent"]), cfg.world.reward.rent_lambda)
+        metrics["resumed_from"] = float(start)
         last = it == iterations
         if it % every and not last:
             tune.report(metrics)

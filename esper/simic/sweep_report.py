@@ -16,7 +16,7 @@ COLUMNS = {  # report column → Tune result column
     "objective": OBJECTIVE, "eval_accuracy": EVAL_PREFIX + "final_accuracy", "eval_accuracy_se": EVAL_PREFIX + "final_accuracy_se",
     "excess_ratio": EVAL_PREFIX + "final_excess_ratio", "germinated": EVAL_PREFIX + "germinated",
     "fossilized": EVAL_PREFIX + "fossilized", "culled": EVAL_PREFIX + "culled", "eval_return": EVAL_PREFIX + "episode_return",
-    "train_return": "return_mean", "iterations": "training_iteration",
+    "train_return": "train/return_mean", "iterations": "training_iteration",
 }
 
 
@@ -110,8 +110,8 @@ def _training_curves(grid, sweep: SweepConfig, out: Path) -> bool:
         return False
     lo, hi = min(v for v, _ in curves), max(v for v, _ in curves)
     colour = lambda v: plt.cm.viridis(0.0 if hi == lo else (v - lo) / (hi - lo))
-    panels = [("excess_ratio", "excess parameter ratio"), ("final_accuracy", "final accuracy"),
-              ("germinated", "seeds germinated / episode"), ("return_mean", "return (its own λ)")]
+    panels = [("train/excess_param_ratio", "excess parameter ratio"), ("train/final_accuracy", "final accuracy"),
+              ("train/germinated", "seeds germinated / episode"), ("train/return_mean", "return (its own λ)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
     for ax, (col, label) in zip(axes, panels):
         for value, df in sorted(curves, key=lambda c: c[0]):

@@ -11,6 +11,7 @@ import ray
 
 from esper.leyline.features import feature_names
 from esper.leyline.world import TrainTamiyoConfig
+from esper.nissa.dashboards import tensorboard_command
 from esper.provenance import code_version
 from esper.runtime.cluster import grow_cluster, release_request, runner_bundles, runner_placement
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
@@ -75,14 +76,24 @@ def _save_checkpoint(algo, out: Path, iteration: int = 0) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _start_ray(address: str | None) -> dict:
+def _start_ray(address: str | None, dashboard: bool) -> dict:
     from esper.runtime import local_ray
 
     if address:
         local_ray.init(address)  # the cluster's token: docs/cluster.md
         return ray.cluster_resources()
-    local_ray.init(None, include_dashboard=False, configure_logging=True, logging_level="WARNING")  # loopback, token
+    context = local_ray.init(None, include_dashboard=dashboard, configure_logging=True, logging_level="WARNING")
+    if dashboard:  # loopback only, like the whole local cluster; the page asks for the token in ~/.ray/auth_token
+        print(f"Ray dashboard: http://{context.dashboard_url}  (token: {local_ray.token_source()})", flush=True)
     return ray.available_resources()
+
+
+def _dashboard_writer(out: Path, first_iteration: int):
+    """TensorBoard events in the run folder (`tensorboard --logdir runs/` shows PPO runs beside Tune trials); a
+    resumed run drops the events of iterations it redoes."""
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(out), purge_step=first_iteration if first_iteration > 1 else None, flush_secs=10)
 
 
 def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources: dict) -> dict:
@@ -100,7 +111,7 @@ def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources:
 
 
 def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, resume: bool = False,
-                 init_agent=None) -> str:
+                 init_agent=None, ray_dashboard: bool = True) -> str:
     """Train, checkpoint, export agent.pt and write the summary; returns the Markdown summary. `init_agent` (a
     loaded agent.pt, see ppo.load_init_agent) gives a fresh run its starting weights."""
     from esper.simic.env import EsperEnv
@@ -112,7 +123,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     version, t0 = code_version(), time.perf_counter()
-    resources = _start_ray(address)
+    resources = _start_ray(address, ray_dashboard)
     try:
         resources = _grow_if_autoscaling(cfg, address, resources)
         plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
@@ -142,9 +153,15 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
             if init_agent is not None:
                 warm_start(algo, init_agent)
                 print(f"started from {cfg.ppo.init_agent}", flush=True)
+        writer = _dashboard_writer(out, len(history) + 1)
+        print(f"TensorBoard: {tensorboard_command(out.parent)}", flush=True)
         for it in range(len(history) + 1, cfg.ppo.iterations + 1):
             result = algo.train()
             history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0))
+            scalars = keys.training_scalars(result, cfg.ppo.kl_coeff > 0) | {keys.RENT_SCALAR: cfg.world.reward.rent_lambda}
+            for tag, value in scalars.items():
+                if value == value:  # NaN: not reported yet (no episode finished)
+                    writer.add_scalar(tag, value, it)
             with history_path.open("a") as f:
                 f.write(json.dumps(history[-1]) + "\n")
             if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
@@ -154,6 +171,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         save_agent(out / "agent.pt", module.net, env.action_spec, feature_names(env.action_spec), cfg.model_dump(mode="json"),
                    version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
         algo.stop()
+        writer.close()
     finally:
         if address:
             release_request()
