@@ -23,6 +23,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--tensorboard", type=Path, default=None, metavar="LOGDIR", help="serve LOGDIR and screenshot it")
     p.add_argument("--filter", default="", help="TensorBoard tag filter (e.g. train/ or ops/)")
     p.add_argument("--ray-dashboard", default=None, metavar="URL", help="a running Ray dashboard (printed by our scripts)")
+    p.add_argument("--ray-page", default="actors", help="dashboard page: overview, jobs, cluster, actors (default %(default)s)")
     p.add_argument("--token-file", type=Path, default=Path.home() / ".ray" / "auth_token",
                    help="the cluster token the dashboard asks for (default %(default)s)")
     p.add_argument("--out", type=Path, default=Path("docs/img"), help="folder for the PNGs (default %(default)s)")
@@ -55,16 +56,41 @@ def tensorboard_shot(browser, logdir: Path, tag_filter: str, out: Path, wait: fl
         time.sleep(6)  # first load of the event files
         browser.get(f"{board.url}/?tagFilter={quote(tag_filter)}#timeseries")
         time.sleep(wait)
+        _no_smoothing(browser)  # a sweep has a handful of iterations: show the values, not a moving average
+        time.sleep(2)
         browser.save_screenshot(str(out))
 
 
-def ray_dashboard_shot(browser, url: str, token_file: Path, out: Path, wait: float) -> None:
+def _no_smoothing(browser) -> None:
+    """Set TensorBoard's smoothing to 0 and close its settings pane (best effort: the page may change)."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    try:
+        field = next(f for f in browser.find_elements(By.CSS_SELECTOR, "input")
+                     if f.get_attribute("value") == "0.6" and f.get_attribute("type") != "range")
+        browser.execute_script("arguments[0].value = '0';"
+                               "for (const e of ['input', 'change']) arguments[0].dispatchEvent(new Event(e, {bubbles: true}));"
+                               "arguments[0].blur();", field)
+        for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label*='lose']"):
+            browser.execute_script("arguments[0].click();", button)
+    except (StopIteration, WebDriverException) as exc:
+        print(f"note: could not set smoothing to 0 ({type(exc).__name__}); the screenshot shows TensorBoard's default")
+
+
+def ray_dashboard_shot(browser, url: str, page: str, token_file: Path, out: Path, wait: float) -> None:
     if not token_file.is_file():
         sys.exit(f"error: no token file {token_file} (the cluster's token: docs/security.md)")
-    browser.get(url)
-    # what the page's login form does: the token as the dashboard's session cookie
-    browser.add_cookie({"name": "ray-authentication-token", "value": token_file.read_text().strip(), "path": "/"})
-    browser.get(url.rstrip("/") + "/#/overview")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url.rstrip("/") + f"/#/{page}")
+    # the page asks for the cluster's token (token auth is on): type it in as a person would
+    field = WebDriverWait(browser, 30).until(ready.presence_of_element_located(
+        (By.CSS_SELECTOR, "input[placeholder*='authentication token']")))
+    field.send_keys(token_file.read_text().strip())
+    browser.find_element(By.XPATH, "//button[normalize-space()='Submit' or normalize-space()='SUBMIT']").click()
     time.sleep(wait)
     browser.save_screenshot(str(out))
 
@@ -84,7 +110,7 @@ def main() -> None:
             print(f"wrote {path}")
         if args.ray_dashboard is not None:
             path = args.out / f"{args.name or 'ray_dashboard'}.png"
-            ray_dashboard_shot(browser, args.ray_dashboard, args.token_file, path, args.wait)
+            ray_dashboard_shot(browser, args.ray_dashboard, args.ray_page, args.token_file, path, args.wait)
             print(f"wrote {path}")
     finally:
         browser.quit()

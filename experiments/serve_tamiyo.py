@@ -35,6 +35,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--address", default=None, help="Ray cluster address ('auto' = the running one); default: start a local one")
     p.add_argument("--reload", action="store_true", help="swap the agent of the server already running on --address")
     p.add_argument("--detach", action="store_true", help="leave the server running on the cluster and exit")
+    p.add_argument("--no-ray-dashboard", dest="ray_dashboard", action="store_false",
+                   help="do not start the Ray dashboard (default: on 127.0.0.1 for a local cluster; URL printed)")
     return p.parse_args()
 
 
@@ -66,10 +68,11 @@ def main() -> None:
     haproxy_dir = launch.isolate_local_server() if local and cfg.ingress == "haproxy" else None
     import ray
 
+    tree = None
     try:
         # a local cluster: loopback only, token auth (docs/security.md); --address: that cluster's token
-        local_ray.init(args.address, include_dashboard=False if local else None, log_to_driver=False,
-                       runtime_env=launch.runtime_env())
+        context = local_ray.init(args.address, include_dashboard=args.ray_dashboard if local else None,
+                                 log_to_driver=False, runtime_env=launch.runtime_env())
         tree = local_ray.ProcessTree() if local else None
         try:
             if args.reload:
@@ -86,14 +89,18 @@ def main() -> None:
             address = ray.get_runtime_context().gcs_address
             print(f"local Ray cluster {address} (loopback, token in {local_ray.token_source()}); swap the policy with: "
                   f"python experiments/serve_tamiyo.py --address {address} --reload --agent NEW.pt", flush=True)
+            if args.ray_dashboard:
+                print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
         if not args.detach:
             graceful = _serve_until_signalled(tree)
             _shut_down(tree, graceful, cleanup=lambda: haproxy_dir and shutil.rmtree(haproxy_dir, ignore_errors=True))
-    finally:
-        if haproxy_dir is not None:
-            shutil.rmtree(haproxy_dir, ignore_errors=True)
+    finally:  # also after a failed start: nothing of the local cluster may outlive us
         if ray.is_initialized():
             ray.shutdown()
+        if tree is not None:
+            tree.reap()
+        if haproxy_dir is not None:
+            shutil.rmtree(haproxy_dir, ignore_errors=True)
 
 
 def _serve_until_signalled(tree) -> bool:

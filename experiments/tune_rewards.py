@@ -83,7 +83,7 @@ def _tuner(sweep, base, name: str, storage: str, cluster_cpus: float, resume: bo
     from ray import tune
 
     from esper.provenance import code_version
-    from esper.simic.sweep import TRAIN_OBJECTIVE, DashboardLogger, tamiyo_trial
+    from esper.simic.sweep import TRAIN_OBJECTIVE, DashboardLogger, tamiyo_trial, trial_name
 
     trainable = tune.with_resources(tamiyo_trial, {"cpu": sweep.trial_cpus})
     if resume:
@@ -96,7 +96,8 @@ def _tuner(sweep, base, name: str, storage: str, cluster_cpus: float, resume: bo
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(metric=TRAIN_OBJECTIVE, mode="max", num_samples=sweep.num_samples,
-                                    scheduler=_scheduler(sweep), max_concurrent_trials=concurrent),
+                                    scheduler=_scheduler(sweep), max_concurrent_trials=concurrent,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1, callbacks=[DashboardLogger()],
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
@@ -156,8 +157,15 @@ def main() -> None:
         if board is not None:
             board.stop()
         ray.shutdown()
+    from esper.simic.sweep import OBJECTIVE
     from esper.simic.sweep_report import write_report
 
+    finished = sum(1 for r in grid if r.metrics and OBJECTIVE in r.metrics)
+    resume = " ".join(["python", *sys.argv, *([] if args.resume else ["--resume"])])
+    if finished == 0:
+        sys.exit(f"no trial has finished yet, so there is nothing to report; continue with:\n  {resume}")
+    if finished < len(grid):
+        print(f"{finished} of {len(grid)} trials finished; the report covers those. Continue the rest with:\n  {resume}")
     out = Path(storage) / name if "://" not in storage else Path("runs/tune") / name
     report = write_report(grid, sweep, out, command=" ".join(["python", *sys.argv]))
     print(report)

@@ -192,6 +192,11 @@ def test_ppo_job_autoscales_fake_gpu_nodes(fake_cluster, tmp_path):
     assert {r["node_id"] for r in runners} == gpu_nodes, "one env runner on each fake GPU node"
     assert all(r["device"] == "cpu" for r in runners), "logical GPUs: the hosts must still train on CPU"
     assert (out / "agent.pt").is_file() and summary["history"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out))  # the run's TensorBoard events, named as Tune trials name theirs
+    events.Reload()
+    assert {"policy/entropy", "world/rent_lambda"} <= set(events.Tags()["scalars"]), events.Tags()["scalars"]
     head = [psutil.Process(pid) for pid in _our_processes(fake_cluster[1])]
     assert_all_loopback(head)  # the fake cluster, as documented, listens on 127.0.0.1 only
     assert_stranger_refused(address, tmp_path / "stranger-home")

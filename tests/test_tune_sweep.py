@@ -136,7 +136,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
 
 def _finished_trials(folder: Path) -> list[Path]:
     done = []
-    for p in folder.glob("tamiyo_trial_*"):
+    for p in (r.parent for r in folder.glob("*/result.json")):
         results = (p / "result.json").read_text().splitlines() if (p / "result.json").exists() else []
         if results and "esper/objective" in json.loads(results[-1]):
             done.append(p)

@@ -57,6 +57,14 @@ class _Untagged:
         return getattr(self._writer, name)
 
 
+def trial_name(trial) -> str:
+    """A trial's folder and TensorBoard run name: its swept values first (Tune's default puts them after a long
+    prefix, so the dashboards' run list hides them), then Tune's trial id, e.g. `rent_lambda=0.05_4a153_00001`."""
+    values = [f"{key.split('.')[-1]}={value:.4g}" if isinstance(value, float) else f"{key.split('.')[-1]}={value}"
+              for key, value in trial.config.get("overrides", {}).items()]
+    return "_".join([",".join(values), trial.trial_id] if values else [trial.trial_id])
+
+
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     """tree["a"]["b"] = value for "a.b" (missing levels are created; pydantic validates the result)."""
     *parents, leaf = dotted.split(".")
