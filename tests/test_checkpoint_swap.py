@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from esper.simic import train
-from esper.simic.train import _save_checkpoint, latest_checkpoint
+from esper.simic.train import _save_checkpoint, adopt_latest_checkpoint, latest_checkpoint
 
 
 class FakeAlgo:
@@ -81,6 +81,25 @@ def test_a_crash_at_any_step_of_the_swap_leaves_a_complete_checkpoint(step, tmp_
     _save_checkpoint(FakeAlgo("iteration 3"), tmp_path, 3)
     assert _state(latest_checkpoint(tmp_path)) == "iteration 3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_resuming_after_a_crash_keeps_the_newest_state_through_the_next_crash(step, tmp_path, monkeypatch):
+    """--resume adopts the newest complete checkpoint as checkpoint/; a crash early in the next save (which starts
+    by deleting checkpoint.tmp/) still leaves that state."""
+    _save_checkpoint(FakeAlgo("iteration 1"), tmp_path, 1)
+    with monkeypatch.context() as m:
+        _crash_before(step, m)
+        with pytest.raises(Crash):
+            _save_checkpoint(FakeAlgo("iteration 2"), tmp_path, 2)
+    newest = _state(latest_checkpoint(tmp_path))
+    assert adopt_latest_checkpoint(tmp_path) == tmp_path / "checkpoint"
+    assert _state(tmp_path / "checkpoint") == newest
+    with monkeypatch.context() as m:
+        _crash_before("save_to_path", m)
+        with pytest.raises(Crash):
+            _save_checkpoint(FakeAlgo("iteration 3"), tmp_path, 3)
+    assert _state(latest_checkpoint(tmp_path)) == newest
 
 
 def test_no_checkpoint_and_incomplete_ones_are_not_resumable(tmp_path):

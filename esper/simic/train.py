@@ -61,6 +61,18 @@ def latest_checkpoint(out: Path) -> Path | None:
     return max(found)[2] if found else None
 
 
+def adopt_latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint, moved to `checkpoint/` if a crash left it elsewhere — the next save starts by
+    deleting `checkpoint.tmp/` and ends by deleting `checkpoint.old/`, so a run must not continue from either. Each
+    step leaves a complete copy in place: a crash here is as safe as one in `_save_checkpoint`."""
+    found, final = latest_checkpoint(out), out / "checkpoint"
+    if found is None or found == final:
+        return found
+    shutil.rmtree(final, ignore_errors=True)  # incomplete or older than `found`
+    found.rename(final)
+    return final
+
+
 def _save_checkpoint(algo, out: Path, iteration: int = 0) -> None:
     """Write to a fresh folder, then swap it in: a crash mid-save never destroys the last good checkpoint, and
     latest_checkpoint() finds it whichever step the crash interrupted."""
@@ -139,7 +151,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         history_path = out / "progress.jsonl"
         history = []
         if resume:
-            checkpoint = latest_checkpoint(out)
+            checkpoint = adopt_latest_checkpoint(out)
             if checkpoint is None:
                 raise FileNotFoundError(f"no complete checkpoint in {out} to resume from")
             algo.restore_from_path(str(checkpoint.resolve()))
