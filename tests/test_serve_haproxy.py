@@ -130,6 +130,17 @@ def test_loopback_template_rewrites_both_wildcard_binds_and_refuses_an_unknown_t
         loopback_template("global\n    maxconn 10\n")
 
 
+def test_loopback_binder_moves_only_the_replicas_wildcard_bind_and_is_idempotent():
+    from esper.serve.loopback import loopback_binder
+
+    calls = []
+    bind = loopback_binder(lambda server, address: calls.append(address))
+    bind(None, "[::]:0")
+    bind(None, "10.0.0.5:9000")  # an explicit address is left alone
+    assert calls == ["127.0.0.1:0", "10.0.0.5:9000"]
+    assert loopback_binder(bind) is bind  # a worker that runs the hook twice wraps once
+
+
 def test_hot_reload_through_haproxy_drops_no_request(server, http, spec, good, tmp_path):
     """`serve_tamiyo.py --address … --reload` (the command the server prints) swaps the policy while a client keeps
     sending: every request is answered 200, and /healthz then names the new policy."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 import signal
 import subprocess
@@ -10,9 +9,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
-
 
 def tensorboard_command(logdir: str | Path, port: int = 6006) -> str:
     """What to type to look at `logdir` (loopback only; reach it from elsewhere through an SSH tunnel)."""
