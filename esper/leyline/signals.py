@@ -55,5 +55,5 @@ class TrainingSignals:
 
     @property
     def excess_params_ratio(self) -> float:
-        """(P_fossilized + P_active_seeds) / P_host — the rent base (DESIGN.md §2)."""
+        """(P_fossilized + P_active_seeds) / P_host — the rent base (docs/architecture.md, "Parameters")."""
         return (self.fossilized_params + self.active_seed_params) / max(self.host_params, 1)

@@ -12,7 +12,7 @@ from esper.leyline.experiment import DataConfig, GovernorConfig, TrainerConfig
 
 
 class RewardConfig(EsperModel):
-    """Every reward weight (DESIGN.md §2); the Tune sweep's search space.
+    """Every reward weight (docs/simic.md, "Reward"); the Tune sweep's search space.
 
     r_t = acc_weight·Δacc + pbrs_weight·(γ·Φ(s′) − Φ(s)) − rent_lambda·excess_params_ratio/T − cost[op]
           (+ terminal_weight·final_acc at the last step; a Governor rollback ends the episode with −death_penalty)
