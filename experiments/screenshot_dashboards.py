@@ -56,26 +56,22 @@ def tensorboard_shot(browser, logdir: Path, tag_filter: str, out: Path, wait: fl
         time.sleep(6)  # first load of the event files
         browser.get(f"{board.url}/?tagFilter={quote(tag_filter)}#timeseries")
         time.sleep(wait)
-        _no_smoothing(browser)  # a sweep has a handful of iterations: show the values, not a moving average
+        _close_settings(browser)
         time.sleep(2)
         browser.save_screenshot(str(out))
 
 
-def _no_smoothing(browser) -> None:
-    """Set TensorBoard's smoothing to 0 and close its settings pane (best effort: the page may change)."""
+def _close_settings(browser) -> None:
+    """Close TensorBoard's settings pane, which opens over the charts (best effort: the page may change). Its
+    smoothing (default 0.6) stays: setting it from a script does not take in TensorBoard 2.21's UI."""
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
     try:
-        field = next(f for f in browser.find_elements(By.CSS_SELECTOR, "input")
-                     if f.get_attribute("value") == "0.6" and f.get_attribute("type") != "range")
-        browser.execute_script("arguments[0].value = '0';"
-                               "for (const e of ['input', 'change']) arguments[0].dispatchEvent(new Event(e, {bubbles: true}));"
-                               "arguments[0].blur();", field)
         for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label*='lose']"):
             browser.execute_script("arguments[0].click();", button)
-    except (StopIteration, WebDriverException) as exc:
-        print(f"note: could not set smoothing to 0 ({type(exc).__name__}); the screenshot shows TensorBoard's default")
+    except WebDriverException as exc:
+        print(f"note: could not close the settings pane ({type(exc).__name__})")
 
 
 def ray_dashboard_shot(browser, url: str, page: str, token_file: Path, out: Path, wait: float) -> None:
