@@ -166,7 +166,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
                 warm_start(algo, init_agent)
                 print(f"started from {cfg.ppo.init_agent}", flush=True)
         writer = _dashboard_writer(out, len(history) + 1)
-        print(f"TensorBoard: {tensorboard_command(out.parent)}", flush=True)
+        print(f"TensorBoard: {tensorboard_command(out)}  (or --logdir runs/ for every run and sweep)", flush=True)
         for it in range(len(history) + 1, cfg.ppo.iterations + 1):
             result = algo.train()
             history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0))
