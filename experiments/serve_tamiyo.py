@@ -90,7 +90,7 @@ def main() -> None:
             print(f"local Ray cluster {address} (loopback, token in {local_ray.token_source()}); swap the policy with: "
                   f"python experiments/serve_tamiyo.py --address {address} --reload --agent NEW.pt", flush=True)
             if args.ray_dashboard:
-                print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
+                print(local_ray.dashboard_message(context), flush=True)
         if not args.detach:
             graceful = _serve_until_signalled(tree)
             _shut_down(tree, graceful, cleanup=lambda: haproxy_dir and shutil.rmtree(haproxy_dir, ignore_errors=True))

@@ -138,7 +138,7 @@ def main() -> None:
     context = local_ray.init(args.address, include_dashboard=args.ray_dashboard if local else None,
                              configure_logging=True, logging_level="WARNING")
     if local and args.ray_dashboard:
-        print(f"Ray dashboard: http://{context.dashboard_url}  (token: {local_ray.token_source()})", flush=True)
+        print(local_ray.dashboard_message(context), flush=True)
     board = None
     try:
         tuner = _tuner(sweep, base, name, storage, ray.cluster_resources().get("CPU", 1), args.resume or args.report_only)

@@ -35,6 +35,11 @@ def token_source() -> str:
     return "$" + TOKEN_ENV if os.environ.get(TOKEN_ENV) else str(token_path())
 
 
+def dashboard_message(context) -> str:
+    """The line our scripts print for a local cluster's Ray dashboard (`context`: what ray.init returned)."""
+    return f"Ray dashboard: http://{context.dashboard_url}  (on loopback; the page asks for the token in {token_source()})"
+
+
 def ensure_private_token() -> Path | None:
     """A token file readable by this user only (mode 0600): created with Ray's generator if missing, tightened if
     Ray wrote it world-readable. None when the token comes from $RAY_AUTH_TOKEN (nothing on disk to protect)."""

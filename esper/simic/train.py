@@ -96,7 +96,7 @@ def _start_ray(address: str | None, dashboard: bool) -> dict:
         return ray.cluster_resources()
     context = local_ray.init(None, include_dashboard=dashboard, configure_logging=True, logging_level="WARNING")
     if dashboard:  # loopback only, like the whole local cluster; the page asks for the token in ~/.ray/auth_token
-        print(f"Ray dashboard: http://{context.dashboard_url}  (token: {local_ray.token_source()})", flush=True)
+        print(local_ray.dashboard_message(context), flush=True)
     return ray.available_resources()
 
 
