@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from esper.runtime.local_ray import LOOPBACK_ENV
+from esper.runtime.local_ray import LOOPBACK_ENV, ProcessTree
 
 # The stranger: a fresh interpreter with an empty HOME (no ~/.ray/auth_token) and no RAY_* variable but two that
 # are not credentials: Ray's single-machine switch (without it a client rewrites 127.0.0.1 to the machine's routable
@@ -33,27 +33,14 @@ def tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def snapshot(pid: int) -> dict[int, float]:
-    """pid -> create time of the live tree (a reused pid is not ours)."""
-    found = {}
-    for proc in tree(pid):
-        try:
-            found[proc.pid] = proc.create_time()
-        except psutil.NoSuchProcess:
-            pass
-    return found
+def snapshot(pid: int) -> ProcessTree:
+    """The descendants of `pid` alive now, remembered by pid and start time (a reused pid is not theirs)."""
+    return ProcessTree(pid)
 
 
-def still_alive(known: dict[int, float]) -> list[str]:
-    alive = []
-    for pid, created in known.items():
-        try:
-            proc = psutil.Process(pid)
-            if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(f"{pid} {proc.name()}")
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+def still_alive(known: ProcessTree) -> list[str]:
+    """'PID NAME' of the remembered processes still alive."""
+    return known.describe()
 
 
 def wait_for_gcs(pid: int, timeout_s: float = 180.0) -> str:
@@ -121,15 +108,15 @@ def assert_stranger_refused(address: str, home: Path) -> None:
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 90.0) -> list[str]:
     """Send `sig` to the process group of `proc` (started with start_new_session=True); wait for the whole tree to
     end. Returns what was still alive after `timeout_s` (then killed, so the test leaves nothing either way)."""
-    known = snapshot(proc.pid) if proc.poll() is None else {}
+    known = snapshot(proc.pid) if proc.poll() is None else None
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout_s
-    while (proc.poll() is None or still_alive(known)) and time.monotonic() < deadline:
+    while (proc.poll() is None or (known and still_alive(known))) and time.monotonic() < deadline:
         time.sleep(0.5)
-    left = still_alive(known)
+    left = still_alive(known) if known else []
     for entry in left:
         try:
             os.kill(int(entry.split()[0]), signal.SIGKILL)

@@ -142,12 +142,13 @@ class ProcessTree:
     """The processes a local cluster started (the driver's descendants: GCS, raylet, agents, workers and what
     they spawned, e.g. Serve's HAProxy). Ray puts each worker in its own process group, so a signal to the
     driver's group kills the raylet and orphans the workers and their children; `reap()` stops whatever of the
-    remembered tree is still alive. Call `refresh()` now and then: workers come and go."""
+    remembered tree is still alive. Call `refresh()` now and then: workers come and go. `root_pid`: whose
+    descendants (default: this process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root_pid: int | None = None) -> None:
         import psutil
 
-        self._me = psutil.Process()
+        self._me = psutil.Process(root_pid)
         self._known: dict[int, float] = {}  # pid -> create_time (a reused pid is not ours)
         self.refresh()
 
@@ -190,14 +191,18 @@ class ProcessTree:
                 break
         return count
 
-    def names(self) -> set[str]:
-        """Process names of the live tree (e.g. {'gcs_server', 'raylet', ...})."""
+    def describe(self) -> list[str]:
+        """'PID NAME' of every remembered process still alive (for messages)."""
         import psutil
 
-        found = set()
+        found = []
         for proc in self.alive():
             try:
-                found.add(proc.name())
+                found.append(f"{proc.pid} {proc.name()}")
             except psutil.NoSuchProcess:
                 pass
         return found
+
+    def names(self) -> set[str]:
+        """Process names of the live tree (e.g. {'gcs_server', 'raylet', ...})."""
+        return {entry.split(" ", 1)[1] for entry in self.describe()}
