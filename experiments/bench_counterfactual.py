@@ -7,7 +7,7 @@ K = 1 + number of contributing seeds (as-is + one configuration per seed with it
 host preset and each placement of seeds, times over the same validation batches, interleaved, medians of
 per-repeat ratios:
   one       one ordinary evaluation pass (as-is only)
-  fused     all K configurations in one fused pass (esper.tolaria.counterfactual.fused_logits)
+  fused     all K configurations in one fused pass (esper.tolaria.counterfactual.fused_outputs)
   separate  K ordinary passes, one per configuration
 """
 
@@ -24,8 +24,8 @@ import torch
 
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
-from esper.leyline import HostConfig
-from esper.tolaria.counterfactual import contributing_slots, fused_logits
+from esper.leyline import CNNHostConfig
+from esper.tolaria.counterfactual import contributing_slots, fused_outputs
 
 PLACEMENTS = {"block3": ["block3"], "block2+block3": ["block2", "block3"], "all three": ["block1", "block2", "block3"]}
 
@@ -46,7 +46,7 @@ def _parse() -> argparse.Namespace:
 
 def _model(preset: str, slots: list[str], blueprint: str) -> MorphogeneticModel:
     torch.manual_seed(0)
-    model = MorphogeneticModel(CNNHost(HostConfig(preset=preset)))
+    model = MorphogeneticModel(CNNHost(CNNHostConfig(preset=preset)))
     for s in slots:  # seeds in HOLDING (α = 1) with non-zero weights
         model.germinate(s, blueprint, tempo=1, curve="linear")
         model.advance(s), model.advance(s)
@@ -78,7 +78,7 @@ def _separate(model: MorphogeneticModel, slots: list[str]):
 def bench(preset: str, placement: str, args, batches) -> dict:
     model = _model(preset, PLACEMENTS[placement], args.blueprint)
     slots = contributing_slots(model)
-    arms = {"one": model, "fused": lambda x: fused_logits(model, x, slots), "separate": _separate(model, slots)}
+    arms = {"one": model, "fused": lambda x: fused_outputs(model, x, slots), "separate": _separate(model, slots)}
     _timed(arms["fused"], batches[:1])
     times = {a: [] for a in arms}
     for r in range(args.repeats):

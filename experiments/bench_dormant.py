@@ -26,7 +26,7 @@ from torch import nn
 
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
-from esper.leyline import HostConfig, KasminaConfig
+from esper.leyline import CNNHostConfig, KasminaConfig
 from esper.provenance import code_version
 
 ARMS = ("host", "dormant", "training", "blending")
@@ -84,7 +84,7 @@ class _Arm:
 
 def bench_preset(preset: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
-    host = CNNHost(HostConfig(preset=preset))
+    host = CNNHost(CNNHostConfig(preset=preset))
     host_start = {k: v.clone() for k, v in host.state_dict().items()}
     gen = torch.Generator().manual_seed(args.seed)
     batches = [(torch.randn(args.batch_size, 3, 32, 32, generator=gen), torch.randint(0, 10, (args.batch_size,), generator=gen))

@@ -54,12 +54,12 @@ def _observation(agent_path: Path) -> tuple[list[float], list[float]]:
 def _random_agent(path: Path) -> None:
     from esper.leyline.features import feature_names, feature_size
     from esper.leyline.world import WorldConfig
-    from esper.simic.env import build_world_model
     from esper.tamiyo.agent_file import save_agent
+    from esper.tolaria.builder import build_model
     from esper.tamiyo.policy import TamiyoPolicyNet
 
     world = WorldConfig()
-    spec = build_world_model(world).action_spec
+    spec = build_model(world).action_spec
     save_agent(path, TamiyoPolicyNet(feature_size(spec), spec.nvec), spec, feature_names(spec),
                config={"world": world.model_dump(mode="json")}, code_version="bench")
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = ROOT / "experiments" / "presets"
 
 
 def _parse() -> argparse.Namespace:
@@ -173,12 +172,12 @@ def main() -> None:
     args = _parse()
     import torch
 
-    from esper.leyline.experiment import ConfigError, load_config
-    from esper.leyline.world import TrainTamiyoConfig
+    from _config import load_preset
+    from esper.leyline.experiment import ConfigError
+    from esper.simic.config import TrainTamiyoConfig
 
-    preset = Path(args.preset) if args.preset.endswith((".yaml", ".yml")) else PRESETS / f"{args.preset}.yaml"
     try:
-        cfg = load_config(preset, args.overrides + [f"world.device={args.device}"], model=TrainTamiyoConfig)
+        cfg = load_preset(args.preset, args.overrides + [f"world.device={args.device}"], TrainTamiyoConfig)
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -3,7 +3,8 @@
     python experiments/compare_controllers.py --quick           # = --config experiments/presets/compare_quick.yaml
     python experiments/compare_controllers.py --config experiments/presets/compare_synthetic.yaml
     python experiments/compare_controllers.py --config experiments/presets/compare_full.yaml   # GPU protocol
-    python experiments/compare_controllers.py --set trainer.epochs=4 --set seeds=[0,1,2] --set host.preset=small
+    python experiments/compare_controllers.py --set world.trainer.epochs=4 --set seeds=[0,1,2] --set world.host.preset=small
+    python experiments/compare_controllers.py                   # the smoke world (synthetic task, tiny host), 3 seeds
 
 Arms (every arm: identical epochs, optimiser, LR schedule, host init and data order per seed):
   static      the host alone (WAIT-only controller)
@@ -11,8 +12,9 @@ Arms (every arm: identical epochs, optimiser, LR schedule, host init and data or
               epoch 0, trained jointly from the start (capacity control: same extra parameters, no growth)
   schedule    germinate that blueprint in that slot at epoch `schedule_epoch`, fixed tempo, advance on gates
   heuristic   heuristic Tamiyo (esper/tamiyo/heuristic.py)
-  ppo         a trained Tamiyo: --set agent=runs/ppo/<run>/agent.pt --set 'arms=[static,heuristic,ppo]' 
-Writes results.csv, summary.json, table.md, acc_vs_params.png and per-run telemetry under --out.
+  ppo         a trained Tamiyo: --set agent=runs/ppo/<run>/agent.pt --set 'arms=[static,heuristic,ppo]'
+Every arm is a Run of the same world (the one every controller and the RL env use). Writes results.csv,
+summary.json, table.md, acc_vs_params.png and per-run telemetry under --out.
 """
 
 from __future__ import annotations
@@ -25,25 +27,52 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
+from pydantic import Field, model_validator
 
 from esper.kasmina import MorphogeneticModel
-from esper.kasmina.hosts import CNNHost
 from esper.leyline import Stage
-from esper.leyline.experiment import ConfigError, ExperimentConfig, load_config
+from esper.leyline.base import EsperModel
+from esper.leyline.experiment import ConfigError, load_config
 from esper.leyline.features import feature_names
+from esper.leyline.world import WorldConfig
 from esper.nissa import ConsoleBackend, ParquetBackend, TelemetryHub
 from esper.provenance import code_version
-from esper.tamiyo import HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
 from esper.tamiyo.agent_file import AgentFileError, load_agent
 from esper.tamiyo.neural import NeuralTamiyo
-from esper.tolaria.data import DataError, DeviceLoader
-from esper.tolaria.datasets import load_bundle
-from esper.tolaria.governor import Governor
+from esper.tolaria.builder import build_run, build_world_task
+from esper.tolaria.data import DataError
 from esper.tolaria.run import run_training
-from esper.tolaria.trainer import Trainer, pick_device
+from esper.tolaria.trainer import pick_device
+
+
+class ExperimentConfig(EsperModel):
+    """Root config of the fair comparison: one world, the arms that play it, the seeds."""
+
+    world: WorldConfig = WorldConfig()
+    """What every arm trains: task data, host, plane, trainer (the equal budget), Governor (its `reward` is
+    not used here). Set `val_images: null` to validate on the whole validation split."""
+    heuristic: HeuristicConfig = HeuristicConfig()
+    """Heuristic Tamiyo thresholds (also pick the capacity and schedule arms' slot and blueprint)."""
+    seeds: list[int] = [0, 1, 2]
+    """Training seeds (host init, data order); ≥ 3 for any claim."""
+    arms: list[Literal["static", "capacity", "schedule", "heuristic", "ppo"]] = ["static", "capacity", "schedule", "heuristic"]
+    """Controllers to compare ('ppo' = the greedy policy in `agent`)."""
+    agent: str | None = None
+    """agent.pt for the 'ppo' arm (its features must match this plane's slots and blueprints)."""
+    schedule_epoch: int = Field(2, ge=0)
+    """Germination epoch of the fixed-schedule arm."""
+
+    @model_validator(mode="after")
+    def _agent_for_ppo(self) -> "ExperimentConfig":
+        if ("ppo" in self.arms) != (self.agent is not None):
+            raise ValueError("the 'ppo' arm and `agent` (an agent.pt path) go together")
+        return self
+
 
 QUICK_PRESET = Path(__file__).parent / "presets" / "compare_quick.yaml"
 
@@ -55,16 +84,16 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set trainer.epochs=12 (repeatable)")
     p.add_argument("--eval-data", default=None, metavar="PATH.parquet",
-                   help="external evaluation set, reported beside validation (= --set data.eval_data=PATH)")
+                   help="external evaluation set, reported beside validation (= --set world.data.eval_data=PATH)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compare/<time>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args()
     if args.quick and args.config:
         p.error("--quick and --config are exclusive")
     if args.eval_data:
-        args.overrides.append(f"data.eval_data={args.eval_data}")
+        args.overrides.append(f"world.data.eval_data={args.eval_data}")
     try:
-        cfg = load_config(QUICK_PRESET if args.quick else args.config, args.overrides)
+        cfg = load_config(QUICK_PRESET if args.quick else args.config, args.overrides, model=ExperimentConfig)
     except ConfigError as exc:
         p.error(str(exc))
     if len(cfg.seeds) < 3:
@@ -73,27 +102,36 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
     return args, cfg
 
 
-def _build(arm: str, cfg: ExperimentConfig, device: torch.device, bundle, seed: int):
-    heuristic = cfg.heuristic
-    torch.manual_seed(seed)  # identical host initialisation in every arm
-    model = MorphogeneticModel(CNNHost(cfg.host), cfg.kasmina).to(device)
-    slot = max(model.action_spec.slots, key=lambda s: model.slot(s).point.channels)  # the heuristic's slot rule
+def _growth_choice(model: MorphogeneticModel, heuristic: HeuristicConfig) -> tuple[str, str]:
+    """The slot and blueprint the capacity and schedule arms use: the heuristic's own rules."""
+    slot = max(model.action_spec.slots, key=lambda s: model.slot(s).point.channels)
     blueprint = next(b for b in heuristic.blueprint_preference if b in model.config.blueprints)
-    controller = {"static": StaticTamiyo, "capacity": StaticTamiyo}.get(arm, lambda: None)()
-    if arm == "capacity":
+    return slot, blueprint
+
+
+def _pregrown(cfg: ExperimentConfig):
+    """The capacity control's model preparation: the growth choice already fossilized at epoch 0."""
+    def prepare(model: MorphogeneticModel) -> None:
+        h = cfg.heuristic
+        slot, blueprint = _growth_choice(model, h)
         manifest = model.manifest()
         m = next(s for s in manifest.slots if s.name == slot)
-        m.stage, m.blueprint, m.tempo, m.curve, m.alpha = Stage.FOSSILIZED.name, blueprint, heuristic.tempo, heuristic.curve, 1.0
+        m.stage, m.blueprint, m.tempo, m.curve, m.alpha = Stage.FOSSILIZED.name, blueprint, h.tempo, h.curve, 1.0
         model.load_manifest(manifest)
-    elif arm == "schedule":
-        controller = ScheduleTamiyo(cfg.schedule_epoch, slot, blueprint, heuristic.tempo, heuristic.curve)
-    elif arm == "heuristic":
-        controller = HeuristicTamiyo(heuristic)
-    elif arm == "ppo":  # a trained Tamiyo plugs in as just another controller
-        agent = load_agent(cfg.agent, expected_features=feature_names(model.action_spec))
-        controller = NeuralTamiyo(agent, cfg.host.num_classes)
-    trainer = Trainer(model, bundle.train, bundle.val, cfg.trainer, bundle.mean, bundle.std, seed=seed)
-    return model, trainer, controller
+    return prepare
+
+
+def _controller(arm: str, cfg: ExperimentConfig, model: MorphogeneticModel):
+    h = cfg.heuristic
+    if arm in ("static", "capacity"):
+        return StaticTamiyo()
+    if arm == "schedule":
+        slot, blueprint = _growth_choice(model, h)
+        return ScheduleTamiyo(cfg.schedule_epoch, slot, blueprint, h.tempo, h.curve)
+    if arm == "heuristic":
+        return HeuristicTamiyo(h)
+    agent = load_agent(cfg.agent, expected_features=feature_names(model.action_spec))  # the 'ppo' arm
+    return NeuralTamiyo(agent)
 
 
 def _summarise(rows: list[dict], arms: list[str], has_eval: bool) -> list[dict]:
@@ -101,24 +139,26 @@ def _summarise(rows: list[dict], arms: list[str], has_eval: bool) -> list[dict]:
     for arm in arms:
         rs = [r for r in rows if r["arm"] == arm]
         stat = lambda k: (statistics.fmean(r[k] for r in rs), statistics.pstdev([r[k] for r in rs]) if len(rs) > 1 else 0.0)
-        s = {"arm": arm, "n": len(rs), "val_acc": stat("val_accuracy"), "params": stat("params_total"), "seconds": stat("wall_seconds")}
+        s = {"arm": arm, "n": len(rs), "val_metric": stat("val_metric"), "params": stat("params_total"), "seconds": stat("wall_seconds")}
         if has_eval:
-            s["eval_acc"] = stat("eval_accuracy")
+            s["eval_metric"] = stat("eval_metric")
         out.append(s)
     return out
 
 
-def _table(summary: list[dict], has_eval: bool) -> str:
-    head = "| arm | seeds | val accuracy (mean ± std) |" + (" eval accuracy |" if has_eval else "") + " final params | wall-clock s |"
+def _table(summary: list[dict], has_eval: bool, metric: str) -> str:
+    pct = metric == "accuracy"  # accuracy is a fraction: shown in %
+    f = (lambda v: f"{v:.2%}") if pct else (lambda v: f"{v:.4f}")
+    head = f"| arm | seeds | val {metric} (mean ± std) |" + (f" eval {metric} |" if has_eval else "") + " final params | wall-clock s |"
     lines = [head, "|---|---:|---:|" + ("---:|" if has_eval else "") + "---:|---:|"]
     for s in summary:
-        ev = f" {s['eval_acc'][0]:.2%} ± {s['eval_acc'][1]:.2%} |" if has_eval else ""
-        lines.append(f"| {s['arm']} | {s['n']} | {s['val_acc'][0]:.2%} ± {s['val_acc'][1]:.2%} |{ev} "
+        ev = f" {f(s['eval_metric'][0])} ± {f(s['eval_metric'][1])} |" if has_eval else ""
+        lines.append(f"| {s['arm']} | {s['n']} | {f(s['val_metric'][0])} ± {f(s['val_metric'][1])} |{ev} "
                      f"{s['params'][0]:,.0f} | {s['seconds'][0]:.0f} ± {s['seconds'][1]:.0f} |")
     return "\n".join(lines)
 
 
-def _plot(rows: list[dict], arms: list[str], path: Path) -> None:
+def _plot(rows: list[dict], arms: list[str], metric: str, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -126,10 +166,10 @@ def _plot(rows: list[dict], arms: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm in arms:
         rs = [r for r in rows if r["arm"] == arm]
-        ax.scatter([r["params_total"] for r in rs], [r["val_accuracy"] for r in rs], label=arm, alpha=0.8)
+        ax.scatter([r["params_total"] for r in rs], [r["val_metric"] for r in rs], label=arm, alpha=0.8)
     ax.set_xlabel("final parameters")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("accuracy vs parameters (one point per seed)")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"{metric} vs parameters (one point per seed)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -142,10 +182,10 @@ def main() -> None:
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return
-    device = pick_device(cfg.device)
-    d = cfg.data
+    w = cfg.world
+    device = pick_device(w.device)
     try:
-        bundle = load_bundle(d.source, limit=d.limit, val_fraction=d.val_fraction, seed=0, device=device, eval_path=d.eval_data)
+        task = build_world_task(w, device)
     except DataError as exc:
         sys.exit(f"error: {exc}")
     if cfg.agent is not None:
@@ -155,36 +195,39 @@ def main() -> None:
             sys.exit(f"error: {exc}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    print(f"data {d.source}: {len(bundle.train)} train / {len(bundle.val)} val; host {cfg.host.preset}; "
-          f"{cfg.trainer.epochs} epochs; arms {cfg.arms}; seeds {cfg.seeds}; out {args.out}", flush=True)
-    rows = []
+    print(f"task {task.name} ({w.data.model_dump()}); host {w.host.model_dump()}; {w.trainer.epochs} epochs; "
+          f"arms {cfg.arms}; seeds {cfg.seeds}; out {args.out}", flush=True)
+    rows, metric = [], task.metric_name
     for seed in cfg.seeds:
         for arm in cfg.arms:  # interleave arms within a seed so machine noise hits all arms alike
-            model, trainer, controller = _build(arm, cfg, device, bundle, seed)
+            try:
+                run = build_run(w, task, seed=seed, device=device, prepare=_pregrown(cfg) if arm == "capacity" else None)
+            except ConfigError as exc:
+                sys.exit(f"error: {exc}")
             hub = TelemetryHub([ConsoleBackend(), ParquetBackend(args.out / "telemetry" / f"{arm}-seed{seed}.parquet")], arm=arm, seed=seed)
-            model.listeners.append(hub)
-            eval_loader = DeviceLoader(bundle.eval, 512, bundle.mean, bundle.std, False, False, seed) if bundle.eval else None
-            result = run_training(trainer, controller, Governor(trainer, cfg.governor, emit=hub), emit=hub, eval_loader=eval_loader)
+            run.listen(hub)
+            result = run_training(run, _controller(arm, cfg, run.model))
             hub.close()
-            rows.append({"arm": arm, "seed": seed, "val_accuracy": result.val_accuracy, "eval_accuracy": result.eval_accuracy,
-                         "params_total": result.params_total, "excess_ratio": result.excess_ratio,
-                         "rollbacks": result.rollbacks, "wall_seconds": result.wall_seconds,
+            rows.append({"arm": arm, "seed": seed, "metric": metric, "val_metric": result.val_metric,
+                         "eval_metric": result.eval_metric, "params_total": result.params_total,
+                         "excess_ratio": result.excess_ratio, "rollbacks": result.rollbacks,
+                         "wall_seconds": result.wall_seconds,
                          "decisions": " | ".join(x for x in result.decisions if "WAIT" not in x)})
-            print(f"== {arm} seed {seed}: val_acc {result.val_accuracy:.2%}, params {result.params_total:,}, {result.wall_seconds:.0f}s", flush=True)
-    has_eval = bundle.eval is not None
+            print(f"== {arm} seed {seed}: val {metric} {result.val_metric:.4f}, params {result.params_total:,}, "
+                  f"{result.wall_seconds:.0f}s", flush=True)
+    has_eval = task.eval_batches is not None
     summary = _summarise(rows, cfg.arms, has_eval)
     with open(args.out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     meta = {"command": " ".join(["python", *sys.argv]), "config": cfg.model_dump(mode="json"), "code_version": version,
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(), "machine": platform.platform()}
     (args.out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2))
-    table = _table(summary, has_eval)
+    table = _table(summary, has_eval, metric)
     (args.out / "table.md").write_text(table + "\n")
-    _plot(rows, cfg.arms, args.out / "acc_vs_params.png")
+    _plot(rows, cfg.arms, metric, args.out / "acc_vs_params.png")
     print("\n" + table + f"\n\nwrote {args.out}/(config.yaml, results.csv, summary.json, table.md, acc_vs_params.png, telemetry/)")
-
 
 
 if __name__ == "__main__":

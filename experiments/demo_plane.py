@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from esper.kasmina import MorphogeneticModel, read_manifest
-from esper.kasmina.hosts import CNNHost, build_host
-from esper.leyline import HostConfig, KasminaConfig, Stage
-from esper.tolaria.data import load_synthetic, split_train_val
-from esper.tolaria.datasets import channel_stats
-from esper.tolaria.trainer import Trainer, TrainerConfig, pick_device
+from esper.kasmina.hosts import build_host
+from esper.leyline import Stage
+from esper.leyline.world import WorldConfig
+from esper.tolaria.builder import build_run, build_world_task
+from esper.tolaria.trainer import pick_device
 
 SLOT, BLUEPRINT = "block2", "conv_light"
 
@@ -56,29 +56,28 @@ def _act(model: MorphogeneticModel, epoch: int) -> str:
 
 def main() -> None:
     args = _parse()
-    torch.manual_seed(args.seed)
     device = pick_device(args.device)
-    data = load_synthetic(args.n_images, seed=args.seed).to(device)
-    train, val = split_train_val(data, 0.1, seed=args.seed)
-    model = MorphogeneticModel(CNNHost(HostConfig(preset=args.preset)), KasminaConfig()).to(device)
-    mean, std = channel_stats(train)
-    trainer = Trainer(model, train, val, TrainerConfig(epochs=args.epochs, batch_size=128), mean, std, seed=args.seed)
+    world = WorldConfig.model_validate({
+        "name": "demo", "data": {"source": "synthetic", "limit": args.n_images, "val_fraction": 0.1},
+        "host": {"preset": args.preset}, "trainer": {"epochs": args.epochs, "batch_size": 128}, "val_images": None})
+    task = build_world_task(world, device)
+    run = build_run(world, task, seed=args.seed, device=device)
+    model = run.model
     print(f"demo: {args.preset} host ({model.param_counts().host:,} params) on {device}, "
-          f"{len(train)} train / {len(val)} val synthetic images, {args.epochs} epochs")
+          f"{len(task.bundle.train)} train / {len(task.bundle.val)} val synthetic images, {args.epochs} epochs")
     for epoch in range(args.epochs):
-        action = _act(model, epoch)
+        with run.own_rng():  # the seed's initial weights come from the run's own stream
+            action = _act(model, epoch)
         t0 = time.perf_counter()
-        loss = trainer.train_epoch()
-        val_loss, val_acc = trainer.evaluate()
-        model.step_epoch()
+        out = run.finish_epoch(run.trainer.train_epoch())
         s, pc = model.slot(SLOT), model.param_counts()
-        print(f"epoch {epoch + 1:2d}/{args.epochs}  loss {loss:.3f}  val_acc {val_acc:6.2%}  "
+        print(f"epoch {epoch + 1:2d}/{args.epochs}  loss {out.train_loss:.3f}  val_acc {out.val_metric:6.2%}  "
               f"{SLOT}: {s.stage.name:<10} α={s.alpha:.2f}  params {pc.total:,} (+{pc.excess_ratio:.1%})  "
               f"[{action}]  {time.perf_counter() - t0:.1f}s", flush=True)
     model.save(args.out)
     rebuilt = MorphogeneticModel.load(args.out, build_host(read_manifest(args.out).host)).to(device)
     model.eval(), rebuilt.eval()
-    x = next(iter(trainer.val_loader))[0]
+    x = task.val_batches[0][0]
     same = torch.equal(model(x), rebuilt(x))
     print(f"saved {args.out} (manifest + weights); reloaded outputs identical: {same}")
     if not same:

@@ -17,7 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-PRESETS = Path(__file__).parent / "presets"
 
 
 def _parse() -> argparse.Namespace:
@@ -39,9 +38,10 @@ def _parse() -> argparse.Namespace:
 
 def main() -> None:
     args = _parse()
-    from esper.leyline.experiment import ConfigError, load_config
+    from _config import load_preset
+    from esper.leyline.experiment import ConfigError
     from esper.leyline.features import feature_names
-    from esper.leyline.world import TrainTamiyoConfig
+    from esper.simic.config import TrainTamiyoConfig
     from esper.simic.env import EsperEnv
     from esper.simic.evaluate import run_episode, summarise
     from esper.tamiyo import HeuristicTamiyo, PlanTamiyo, RandomTamiyo, StaticTamiyo
@@ -51,9 +51,7 @@ def main() -> None:
     try:
         agent = load_agent(args.agent) if args.agent else None
         if args.preset or agent is None:
-            name = args.preset or "smoke"
-            path = Path(name) if name.endswith((".yaml", ".yml")) else PRESETS / f"{name}.yaml"
-            cfg = load_config(path, args.overrides, model=TrainTamiyoConfig)
+            cfg = load_preset(args.preset or "smoke", args.overrides, TrainTamiyoConfig)
         else:
             cfg = TrainTamiyoConfig.model_validate(agent.provenance["config"])
     except (ConfigError, AgentFileError) as exc:
@@ -61,8 +59,7 @@ def main() -> None:
     env = EsperEnv(cfg.world)
     if agent is not None and agent.feature_names != feature_names(env.action_spec):
         sys.exit("error: the agent's observation features do not match this world's (different slots/blueprints?)")
-    classes = cfg.world.host.num_classes
-    make = {"ppo": lambda: NeuralTamiyo(agent, classes), "ppo-sampled": lambda: NeuralTamiyo(agent, classes, sample=True),
+    make = {"ppo": lambda: NeuralTamiyo(agent), "ppo-sampled": lambda: NeuralTamiyo(agent, sample=True),
             "random": lambda: RandomTamiyo(seed=0), "wait": StaticTamiyo, "heuristic": HeuristicTamiyo}
     names = [c for c in args.controllers if agent is not None or not c.startswith("ppo")]
     try:
@@ -96,7 +93,7 @@ def main() -> None:
     (out / "evaluation.md").write_text(md)
     print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
     if agent is not None:
-        _plot_episode(env, NeuralTamiyo(agent, classes), seeds[0], out / "agent_episode.png")
+        _plot_episode(env, NeuralTamiyo(agent), seeds[0], out / "agent_episode.png")
 
 
 def _plan(plan_class, name: str, spec):

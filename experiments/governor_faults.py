@@ -5,8 +5,9 @@
 
 Each run trains the tiny host with a scheduled seed (so a live seed exists when the fault hits) and, at a
 random epoch after the Governor has history, either writes NaN into a host weight (`nan`) or multiplies the
-classifier's weights by --explode-scale (`explosion`). A run recovers when it finishes every epoch without an
-exception, the Governor rolled back at least once, and the final weights and validation accuracy are finite.
+classifier's weights by --explode-scale (`explosion`), once. A rollback returns the run to the last good epoch,
+which is trained again. A run recovers when it finishes every epoch without an exception, the Governor rolled
+back at least once, and the final weights and validation metric are finite.
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ from pathlib import Path
 
 import torch
 
-from esper.kasmina import MorphogeneticModel
-from esper.kasmina.hosts import CNNHost
-from esper.leyline import HostConfig
+from esper.leyline.world import WorldConfig
 from esper.tamiyo import ScheduleTamiyo
-from esper.tolaria.datasets import load_bundle
-from esper.tolaria.governor import Governor
+from esper.tolaria.builder import build_run, build_world_task
 from esper.tolaria.run import run_training
-from esper.tolaria.trainer import Trainer, TrainerConfig
+from esper.tolaria.trainer import Trainer
 
 
 def _parse() -> argparse.Namespace:
@@ -45,9 +43,12 @@ def _parse() -> argparse.Namespace:
 
 
 def _injector(kind: str, at_epoch: int, scale: float):
+    fired = []
+
     def inject(trainer: Trainer) -> None:
-        if trainer.epoch != at_epoch:
+        if trainer.epoch != at_epoch or fired:  # one fault: the retried epoch after a rollback runs clean
             return
+        fired.append(at_epoch)
         with torch.no_grad():
             if kind == "nan":
                 next(trainer.model.host.parameters()).view(-1)[0] = float("nan")
@@ -56,33 +57,39 @@ def _injector(kind: str, at_epoch: int, scale: float):
     return inject
 
 
-def one_run(kind: str, seed: int, args, bundle) -> dict:
-    torch.manual_seed(seed)
-    model = MorphogeneticModel(CNNHost(HostConfig(preset="tiny")))
-    trainer = Trainer(model, bundle.train, bundle.val, TrainerConfig(epochs=args.epochs, batch_size=64), bundle.mean, bundle.std, seed=seed)
+def _world(args) -> WorldConfig:
+    return WorldConfig.model_validate({
+        "name": "governor_faults", "data": {"source": "synthetic", "limit": args.images, "val_fraction": 0.2},
+        "host": {"preset": "tiny"}, "trainer": {"epochs": args.epochs, "batch_size": 64}, "val_images": None})
+
+
+def one_run(kind: str, seed: int, args, world: WorldConfig, task) -> dict:
+    run = build_run(world, task, seed=seed, device=torch.device("cpu"))
     events = []
-    governor = Governor(trainer, emit=events.append)
+    run.listen(events.append)
     at = random.Random(seed).randrange(3, args.epochs - 1)
     row = {"kind": kind, "seed": seed, "fault_epoch": at, "crashed": False, "error": ""}
     try:
-        result = run_training(trainer, ScheduleTamiyo(1, "block3", "conv_light", 3), governor, emit=events.append,
+        result = run_training(run, ScheduleTamiyo(1, "block3", "conv_light", 3),
                               before_epoch=_injector(kind, at, args.explode_scale))
-        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-        row.update(rollbacks=result.rollbacks, final_val_accuracy=result.val_accuracy, params_finite=finite,
-                   reasons=[e.reason for e in events if e.kind == "rollback"])
-        row["recovered"] = result.rollbacks >= 1 and finite and math.isfinite(result.val_accuracy)
+        finite = all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
+        row.update(rollbacks=result.rollbacks, final_val_metric=result.val_metric, params_finite=finite,
+                   epochs_trained=len(run.losses), reasons=[e.reason for e in events if e.kind == "rollback"])
+        row["recovered"] = (result.rollbacks >= 1 and finite and math.isfinite(result.val_metric)
+                            and run.trainer.epoch == args.epochs)
     except Exception as exc:  # a crash is exactly what this experiment counts
-        row.update(crashed=True, error=f"{type(exc).__name__}: {exc}", recovered=False, rollbacks=governor.rollbacks)
+        row.update(crashed=True, error=f"{type(exc).__name__}: {exc}", recovered=False, rollbacks=run.governor.rollbacks)
     return row
 
 
 def main() -> None:
     args = _parse()
-    bundle = load_bundle("synthetic", limit=args.images, val_fraction=0.2, seed=0, device=torch.device("cpu"))
+    world = _world(args)
+    task = build_world_task(world, torch.device("cpu"))
     rows, t0 = [], time.perf_counter()
     for i in range(args.runs):
         kind = ("nan", "explosion")[i % 2]
-        row = one_run(kind, seed=i, args=args, bundle=bundle)
+        row = one_run(kind, seed=i, args=args, world=world, task=task)
         rows.append(row)
         print(f"run {i + 1:2d}/{args.runs} {kind:<9} fault@epoch {row['fault_epoch']}: "
               f"{'recovered' if row['recovered'] else 'FAILED'} (rollbacks {row['rollbacks']}) {row.get('error', '')}", flush=True)

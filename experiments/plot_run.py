@@ -48,10 +48,11 @@ def plot(path: Path, out: Path) -> None:
     spans = _spans(events, last)
     fig, (ax_acc, ax_slots, ax_params) = plt.subplots(3, 1, figsize=(8, 7), sharex=True,
                                                       gridspec_kw={"height_ratios": [3, max(len(spans), 1), 2]})
-    ax_acc.plot(epochs["epoch"], epochs["val_accuracy"], marker="o", label="validation accuracy")
+    metric = "val_metric" if "val_metric" in epochs else "val_accuracy"  # telemetry written before the Task seam
+    ax_acc.plot(epochs["epoch"], epochs[metric], marker="o", label="validation metric")
     for _, r in events[events["kind"] == "rollback"].iterrows():
         ax_acc.axvline(r["epoch"], color="red", linestyle="--", label="Governor rollback")
-    ax_acc.set_ylabel("val accuracy")
+    ax_acc.set_ylabel("validation metric")
     ax_acc.legend(loc="lower right")
     for i, (slot, rows) in enumerate(sorted(spans.items())):
         for stage, start, end in rows:

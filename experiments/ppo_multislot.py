@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-PRESETS = Path(__file__).parent / "presets"
 
 
 def _parse() -> argparse.Namespace:
@@ -45,8 +44,9 @@ def _parse() -> argparse.Namespace:
 
 
 def _config(args: argparse.Namespace):
-    from esper.leyline.experiment import ConfigError, load_config
-    from esper.leyline.world import TrainTamiyoConfig
+    from _config import load_preset
+    from esper.leyline.experiment import ConfigError
+    from esper.simic.config import TrainTamiyoConfig
     from esper.simic.train import latest_checkpoint
 
     overrides = list(args.overrides)
@@ -60,10 +60,6 @@ def _config(args: argparse.Namespace):
         if args.iterations is not None:
             cfg.ppo.iterations = args.iterations
         return cfg
-    preset = Path(args.preset) if args.preset.endswith((".yaml", ".yml")) else PRESETS / f"{args.preset}.yaml"
-    if not preset.is_file():
-        known = sorted(q.stem for q in PRESETS.glob("*.yaml") if not q.stem.startswith("compare"))
-        raise ConfigError(f"unknown preset {args.preset!r}; known: {known} (or give a .yaml path)")
     if args.iterations is not None:
         overrides.append(f"ppo.iterations={args.iterations}")
     if args.seed is not None:
@@ -72,7 +68,7 @@ def _config(args: argparse.Namespace):
         overrides.append(f"ppo.num_env_runners={args.num_env_runners}")
     if args.envs_per_runner is not None:
         overrides.append(f"ppo.num_envs_per_env_runner={args.envs_per_runner}")
-    return load_config(preset, overrides, model=TrainTamiyoConfig)
+    return load_preset(args.preset, overrides, TrainTamiyoConfig)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import os
 import sys
 from pathlib import Path
 
-PRESETS = Path(__file__).parent / "presets"
 
 
 def _parse() -> argparse.Namespace:
@@ -40,43 +39,37 @@ def _parse() -> argparse.Namespace:
 
 
 def train(world, controller, seed: int):
-    """One Tolaria training run of `world` steered by `controller` (the same code for remote and in-process)."""
-    import torch
-
-    from esper.simic.env import build_world_model, world_bundle
-    from esper.tolaria.governor import Governor
+    """One Run of `world` steered by `controller` (the same code for remote and in-process; the same Run, and so
+    the same observations, as the RL env's episodes)."""
+    from esper.tolaria.builder import build_run, build_world_task
     from esper.tolaria.run import run_training
-    from esper.tolaria.trainer import Trainer, pick_device
+    from esper.tolaria.trainer import pick_device
 
     device = pick_device(world.device)
-    b = world_bundle(world, device)
-    torch.manual_seed(seed)
-    model = build_world_model(world).to(device)
-    trainer = Trainer(model, b.train, b.val, world.trainer, b.mean, b.std, seed=seed)
-    return run_training(trainer, controller, Governor(trainer, world.governor))
+    return run_training(build_run(world, build_world_task(world, device), seed=seed, device=device), controller)
 
 
 def main() -> None:
     args = _parse()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    from esper.leyline.experiment import ConfigError, load_config
-    from esper.leyline.world import TrainTamiyoConfig
+    from _config import load_preset
+    from esper.leyline.experiment import ConfigError
+    from esper.simic.config import TrainTamiyoConfig
     from esper.serve.client import RemoteTamiyo, TamiyoClient
     from esper.tamiyo import HeuristicTamiyo, StaticTamiyo
 
-    path = Path(args.preset) if args.preset.endswith((".yaml", ".yml")) else PRESETS / f"{args.preset}.yaml"
     try:
-        world = load_config(path, args.overrides, model=TrainTamiyoConfig).world
+        world = load_preset(args.preset, args.overrides, TrainTamiyoConfig).world
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     fallback = HeuristicTamiyo() if args.fallback == "heuristic" else StaticTamiyo()
     client = TamiyoClient(args.url, token=args.token, timeout_s=args.timeout, retries=args.retries)
-    remote = RemoteTamiyo(client, world.host.num_classes, fallback=fallback)
+    remote = RemoteTamiyo(client, fallback=fallback)
     print(f"training world {world.name!r} (seed {args.seed}), asking {args.url} every epoch", flush=True)
     result = train(world, remote, args.seed)
-    summary = {"val_accuracy": result.val_accuracy, "params_total": result.params_total, "decisions": result.decisions,
-               "asked": remote.asked, "answered": remote.answered, "fallbacks": remote.fallbacks}
-    print(f"remote: val_acc {result.val_accuracy:.2%}, params {result.params_total:,}; "
+    summary = {"metric": result.metric_name, "val_metric": result.val_metric, "params_total": result.params_total,
+               "decisions": result.decisions, "asked": remote.asked, "answered": remote.answered, "fallbacks": remote.fallbacks}
+    print(f"remote: val {result.metric_name} {result.val_metric:.4f}, params {result.params_total:,}; "
           f"{remote.answered}/{remote.asked} decisions from the server, {remote.fallbacks} fallbacks")
     if args.check_against is not None:
         summary["in_process"] = _compare(args.check_against, world, args.seed, result)
@@ -95,14 +88,15 @@ def _compare(agent_path: Path, world, seed: int, remote_result) -> dict:
         agent = load_agent(agent_path)
     except AgentFileError as exc:
         sys.exit(f"error: {exc}")
-    local = train(world, NeuralTamiyo(agent, world.host.num_classes), seed)
+    local = train(world, NeuralTamiyo(agent), seed)
     ops = lambda r: [d.split(" (")[0] for d in r.decisions]  # "epoch: OP"; the reasons differ by design
-    # Same ops every epoch, same parameter count and the same validation accuracy after every epoch: the runs
-    # made the same decisions (a different slot, blueprint or blend would change the accuracy or the size).
+    # Same ops every epoch, same parameter count and the same validation metric after every epoch: the runs
+    # made the same decisions (a different slot, blueprint or blend would change the metric or the size).
     equal = (ops(local) == ops(remote_result) and local.params_total == remote_result.params_total
-             and local.accuracy_history == remote_result.accuracy_history)
-    print(f"in-process: val_acc {local.val_accuracy:.2%} — {'identical run' if equal else 'DIFFERENT from the remote run'}")
-    return {"val_accuracy": local.val_accuracy, "equal": equal}
+             and local.metric_history == remote_result.metric_history)
+    print(f"in-process: val {local.metric_name} {local.val_metric:.4f} — "
+          f"{'identical run' if equal else 'DIFFERENT from the remote run'}")
+    return {"val_metric": local.val_metric, "equal": equal}
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import shutil
 import sys
 from pathlib import Path
 
-PRESETS = Path(__file__).parent / "presets"
 
 
 def _parse() -> argparse.Namespace:
@@ -44,11 +43,10 @@ def _parse() -> argparse.Namespace:
 
 
 def _base(sweep):
-    from esper.leyline.experiment import load_config
-    from esper.leyline.world import TrainTamiyoConfig
+    from _config import load_preset
+    from esper.simic.config import TrainTamiyoConfig
 
-    path = Path(sweep.base) if sweep.base.endswith((".yaml", ".yml")) else PRESETS / f"{sweep.base}.yaml"
-    return load_config(path, sweep.base_overrides, model=TrainTamiyoConfig)
+    return load_preset(sweep.base, sweep.base_overrides, TrainTamiyoConfig)
 
 
 def _check_search(sweep, base) -> None:
@@ -107,7 +105,7 @@ def _tuner(sweep, base, name: str, storage: str, cluster_cpus: float, resume: bo
 def main() -> None:
     args = _parse()
     from esper.leyline.experiment import ConfigError, load_config
-    from esper.leyline.sweep import SweepConfig
+    from esper.simic.sweep_config import SweepConfig
 
     try:
         sweep = load_config(args.sweep, args.overrides, model=SweepConfig)

@@ -100,8 +100,8 @@ def assert_error_body(r, status: int | set[int], fragment: str | None = None) ->
 def signals_at(epoch: int, host_params: int = 10_000) -> TrainingSignals:
     accs = tuple(0.1 + 0.05 * i for i in range(epoch))
     return TrainingSignals(epoch=epoch, max_epochs=10, train_loss=2.3 - 0.1 * epoch, val_loss=2.3 - 0.08 * epoch,
-                           val_accuracy=accs[-1] if accs else 0.0, host_params=host_params,
-                           loss_history=tuple(2.3 - 0.1 * i for i in range(epoch)), accuracy_history=accs)
+                           val_metric=accs[-1] if accs else 0.0, host_params=host_params, chance_loss=math.log(NUM_CLASSES),
+                           loss_history=tuple(2.3 - 0.1 * i for i in range(epoch)), metric_history=accs)
 
 
 def observation(epoch: int = 3) -> Observation:
@@ -111,7 +111,7 @@ def observation(epoch: int = 3) -> Observation:
 
 
 def greedy_in_process(policy: ServedPolicy, obs: Observation) -> FactoredAction:
-    features = torch.as_tensor(encode(obs.spec, obs.signals, obs.reports, NUM_CLASSES))[None]
+    features = torch.as_tensor(encode(obs.spec, obs.signals, obs.reports))[None]
     mask = torch.as_tensor(obs.masks.flat())[None]
     with torch.no_grad():
         return FactoredAction.from_array(policy.agent.net(features, mask, mode="greedy").actions[0].tolist())

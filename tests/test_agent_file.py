@@ -154,7 +154,7 @@ class CheckedController:
 def test_neural_tamiyo_plays_legal_episodes(saved, env, sample):
     path, _ = saved
     agent = load_agent(path, expected_features=feature_names(env.action_spec))
-    controller = CheckedController(NeuralTamiyo(agent, env.world.host.num_classes, sample=sample, seed=3))
+    controller = CheckedController(NeuralTamiyo(agent, sample=sample, seed=3))
     stats = run_episode(env, controller, seed=7)
     assert len(controller.decisions) == env.world.trainer.epochs or stats.rolled_back
     assert env.counts["invalid"] == 0
@@ -166,7 +166,7 @@ def test_neural_tamiyo_greedy_is_reproducible(saved, env):
     agent = load_agent(path)
     runs = []
     for _ in range(2):
-        c = CheckedController(NeuralTamiyo(agent, env.world.host.num_classes))
+        c = CheckedController(NeuralTamiyo(agent))
         run_episode(env, c, seed=1)
         runs.append([d.action for d in c.decisions])
     assert runs[0] == runs[1]

@@ -8,14 +8,13 @@ import torch
 from _support import CONV_BLUEPRINTS, images, open_gates, tiny_host, tiny_model
 from esper.kasmina import BLUEPRINTS, InjectionPoint, MorphogeneticModel, get_blueprint
 from esper.leyline import KasminaConfig, Stage
+from esper.leyline.experiment import ConfigError
 
 TINY_POINTS = tiny_host().injection_points()
 
 
-def test_catalogue_has_at_least_six_conv_blueprints_and_the_default_config_uses_known_ones():
+def test_catalogue_has_at_least_six_conv_blueprints():
     assert len(CONV_BLUEPRINTS) >= 6
-    for name in KasminaConfig().blueprints:
-        assert get_blueprint(name).name == name
     for name, bp in BLUEPRINTS.items():
         assert bp.name == name and bp.kind in ("conv2d", "vector") and bp.description
 
@@ -131,3 +130,15 @@ def test_vector_blueprint_is_refused_at_a_conv_point():
     with pytest.raises(IllegalCommandError, match="block1"):
         model.germinate("block1", "mlp")
     assert model.manifest() == before
+
+
+def test_default_blueprints_are_every_registered_one_that_fits_the_host():
+    model = MorphogeneticModel(tiny_host(), KasminaConfig())
+    assert KasminaConfig().blueprints is None
+    assert model.config.blueprints == CONV_BLUEPRINTS  # registry order; "mlp" fits no conv2d point
+    assert model.action_spec.blueprints == CONV_BLUEPRINTS
+
+
+def test_blueprints_that_fit_no_point_are_a_config_error_naming_the_field():
+    with pytest.raises(ConfigError, match=r"kasmina\.blueprints.*mlp"):
+        MorphogeneticModel(tiny_host(), KasminaConfig(blueprints=("mlp",)))

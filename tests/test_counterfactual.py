@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from _support import advance_to, images, open_gates, perturb, tiny_model
+from _support import advance_to, image_task, images, open_gates, perturb, tiny_model
 from esper.leyline import Stage
-from esper.tolaria.counterfactual import contributing_slots, evaluate_with_counterfactuals, fused_logits
+from esper.tolaria.counterfactual import contributing_slots, evaluate_with_counterfactuals, fused_outputs
 from esper.tolaria.data import DeviceLoader, load_synthetic
 from esper.tolaria.datasets import channel_stats
-from esper.tolaria.trainer import Trainer, TrainerConfig
 
 SLOTS = ("block1", "block2", "block3")
+TASK = image_task(load_synthetic(40, seed=3), load_synthetic(20, seed=4))  # its loss and metric; data unused
 
 
 def _blend_mid_ramp(model, slot: str, blueprint: str = "conv_light", tempo: int = 4, steps: int = 2) -> None:
@@ -76,13 +76,13 @@ MIXES = {
 
 
 @pytest.mark.parametrize("mix", list(MIXES))
-def test_fused_logits_equal_separate_passes(mix):
+def test_fused_outputs_equal_separate_passes(mix):
     model = _mixed_model(MIXES[mix])
     slots = contributing_slots(model)
     expected_slots = [s for s, st in MIXES[mix].items() if st in (Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED)]
     assert slots == expected_slots, "contributing slots, in execution order"
     x = images(6, seed=3)
-    fused = fused_logits(model, x, slots)
+    fused = fused_outputs(model, x, slots)
     assert fused.shape == (1 + len(slots), 6, 10)
     assert torch.allclose(fused[0], _separate_logits(model, x, None), atol=1e-5)
     for i, name in enumerate(slots):
@@ -94,21 +94,21 @@ def test_fused_logits_equal_separate_passes(mix):
         assert model.slot(name).alpha_override is None
 
 
-def test_fused_logits_without_slots_is_the_plain_forward():
+def test_fused_outputs_without_slots_is_the_plain_forward():
     model = _mixed_model(MIXES["blend-hold-fossil"])
     x = images(4, seed=1)
-    fused = fused_logits(model, x, [])
+    fused = fused_outputs(model, x, [])
     assert fused.shape == (1, 4, 10)
     assert torch.allclose(fused[0], _separate_logits(model, x, None), atol=1e-6)
 
 
-def test_fused_logits_with_attention_and_norm_seeds():
+def test_fused_outputs_with_attention_and_norm_seeds():
     """Per-sample seeds of other blueprints (channel attention, GroupNorm scale) fork the batch correctly too."""
     stages = {"block1": Stage.HOLDING, "block2": Stage.BLENDING, "block3": Stage.FOSSILIZED}
     model = _mixed_model(stages, {"block1": "attention", "block2": "norm", "block3": "bottleneck"})
     x = images(5, seed=4)
     slots = contributing_slots(model)
-    fused = fused_logits(model, x, slots)
+    fused = fused_outputs(model, x, slots)
     for i, name in enumerate(slots):
         assert torch.allclose(fused[1 + i], _separate_logits(model, x, name), atol=1e-5)
 
@@ -133,7 +133,7 @@ def _separate_accuracy(model, loader, slot: str | None) -> tuple[float, float]:
 def test_contributions_equal_accuracy_differences_of_separate_passes(mix):
     model = _mixed_model(MIXES[mix])
     loader = _val_batches()
-    loss, acc, contrib = evaluate_with_counterfactuals(model, loader)
+    loss, acc, contrib = evaluate_with_counterfactuals(model, TASK, loader)
     ref_loss, ref_acc = _separate_accuracy(model, loader, None)
     assert acc == pytest.approx(ref_acc, abs=1e-6)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
@@ -151,7 +151,7 @@ def test_contributions_are_not_all_zero_for_strong_seeds():
     model = _mixed_model(MIXES["blend-hold-fossil"])
     for name in SLOTS:
         perturb(model.slot(name).seed, scale=2.0, seed=50)
-    _, _, contrib = evaluate_with_counterfactuals(model, _val_batches())
+    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches())
     assert any(abs(v) > 0 for v in contrib.values())
 
 
@@ -159,7 +159,7 @@ def test_dormant_and_training_slots_get_exactly_zero():
     model = _mixed_model({"block1": None, "block2": Stage.TRAINING, "block3": None})
     # A TRAINING seed computes f but its value never reaches the output.
     assert contributing_slots(model) == []
-    _, _, contrib = evaluate_with_counterfactuals(model, _val_batches(100))
+    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
     assert contrib == {"block1": 0.0, "block2": 0.0, "block3": 0.0}
 
 
@@ -173,32 +173,47 @@ def test_blending_at_alpha_zero_and_germinated_get_zero():
         perturb(model.slot(name).seed, scale=0.5)
     assert model.slot("block1").alpha == 0.0
     assert contributing_slots(model) == []
-    _, _, contrib = evaluate_with_counterfactuals(model, _val_batches(100))
+    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
     assert contrib["block1"] == 0.0 and contrib["block2"] == 0.0
 
 
-def test_as_is_loss_and_accuracy_equal_trainer_evaluate():
+def test_as_is_loss_and_metric_equal_the_plain_evaluation():
+    """The fused pass's as-is branch is the model itself: the same loss and metric as evaluating without
+    counterfactuals (which measures no contribution)."""
     model = _mixed_model(MIXES["blend-hold-fossil"])
-    data = load_synthetic(300, seed=2)
-    mean, std = channel_stats(data)
-    trainer = Trainer(model, data.subset(torch.arange(200)), data.subset(torch.arange(200, 300)),
-                      TrainerConfig(epochs=1, batch_size=64), mean, std, seed=0)
-    loss, acc, _ = evaluate_with_counterfactuals(model, trainer.val_loader)
-    ref_loss, ref_acc = trainer.evaluate()
-    assert acc == pytest.approx(ref_acc, abs=1e-6)
-    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    loader = _val_batches(300)
+    loss, acc, contrib = evaluate_with_counterfactuals(model, TASK, loader)
+    plain_loss, plain_acc, none = evaluate_with_counterfactuals(model, TASK, loader, counterfactuals=False)
+    assert acc == pytest.approx(plain_acc, abs=1e-6) and loss == pytest.approx(plain_loss, rel=1e-5)
+    assert any(contrib.values()) and not any(none.values())
+
+
+def test_a_training_seed_does_not_run_outside_training():
+    """In eval mode (or without gradients) a TRAINING slot's output is h alone: its seed's forward is skipped."""
+    model = _mixed_model({"block1": None, "block2": Stage.TRAINING, "block3": None})
+    calls = []
+    model.slot("block2").seed.register_forward_hook(lambda *_: calls.append(1))
+    x = images(4, seed=1)
+    model.eval()
+    host_only = model.host(x)
+    assert torch.equal(model(x), host_only) and calls == []
+    evaluate_with_counterfactuals(model, TASK, _val_batches(64))
+    assert calls == []
+    model.train()
+    model(x)
+    assert calls == [1], "in training the seed runs (it learns from the host's error)"
 
 
 def test_evaluation_restores_training_mode_and_leaves_weights_alone():
     model = _mixed_model(MIXES["blend-hold-fossil"])
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    evaluate_with_counterfactuals(model, _val_batches(100))
+    evaluate_with_counterfactuals(model, TASK, _val_batches(100))
     assert model.training, "training mode must be restored"
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "evaluation must not update BN statistics"
     model.eval()
-    evaluate_with_counterfactuals(model, _val_batches(100))
+    evaluate_with_counterfactuals(model, TASK, _val_batches(100))
     assert not model.training
 
 

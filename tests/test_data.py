@@ -307,14 +307,20 @@ def test_parquet_bad_contents_is_a_data_error(tmp_path, case):
 # ---------------------------------------------------------------------------------------------- bundles
 def test_load_bundle_unknown_source_is_a_data_error():
     with pytest.raises(DataError, match="unknown data source"):
-        load_bundle("nope", limit=10, val_fraction=0.2, seed=0, device=CPU)
+        load_bundle("nope", limit=10, val_fraction=0.2, device=CPU)
 
 
-def test_load_bundle_synthetic_split_is_independent_of_the_run_seed():
-    a = load_bundle("synthetic", limit=200, val_fraction=0.2, seed=0, device=CPU)
-    b = load_bundle("synthetic", limit=200, val_fraction=0.2, seed=9, device=CPU)
-    assert len(a.train) == 160 and len(a.val) == 40 and a.eval is None
+def test_load_bundle_split_depends_on_the_split_seed_alone():
+    """The split is fixed by `split_seed` (no run seed is taken: it used to be accepted and ignored)."""
+    import inspect
+
+    assert "seed" not in inspect.signature(load_bundle).parameters
+    a = load_bundle("synthetic", limit=200, val_fraction=0.2, device=CPU)
+    b = load_bundle("synthetic", limit=200, val_fraction=0.2, device=CPU)
+    c = load_bundle("synthetic", limit=200, val_fraction=0.2, device=CPU, split_seed=7)
+    assert len(a.train) == 160 and len(a.val) == 40 and a.eval is None and a.num_classes == 10
     assert torch.equal(a.val.images, b.val.images) and torch.equal(a.train.labels, b.train.labels)
+    assert not torch.equal(a.val.images, c.val.images), "another split seed is another split"
     mean, std = channel_stats(a.train)
     assert a.mean == mean and a.std == std
     assert all(0.0 < m < 1.0 for m in a.mean) and all(0.0 < s < 1.0 for s in a.std)
@@ -324,13 +330,13 @@ def test_load_bundle_parquet_with_eval(tmp_path):
     images, labels = _tiny_images(20)
     path = tmp_path / "train.parquet"
     _write_parquet(path, images, labels)
-    bundle = load_bundle(str(path), limit=None, val_fraction=0.25, seed=0, device=CPU, eval_path=str(path))
+    bundle = load_bundle(str(path), limit=None, val_fraction=0.25, device=CPU, eval_path=str(path))
     assert len(bundle.train) == 15 and len(bundle.val) == 5
     assert bundle.eval is not None and torch.equal(bundle.eval.images, images)
 
 
 def test_load_bundle_missing_parquet_or_eval_path_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="not found"):
-        load_bundle(str(tmp_path / "missing.parquet"), limit=None, val_fraction=0.2, seed=0, device=CPU)
+        load_bundle(str(tmp_path / "missing.parquet"), limit=None, val_fraction=0.2, device=CPU)
     with pytest.raises(DataError, match="not found"):
-        load_bundle("synthetic", limit=50, val_fraction=0.2, seed=0, device=CPU, eval_path=str(tmp_path / "eval.parquet"))
+        load_bundle("synthetic", limit=50, val_fraction=0.2, device=CPU, eval_path=str(tmp_path / "eval.parquet"))

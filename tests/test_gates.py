@@ -11,7 +11,7 @@ from esper.leyline import (
     GATE_PROFILES,
     BlendChoices,
     GateConfig,
-    HostConfig,
+    CNNHostConfig,
     KasminaConfig,
     Op,
     Stage,
@@ -293,7 +293,7 @@ def _fails_naming(field: str, build) -> None:
 def test_extra_fields_are_rejected():
     _fails_naming("bogus", lambda: KasminaConfig(bogus=1))
     _fails_naming("typo_epochs", lambda: GateConfig(typo_epochs=2))
-    _fails_naming("depth", lambda: HostConfig(depth=3))
+    _fails_naming("depth", lambda: CNNHostConfig(depth=3))
 
 
 def test_negative_embargo_and_thresholds_are_rejected():
@@ -317,8 +317,8 @@ def test_custom_profile_needs_gates_and_named_profiles_forbid_them():
 
 
 def test_other_config_validation():
-    _fails_naming("widths", lambda: HostConfig(preset="custom"))
-    _fails_naming("widths", lambda: HostConfig(preset="custom", widths=(8, 0)))
+    _fails_naming("widths", lambda: CNNHostConfig(preset="custom"))
+    _fails_naming("widths", lambda: CNNHostConfig(preset="custom", widths=(8, 0)))
     _fails_naming("tempos", lambda: BlendChoices(tempos=(0, 3)))
     _fails_naming("tempos", lambda: BlendChoices(tempos=()))
     _fails_naming("blueprints", lambda: KasminaConfig(blueprints=()))

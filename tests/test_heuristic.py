@@ -19,8 +19,8 @@ def _obs(model, signals: TrainingSignals) -> Observation:
 def _signals(epoch: int = 5, max_epochs: int = 20, accs: tuple[float, ...] | None = None) -> TrainingSignals:
     accs = (0.5,) * epoch if accs is None else accs
     return TrainingSignals(epoch=epoch, max_epochs=max_epochs, train_loss=1.0, val_loss=1.0,
-                           val_accuracy=accs[-1] if accs else 0.0, host_params=1000,
-                           loss_history=(1.0,) * len(accs), accuracy_history=accs)
+                           val_metric=accs[-1] if accs else 0.0, host_params=1000, chance_loss=2.3,
+                           loss_history=(1.0,) * len(accs), metric_history=accs)
 
 
 def _legal_actions(model) -> list[FactoredAction]:

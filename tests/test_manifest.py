@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from _support import SEED_STAGES, advance_to, images, labels, perturb
 from esper.kasmina import MorphogeneticModel, read_manifest
 from esper.kasmina.hosts import CNNHost, build_host
-from esper.leyline import GateConfig, HostConfig, KasminaConfig, Stage
+from esper.leyline import CNNHostConfig, GateConfig, KasminaConfig, Stage
 
 # Four blocks so one model can hold TRAINING, BLENDING (mid-ramp), FOSSILIZED and EMBARGOED slots at once.
-HOST = HostConfig(preset="custom", widths=(8, 16, 16, 32))
+HOST = CNNHostConfig(preset="custom", widths=(8, 16, 16, 32))
 GATES = GateConfig(max_seed_param_ratio=2.0, min_training_epochs=0, min_holding_epochs=0, embargo_epochs=5)
 CONFIG = KasminaConfig(gate_profile="custom", gates=GATES)
 
@@ -154,7 +154,7 @@ def test_load_rejects_a_mismatched_host(tmp_path):
     path = tmp_path / "m.pt"
     model.save(path)
     with pytest.raises(ValueError):  # three slots where the manifest lists four
-        MorphogeneticModel.load(path, CNNHost(HostConfig(preset="tiny")))
+        MorphogeneticModel.load(path, CNNHost(CNNHostConfig(preset="tiny")))
 
 
 def test_load_manifest_rejects_an_unknown_format_version():

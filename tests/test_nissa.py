@@ -15,21 +15,18 @@ import pandas as pd
 import pytest
 import torch
 
-from _support import tiny_model
+from _support import tiny_world
 from esper.leyline import telemetry as t
 from esper.nissa import ConsoleBackend, ParquetBackend, TelemetryHub, TensorBoardBackend, read_events
 from esper.tamiyo import ScheduleTamiyo
-from esper.tolaria.data import load_synthetic, split_train_val
-from esper.tolaria.datasets import channel_stats
-from esper.tolaria.governor import Governor
+from esper.tolaria.builder import build_run, build_world_task
 from esper.tolaria.run import run_training
-from esper.tolaria.trainer import Trainer, TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PLOT_RUN = ROOT / "experiments" / "plot_run.py"
 
 EVENTS: list[t.TelemetryEvent] = [
-    t.EpochEvent(epoch=1, train_loss=2.25, val_loss=2.125, val_accuracy=0.375, params_host=6418,
+    t.EpochEvent(epoch=1, train_loss=2.25, val_loss=2.125, val_metric=0.375, params_host=6418,
                  params_active=600, params_fossilized=0),
     t.StageChangeEvent(epoch=2, slot="block3", from_stage="DORMANT", to_stage="GERMINATED", blueprint="conv_light",
                        reason="germinate"),
@@ -40,7 +37,7 @@ EVENTS: list[t.TelemetryEvent] = [
     t.CullEvent(epoch=5, slot="block2", blueprint="norm", from_stage="HOLDING", reason="contribution -0.0100 < -0.005"),
     t.FossilizeEvent(epoch=6, slot="block3", blueprint="bottleneck", seed_params=1234),
     t.RollbackEvent(epoch=7, reason="non-finite loss (nan)", restored_epoch=6),
-    t.EpochEvent(epoch=7, train_loss=1e9, val_loss=0.5, val_accuracy=1.0, params_host=1, params_active=0,
+    t.EpochEvent(epoch=7, train_loss=1e9, val_loss=0.5, val_metric=1.0, params_host=1, params_active=0,
                  params_fossilized=1234),
 ]
 
@@ -138,7 +135,7 @@ def test_console_prints_one_line_per_epoch_event():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     assert all(line.startswith("[arm=static seed=0] epoch") for line in lines)
-    assert "37.50%" in lines[0] and "7,018" in lines[0]
+    assert "0.3750" in lines[0] and "7,018" in lines[0]
 
 
 def test_console_lifecycle_lines():
@@ -169,7 +166,7 @@ def test_tensorboard_writes_an_event_file(tmp_path):
                     scalars.setdefault(v.tag, []).append((ev.step, v.simple_value))
                 else:
                     texts.append(v.tag)
-    assert scalars[t.VAL_ACCURACY] == [(1, 0.375), (7, 1.0)]
+    assert scalars[t.VAL_METRIC] == [(1, 0.375), (7, 1.0)]
     assert scalars[t.PARAMS_FOSSILIZED] == [(1, 0.0), (7, 1234.0)]
     assert {t.TRAIN_LOSS, t.VAL_LOSS, t.PARAMS_HOST, t.PARAMS_ACTIVE} <= set(scalars)
     assert any("germinate" in tag for tag in texts) and any("rollback" in tag for tag in texts)
@@ -192,15 +189,11 @@ def _read_tfrecords(path: Path):
 
 # ------------------------------------------------------------------------------------------------ real run → plot
 def _short_run(path: Path, epochs: int = 4) -> TelemetryHub:
-    torch.manual_seed(0)
-    data = load_synthetic(240, seed=0)
-    train, val = split_train_val(data, 0.25, seed=0)
-    mean, std = channel_stats(train)
-    model = tiny_model()
-    trainer = Trainer(model, train, val, TrainerConfig(epochs=epochs, batch_size=64, max_batches_per_epoch=2), mean, std, seed=0)
+    world = tiny_world(trainer={"epochs": epochs, "batch_size": 64, "max_batches_per_epoch": 2})
+    run = build_run(world, build_world_task(world, torch.device("cpu")), seed=0, device=torch.device("cpu"))
     hub = TelemetryHub([ParquetBackend(path)], arm="schedule", seed=0)
-    model.listeners.append(hub)
-    run_training(trainer, ScheduleTamiyo(0, "block3", "conv_light", 3), Governor(trainer, emit=hub), emit=hub)
+    run.listen(hub)
+    run_training(run, ScheduleTamiyo(0, "block3", "conv_light", 3))
     hub.close()
     return hub
 
@@ -223,7 +216,7 @@ def test_real_run_telemetry_has_the_expected_events(run_telemetry):
     df = read_events(run_telemetry)
     epochs = df[df["kind"] == "epoch"]
     assert epochs["epoch"].tolist() == [1, 2, 3, 4]
-    assert epochs["val_accuracy"].between(0, 1).all()
+    assert epochs["val_metric"].between(0, 1).all()
     changes = df[df["kind"] == "stage_change"]
     assert changes["to_stage"].tolist() == ["GERMINATED", "TRAINING", "BLENDING"]
     assert set(changes["slot"]) == {"block3"}

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from esper.leyline.features import feature_names
-from esper.leyline.world import TrainTamiyoConfig
+from esper.simic.config import TrainTamiyoConfig
 from esper.runtime.resources import plan_runners
 from esper.simic.env import EsperEnv
 from esper.simic.ppo import FINAL_ACCURACY, build_ppo_config

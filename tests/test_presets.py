@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from esper.leyline.experiment import ConfigError, ExperimentConfig, load_config
-from esper.leyline.sweep import SweepConfig
-from esper.leyline.world import TrainTamiyoConfig
+from esper.leyline.experiment import ConfigError, load_config
+from esper.simic.config import TrainTamiyoConfig
+from esper.simic.sweep_config import SweepConfig
 
-PRESETS = sorted((Path(__file__).parent.parent / "experiments" / "presets").glob("*.yaml"))
+EXPERIMENTS = Path(__file__).parent.parent / "experiments"
+PRESETS = sorted((EXPERIMENTS / "presets").glob("*.yaml"))
+sys.path.insert(0, str(EXPERIMENTS))
+from compare_controllers import ExperimentConfig  # noqa: E402  (the comparison's config lives beside it)
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_preset_validates_and_documents_its_command(path):
     model = {"compare": ExperimentConfig, "sweep": SweepConfig}.get(path.stem.split("_")[0], TrainTamiyoConfig)
-    config = load_config(path, model=model)
+    config = load_config(path, [], model=model)
     if isinstance(config, SweepConfig):  # its base and every swept value must fit the training config too
-        import sys
-
-        sys.path.insert(0, str(path.parents[1]))
         from tune_rewards import _base, _check_search
 
         _check_search(config, _base(config))
@@ -35,3 +36,14 @@ def test_presets_exist():
 def test_bad_override_names_the_field():
     with pytest.raises(ConfigError, match=r"ppo\.itrations"):
         load_config(None, ["ppo.itrations=3"], model=TrainTamiyoConfig)
+
+
+def test_one_discount_for_ppo_and_the_shaping():
+    """PPO discounts with world.reward.gamma (PBRS is policy-invariant only under the learner's own γ); a config
+    from before, with its own ppo.gamma, loads when the two agree and fails naming both when they differ."""
+    assert "gamma" not in load_config(None, [], model=TrainTamiyoConfig).ppo.model_dump()
+    old = load_config(None, ["ppo.gamma=0.9"], model=TrainTamiyoConfig)
+    assert old.world.reward.gamma == 0.9
+    assert load_config(None, ["ppo.gamma=0.9", "world.reward.gamma=0.9"], model=TrainTamiyoConfig).world.reward.gamma == 0.9
+    with pytest.raises(ConfigError, match=r"ppo\.gamma .*world\.reward\.gamma"):
+        load_config(None, ["ppo.gamma=0.9", "world.reward.gamma=0.99"], model=TrainTamiyoConfig)

@@ -13,7 +13,7 @@ from _support import advance_to, tiny_model
 from esper.leyline import ActionMasks, Op, SlotReport, Stage
 from esper.leyline.world import RewardConfig, WorldConfig
 from esper.simic.env import EsperEnv
-from esper.simic.rewards import RewardTerms, compute_reward, potential
+from esper.simic.rewards import REWARD_TERMS, RewardStep, compute_reward, potential
 
 TINY_WORLD = {
     "data": {"source": "synthetic", "limit": 300, "val_fraction": 0.2},
@@ -27,15 +27,21 @@ CFG = RewardConfig(acc_weight=2.0, pbrs_weight=0.3, gamma=0.9, rent_lambda=0.07,
                    invalid_action_penalty=0.06)
 
 
-def step_terms(cfg: RewardConfig = CFG, **overrides) -> RewardTerms:
-    kw = dict(acc_before=0.40, acc_after=0.40, phi_before=0.0, phi_after=0.0, excess_ratio=0.0, episode_steps=10,
+class Terms(dict):
+    """compute_reward's signed terms, readable as attributes; `total` is the reward."""
+
+    __getattr__ = dict.__getitem__
+
+    @property
+    def total(self) -> float:
+        return sum(self.values())
+
+
+def step_terms(cfg: RewardConfig = CFG, **overrides) -> Terms:
+    kw = dict(metric_before=0.40, metric_after=0.40, phi_before=0.0, phi_after=0.0, excess_ratio=0.0, episode_steps=10,
               op=Op.WAIT, terminal=False, rolled_back=False, invalid=False)
     kw.update(overrides)
-    return compute_reward(cfg, **kw)
-
-
-def total_of(t: RewardTerms) -> float:
-    return t.accuracy + t.shaping - t.rent - t.action_cost + t.terminal - t.death - t.invalid
+    return Terms(compute_reward(cfg, RewardStep(**kw)))
 
 
 # ---------------------------------------------------------------------------------------------- each term
@@ -43,25 +49,25 @@ def total_of(t: RewardTerms) -> float:
 
 def test_neutral_step_is_worth_nothing():
     t = step_terms()
-    assert t == RewardTerms(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    assert t == dict.fromkeys(REWARD_TERMS, 0.0)
     assert t.total == 0.0
 
 
 @pytest.mark.parametrize("before,after", [(0.40, 0.45), (0.50, 0.30), (0.0, 1.0), (0.25, 0.25)])
-def test_accuracy_term_is_weighted_delta(before, after):
-    t = step_terms(acc_before=before, acc_after=after)
-    assert t.accuracy == pytest.approx(CFG.acc_weight * (after - before), abs=1e-15)
-    assert t.total == pytest.approx(t.accuracy, abs=1e-15)  # nothing else moves
+def test_metric_term_is_weighted_delta(before, after):
+    t = step_terms(metric_before=before, metric_after=after)
+    assert t.metric == pytest.approx(CFG.acc_weight * (after - before), abs=1e-15)
+    assert t.total == pytest.approx(t.metric, abs=1e-15)  # nothing else moves
 
 
 @pytest.mark.parametrize("ratio,steps", [(0.0, 10), (0.3, 10), (1.7, 16), (0.25, 1)])
 def test_rent_is_lambda_ratio_over_episode_length(ratio, steps):
     t = step_terms(excess_ratio=ratio, episode_steps=steps)
-    assert t.rent == pytest.approx(CFG.rent_lambda * ratio / steps, abs=1e-15)
-    assert t.total == pytest.approx(-t.rent, abs=1e-15)
+    assert t.rent == pytest.approx(-CFG.rent_lambda * ratio / steps, abs=1e-15)  # a cost: negative
+    assert t.total == pytest.approx(t.rent, abs=1e-15)
     # paid every step of an episode at a constant ratio, it sums to λ·ratio (the per-episode rent)
     assert sum(step_terms(excess_ratio=ratio, episode_steps=steps).rent for _ in range(steps)) == pytest.approx(
-        CFG.rent_lambda * ratio)
+        -CFG.rent_lambda * ratio)
 
 
 def test_rent_base_matches_the_real_models_parameters():
@@ -87,37 +93,37 @@ def test_rent_base_matches_the_real_models_parameters():
     assert pc.excess_ratio == pytest.approx(expected_ratio, rel=1e-12)
 
     t = step_terms(excess_ratio=pc.excess_ratio, episode_steps=8)
-    assert t.rent == pytest.approx(CFG.rent_lambda * expected_ratio / 8, rel=1e-12)
+    assert t.rent == pytest.approx(-CFG.rent_lambda * expected_ratio / 8, rel=1e-12)
 
 
 @pytest.mark.parametrize("op,cost", [(Op.WAIT, 0.0), (Op.GERMINATE, CFG.germinate_cost),
                                      (Op.ADVANCE, CFG.advance_cost), (Op.CULL, CFG.cull_cost)])
 def test_action_cost_per_op(op, cost):
     t = step_terms(op=op)
-    assert t.action_cost == cost
+    assert t.action_cost == -cost
     assert t.total == pytest.approx(-cost, abs=1e-15)
 
 
 def test_terminal_term_only_at_the_terminal_step():
-    mid = step_terms(acc_before=0.5, acc_after=0.6, terminal=False)
-    end = step_terms(acc_before=0.5, acc_after=0.6, terminal=True)
+    mid = step_terms(metric_before=0.5, metric_after=0.6, terminal=False)
+    end = step_terms(metric_before=0.5, metric_after=0.6, terminal=True)
     assert mid.terminal == 0.0
     assert end.terminal == pytest.approx(CFG.terminal_weight * 0.6)
-    assert end.accuracy == mid.accuracy  # the Δacc term is paid either way
+    assert end.metric == mid.metric  # the Δmetric term is paid either way
     assert end.total - mid.total == pytest.approx(end.terminal)
 
 
 def test_death_penalty_on_rollback_replaces_the_terminal_term():
-    rb = step_terms(acc_before=0.5, acc_after=0.3, rolled_back=True)
-    assert rb.death == CFG.death_penalty
+    rb = step_terms(metric_before=0.5, metric_after=0.3, rolled_back=True)
+    assert rb.death == -CFG.death_penalty
     assert rb.terminal == 0.0
-    both = step_terms(acc_before=0.5, acc_after=0.3, rolled_back=True, terminal=True)
-    assert both.death == CFG.death_penalty and both.terminal == 0.0  # no final-accuracy bonus for dying
-    assert step_terms(acc_after=0.3).death == 0.0
+    both = step_terms(metric_before=0.5, metric_after=0.3, rolled_back=True, terminal=True)
+    assert both.death == -CFG.death_penalty and both.terminal == 0.0  # no final-metric bonus for dying
+    assert step_terms(metric_after=0.3).death == 0.0
 
 
 def test_invalid_penalty_only_when_invalid():
-    assert step_terms(invalid=True).invalid == CFG.invalid_action_penalty
+    assert step_terms(invalid=True).invalid == -CFG.invalid_action_penalty
     assert step_terms(invalid=False).invalid == 0.0
 
 
@@ -131,10 +137,10 @@ def test_shaping_term_and_terminal_potential():
 
 
 def test_total_combines_every_term_with_its_sign():
-    t = step_terms(acc_before=0.2, acc_after=0.35, phi_before=0.1, phi_after=0.4, excess_ratio=0.5, episode_steps=4,
+    t = step_terms(metric_before=0.2, metric_after=0.35, phi_before=0.1, phi_after=0.4, excess_ratio=0.5, episode_steps=4,
                    op=Op.GERMINATE, terminal=True, rolled_back=False, invalid=True)
-    assert all(v != 0 for v in (t.accuracy, t.shaping, t.rent, t.action_cost, t.terminal, t.invalid))
-    assert t.total == pytest.approx(total_of(t), abs=1e-15)
+    assert all(v != 0 for v in (t.metric, t.shaping, t.rent, t.action_cost, t.terminal, t.invalid))
+    assert all(t[k] < 0 for k in ("rent", "action_cost", "invalid"))  # costs are signed in the mapping itself
     expected = (CFG.acc_weight * 0.15 + CFG.pbrs_weight * (0 - 0.1) - CFG.rent_lambda * 0.5 / 4 - CFG.germinate_cost
                 + CFG.terminal_weight * 0.35 - CFG.invalid_action_penalty)
     assert t.total == pytest.approx(expected, abs=1e-12)
@@ -145,6 +151,15 @@ def test_potential_sums_the_stage_potentials():
     cfg = RewardConfig()
     assert potential(reports, cfg) == pytest.approx(cfg.stage_potentials["TRAINING"] + cfg.stage_potentials["FOSSILIZED"])
     assert potential([], cfg) == 0.0
+
+
+def test_a_new_term_is_one_function_in_the_mapping(monkeypatch):
+    """The reward is the sum of REWARD_TERMS: adding an entry adds a logged, paid term and nothing else changes."""
+    before = step_terms(metric_before=0.2, metric_after=0.3, op=Op.GERMINATE)
+    monkeypatch.setitem(REWARD_TERMS, "bonus", lambda c, s: 0.25 if s.op is Op.GERMINATE else 0.0)
+    after = step_terms(metric_before=0.2, metric_after=0.3, op=Op.GERMINATE)
+    assert after.bonus == 0.25 and {k: after[k] for k in before} == before
+    assert after.total == pytest.approx(before.total + 0.25, abs=1e-15)
 
 
 # ---------------------------------------------------------------------------------------------- PBRS telescopes
@@ -183,8 +198,8 @@ def test_shaping_telescopes_over_a_real_episode(shaped_env, episode):
         terms = info["reward_terms"]
         assert info["counts"]["invalid"] == 0
         # the env's logged terms are the ones it pays, and its rent is charged on the model's own ratio
-        assert reward == pytest.approx(total_of(RewardTerms(**terms)), abs=1e-12)
-        assert terms["rent"] == pytest.approx(cfg.rent_lambda * info["excess_ratio"] / env.world.trainer.epochs)
+        assert list(terms) == list(REWARD_TERMS) and reward == pytest.approx(sum(terms.values()), abs=1e-12)
+        assert terms["rent"] == pytest.approx(-cfg.rent_lambda * info["excess_ratio"] / env.world.trainer.epochs)
         assert info["excess_ratio"] == env.model.param_counts().excess_ratio
         shaping.append(terms["shaping"])
         done = terminated or truncated

@@ -135,7 +135,7 @@ def test_remote_tamiyo_falls_back_while_down_and_uses_the_server_once_back(app, 
     assert expected.op != Op.WAIT, "pick an observation whose served action differs from the fallback"
     port = free_port()
     remote = RemoteTamiyo(TamiyoClient(f"http://127.0.0.1:{port}", token=TOKEN, timeout_s=0.5, retries=1,
-                                       backoff_s=0.01), NUM_CLASSES)
+                                       backoff_s=0.01))
     down = remote.decide(obs)
     assert down.action == FactoredAction(Op.WAIT) and "fallback" in down.reason
     assert (remote.asked, remote.answered, remote.fallbacks) == (1, 0, 1)
@@ -180,11 +180,11 @@ def _assert_falls_back(policy_info: dict, answer) -> None:
     fallback = FixedController(FactoredAction(Op.GERMINATE, 1, 0, 0))
     assert obs.masks.allows(fallback.action)
     with live_server(stub_api(policy_info, answer), free_port()) as url:
-        remote = RemoteTamiyo(TamiyoClient(url, timeout_s=2.0, retries=0), NUM_CLASSES, fallback=fallback)
+        remote = RemoteTamiyo(TamiyoClient(url, timeout_s=2.0, retries=0), fallback=fallback)
         d = remote.decide(obs)
         assert d.action == fallback.action and "fallback" in d.reason, d
         assert (remote.asked, remote.answered, remote.fallbacks) == (1, 0, 1)
-        plain = RemoteTamiyo(TamiyoClient(url, timeout_s=2.0, retries=0), NUM_CLASSES)
+        plain = RemoteTamiyo(TamiyoClient(url, timeout_s=2.0, retries=0))
         assert plain.decide(obs).action == FactoredAction(Op.WAIT)
 
 
@@ -209,7 +209,7 @@ def test_remote_tamiyo_refuses_a_policy_with_another_action_layout(policy_info):
                    "probability": 0.9, "value": 0.0, "policy_version": "x"}
     stub = stub_api(info, good_answer)
     with live_server(stub, free_port()) as url:
-        remote = RemoteTamiyo(TamiyoClient(url, timeout_s=2.0, retries=0), NUM_CLASSES)
+        remote = RemoteTamiyo(TamiyoClient(url, timeout_s=2.0, retries=0))
         assert remote.decide(obs).action == FactoredAction(Op.WAIT)
         assert remote.fallbacks == 1 and not remote.checked
     assert ("POST", "/v1/decide") not in stub.calls

@@ -118,12 +118,12 @@ def test_bad_input_over_serve_is_a_4xx_and_the_server_keeps_serving(served):
 def test_remote_job_equals_the_in_process_run(served):
     """A Tolaria job steered over HTTP makes the same decisions and reaches the same accuracy as in-process."""
     cfg, url, _ = served
-    remote = RemoteTamiyo(TamiyoClient(url), WORLD.host.num_classes)
+    remote = RemoteTamiyo(TamiyoClient(url))
     over_http = train(WORLD, remote, seed=3)
-    local = train(WORLD, NeuralTamiyo(load_agent(cfg.agent), WORLD.host.num_classes), seed=3)
+    local = train(WORLD, NeuralTamiyo(load_agent(cfg.agent)), seed=3)
     assert remote.fallbacks == 0 and remote.answered == WORLD.trainer.epochs
     assert [d.split(" (")[0] for d in over_http.decisions] == [d.split(" (")[0] for d in local.decisions]
-    assert over_http.accuracy_history == local.accuracy_history
+    assert over_http.metric_history == local.metric_history
     assert over_http.params_total == local.params_total
 
 
@@ -133,7 +133,7 @@ def test_remote_job_survives_the_server_stopping_and_returning(served):
     from esper.serve import launch
 
     cfg, url, _ = served
-    remote = RemoteTamiyo(TamiyoClient(url, timeout_s=1.0, retries=1, backoff_s=0.05), WORLD.host.num_classes)
+    remote = RemoteTamiyo(TamiyoClient(url, timeout_s=1.0, retries=1, backoff_s=0.05))
     answered_at: list[int] = []
     original = remote.decide
 
@@ -151,7 +151,7 @@ def test_remote_job_survives_the_server_stopping_and_returning(served):
 
     remote.decide = decide
     result = train(WORLD, remote, seed=4)
-    assert len(result.accuracy_history) == WORLD.trainer.epochs
+    assert len(result.metric_history) == WORLD.trainer.epochs
     assert remote.fallbacks >= 2  # epochs 1 and 2 had no server
     assert 0 in answered_at and max(answered_at) >= 3, answered_at
 

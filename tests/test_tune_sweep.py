@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from esper.leyline.experiment import ConfigError, load_config
-from esper.leyline.sweep import SweepConfig
+from esper.simic.sweep_config import SweepConfig
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from esper.kasmina.blueprints import get_blueprint
+from esper.kasmina.blueprints import BLUEPRINTS, get_blueprint
 from esper.kasmina.protocol import HostProtocol
 from esper.kasmina.slot import IllegalCommandError, SeedSlot
 from esper.leyline import (
@@ -27,6 +27,7 @@ from esper.leyline import (
     Stage,
     compute_masks,
 )
+from esper.leyline.experiment import ConfigError
 from esper.leyline.manifest import MANIFEST_FORMAT_VERSION
 from esper.leyline.telemetry import TelemetryEvent
 
@@ -49,6 +50,20 @@ class ParamCounts:
         return (self.fossilized + self.active_seeds) / max(self.host, 1)
 
 
+def fitting_blueprints(requested: tuple[str, ...] | None, points: list) -> tuple[str, ...]:
+    """The plane's blueprints: `requested` as given (each must exist and one must fit a point), or for None every
+    registered blueprint that fits at least one point, in registry order."""
+    kinds = {p.kind for p in points}
+    if requested is None:
+        return tuple(name for name, bp in BLUEPRINTS.items() if bp.kind in kinds)
+    for name in requested:
+        get_blueprint(name)  # unknown blueprint names fail here, at construction
+    if not any(get_blueprint(name).kind in kinds for name in requested):
+        raise ConfigError(f"kasmina.blueprints: none of {list(requested)} fits this host's injection points "
+                          f"(kinds {sorted(kinds)}); leave it unset to offer every blueprint that fits")
+    return tuple(requested)
+
+
 class MorphogeneticModel(nn.Module):
     """A host whose injection points each hold a SeedSlot. Works with any `HostProtocol` host."""
 
@@ -56,14 +71,13 @@ class MorphogeneticModel(nn.Module):
         super().__init__()
         if not isinstance(host, HostProtocol) or not isinstance(host, nn.Module):
             raise TypeError(f"{type(host).__name__} must be an nn.Module implementing HostProtocol")
-        self.config = config or KasminaConfig()
-        for name in self.config.blueprints:
-            get_blueprint(name)  # unknown blueprint names fail here, at construction
         self.host = host
         points = list(host.injection_points())
         names = [p.name for p in points]
         if not points or len(set(names)) != len(names):
             raise ValueError(f"host must declare ≥1 injection point with unique names, got {names}")
+        config = config or KasminaConfig()
+        self.config = config.model_copy(update={"blueprints": fitting_blueprints(config.blueprints, points)})
         host_params = sum(p.numel() for p in host.parameters())
         gates = self.config.gate_config()
         step = self.config.isolation_step

@@ -48,7 +48,8 @@ class SeedSlot(nn.Module):
 
     DORMANT, GERMINATED, CULLED, EMBARGOED, RESETTING: h (the seed, if any, does not run)
     TRAINING:   h + (f − stopgrad(f)), f = f(stopgrad(h)) — value is exactly h, the seed gets ∂L/∂h
-                (plus `isolation_penalty`, which bounds f; see forward)
+                (plus `isolation_penalty`, which bounds f; see forward); in eval mode or without gradients
+                h alone (the seed does not run)
     BLENDING:   h + α·f(stopgrad(h))   == lerp(h, h + f, α)
     HOLDING:    h + f(stopgrad(h))     (α = 1, host still shielded from the seed's gradient)
     FOSSILIZED: h + f(h)               (permanent; trained jointly with the host)
@@ -90,13 +91,14 @@ class SeedSlot(nn.Module):
         if stage is Stage.FOSSILIZED and self.alpha_override is None:
             return h + seed(h)
         if stage is Stage.TRAINING and self.alpha_override is None:
+            if not (self.training and torch.is_grad_enabled()):
+                return h  # the output is exactly h: without a backward pass the seed has nothing to learn
             f = seed(h.detach())
-            if self.training and torch.is_grad_enabled():
-                # Restoring force: with only the straight-through gradient, f would drift along −∂L/∂h without
-                # bound (its effect is never seen). With this penalty the seed's optimum is
-                # f_i = −isolation_step · ∂ℓ_i/∂h_i: a gradient-boosting step fitted to the host's error.
-                per_sample = f.pow(2).flatten(1).sum(1)  # (B, ...) → (B,)
-                self.isolation_penalty = 0.5 / self.isolation_step * per_sample.mean()
+            # Restoring force: with only the straight-through gradient, f would drift along −∂L/∂h without
+            # bound (its effect is never seen). With this penalty the seed's optimum is
+            # f_i = −isolation_step · ∂ℓ_i/∂h_i: a gradient-boosting step fitted to the host's error.
+            per_sample = f.pow(2).flatten(1).sum(1)  # (B, ...) → (B,)
+            self.isolation_penalty = 0.5 / self.isolation_step * per_sample.mean()
             return h + (f - f.detach())  # straight-through: value h, gradient ∂L/∂h reaches the seed
         alpha = self.alpha if self.alpha_override is None else self.alpha_override
         if alpha == 0.0:

@@ -14,6 +14,7 @@ from esper.leyline.blending import BlendCurve, alpha_at
 from esper.leyline.config import (
     GATE_PROFILES,
     BlendChoices,
+    CNNHostConfig,
     GateConfig,
     HostConfig,
     KasminaConfig,
@@ -32,7 +33,7 @@ from esper.leyline.stages import (
 
 __all__ = [
     "ADVANCE_TARGET", "AUTOMATIC_STAGES", "CONTRIBUTING_STAGES", "GATE_PROFILES", "HEADS", "LIVE_STAGES",
-    "OP_USES", "TRANSITIONS", "ActionMasks", "ActionSpec", "ArchitectureManifest", "BlendChoices", "BlendCurve",
+    "OP_USES", "TRANSITIONS", "ActionMasks", "ActionSpec", "ArchitectureManifest", "BlendChoices", "BlendCurve", "CNNHostConfig",
     "EsperModel", "FactoredAction", "GateConfig", "HostConfig", "KasminaConfig", "Op", "SlotManifest",
     "SlotReport", "Stage", "TrainingSignals", "alpha_at", "compute_masks", "is_legal",
 ]

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.blending import BlendCurve
+from esper.leyline.registry import ConfigFamily
 
 
 class GateConfig(EsperModel):
@@ -67,10 +68,21 @@ class BlendChoices(EsperModel):
 
 
 class HostConfig(EsperModel):
-    """Which host network to build."""
+    """Base of every host's config: `name` picks the host (esper.kasmina.hosts.register_host adds one)."""
+
+    name: str
+    """Host family."""
+
+
+HOST_CONFIGS: ConfigFamily[HostConfig] = ConfigFamily("host", key="name", default="cnn")
+
+
+@HOST_CONFIGS.register
+class CNNHostConfig(HostConfig):
+    """The CNN host for images (esper.kasmina.hosts.cnn)."""
 
     name: Literal["cnn"] = "cnn"
-    """Host family (registered in esper.kasmina.hosts)."""
+    """Host family."""
     preset: Literal["tiny", "small", "paper", "custom"] = "small"
     """Width preset: tiny (8-16-32, cheap worlds), small (16-32-64), paper (32-64-128, the seed documents' host)."""
     widths: tuple[int, ...] | None = None
@@ -78,12 +90,12 @@ class HostConfig(EsperModel):
     convs_per_block: int = Field(1, ge=1, le=4)
     """3×3 conv layers per block (each block ends with an injection point)."""
     num_classes: int = Field(10, ge=2)
-    """Output classes."""
+    """Output classes (must equal the task's output size)."""
     in_channels: int = Field(3, ge=1)
     """Input image channels."""
 
     @model_validator(mode="after")
-    def _widths_for_custom(self) -> "HostConfig":
+    def _widths_for_custom(self) -> "CNNHostConfig":
         if self.preset == "custom" and not self.widths:
             raise ValueError("host.widths is required when host.preset is 'custom'")
         if self.widths is not None and any(w < 1 for w in self.widths):
@@ -98,8 +110,9 @@ class KasminaConfig(EsperModel):
     """Named gate profile; 'custom' uses `gates` as given."""
     gates: GateConfig | None = None
     """Explicit gate thresholds (only with gate_profile='custom')."""
-    blueprints: tuple[str, ...] = ("norm", "attention", "depthwise", "bottleneck", "conv_light", "conv_heavy")
-    """Blueprints a controller may germinate, in action-head order."""
+    blueprints: tuple[str, ...] | None = None
+    """Blueprints a controller may germinate, in action-head order; None = every registered blueprint that fits
+    at least one of the host's injection points (for the CNN host: every conv2d blueprint)."""
     blend: BlendChoices = BlendChoices()
     """α schedules offered to the controller."""
     auto_advance: bool = False
@@ -116,8 +129,8 @@ class KasminaConfig(EsperModel):
             raise ValueError("kasmina.gates is required when kasmina.gate_profile is 'custom'")
         if self.gate_profile != "custom" and self.gates is not None:
             raise ValueError("kasmina.gates is only allowed with kasmina.gate_profile='custom'")
-        if not self.blueprints:
-            raise ValueError("kasmina.blueprints must list at least one blueprint")
+        if self.blueprints is not None and not self.blueprints:
+            raise ValueError("kasmina.blueprints must list at least one blueprint (or be null: all that fit)")
         return self
 
     def gate_config(self) -> GateConfig:

@@ -1,16 +1,18 @@
-"""The experiment config tree: one pydantic root (data, host, plane, trainer, Governor, heuristic),
-loadable from YAML presets with dotted command-line overrides (`--set trainer.epochs=12`)."""
+"""Configs every run shares (trainer, Governor, the task family) and the loader of YAML presets with dotted
+command-line overrides (`--set world.trainer.epochs=12`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from esper.leyline.base import EsperModel
-from esper.leyline.config import HostConfig, KasminaConfig
+from esper.leyline.registry import ConfigFamily
+
+M = TypeVar("M", bound=EsperModel)
 
 
 class TrainerConfig(EsperModel):
@@ -31,7 +33,8 @@ class TrainerConfig(EsperModel):
     schedule: Literal["cosine", "constant"] = "cosine"
     """LR schedule over `epochs` (applied identically to host and seeds)."""
     augment: bool = True
-    """Random crop + horizontal flip on device."""
+    """The task's training-time augmentation (images: random crop + horizontal flip, on device); a task
+    without one ignores it."""
     max_batches_per_epoch: int | None = Field(None, ge=1)
     """Cap on train batches per epoch (cheap worlds); None = the whole train set."""
 
@@ -53,40 +56,22 @@ class GovernorConfig(EsperModel):
     """Epochs of history before divergence can be declared."""
 
 
-class HeuristicConfig(EsperModel):
-    """Thresholds of the heuristic controller."""
+class TaskConfig(EsperModel):
+    """Base of every task's data config: `task` picks the task (esper.tolaria.task.register_task adds one)."""
 
-    warmup_epochs: int = Field(2, ge=0)
-    """No germination before this epoch."""
-    plateau_window: int = Field(2, ge=1)
-    """Epochs over which the accuracy gain is measured."""
-    plateau_delta: float = Field(0.01, ge=0)
-    """A gain (fraction) below this over the window counts as a plateau."""
-    max_live_seeds: int = Field(1, ge=1)
-    """Seeds allowed on probation at once."""
-    min_epochs_left: int = Field(7, ge=0)
-    """Do not start a seed that cannot finish its lifecycle (germinate → train 1 → blend `tempo` → hold → fossilize)."""
-    cull_below: float = Field(-0.005, le=0)
-    """Cull when the measured contribution is below this (fraction of accuracy)."""
-    fossilize_above: float = Field(0.0)
-    """Fossilize only with contribution ≥ this."""
-    judge_after_epochs: int = Field(1, ge=0)
-    """Epochs in BLENDING/HOLDING before a contribution is trusted for culling."""
-    max_stage_epochs: int = Field(6, ge=1)
-    """A seed stuck longer than this in GERMINATED/TRAINING is culled as stalled."""
-    germinate_by_deadline: bool = True
-    """Germinate at the last epoch that leaves `min_epochs_left`, if no plateau came and no seed was tried."""
-    blueprint_preference: tuple[str, ...] = ("conv_light", "bottleneck", "depthwise", "attention", "norm", "conv_heavy", "mlp")
-    """Blueprints in order of preference."""
-    tempo: int = Field(3, ge=1)
-    """Blend tempo (must be one of the plane's tempos, else the nearest is used)."""
-    curve: str = "linear"
-    """Blend curve."""
+    task: str
+    """Task family."""
 
 
-class DataConfig(EsperModel):
-    """Where the images come from and how they are split."""
+TASK_CONFIGS: ConfigFamily[TaskConfig] = ConfigFamily("task", key="task", default="image_classification")
 
+
+@TASK_CONFIGS.register
+class ImageDataConfig(TaskConfig):
+    """Image classification (esper.tolaria.image_task): where the images come from and how they are split."""
+
+    task: Literal["image_classification"] = "image_classification"
+    """Task family."""
     source: str = "synthetic"
     """'synthetic' (built-in task), 'cifar10' (torchvision download) or a .parquet path."""
     limit: int | None = Field(6000, ge=20)
@@ -97,61 +82,38 @@ class DataConfig(EsperModel):
     """Optional external evaluation set (.parquet), reported separately."""
 
 
-class ExperimentConfig(EsperModel):
-    """Root config of a growth experiment."""
-
-    data: DataConfig = DataConfig()
-    """Data source and split."""
-    host: HostConfig = HostConfig(preset="tiny")
-    """Host network."""
-    kasmina: KasminaConfig = KasminaConfig()
-    """Morphogenetic plane: gates, blueprints, blend choices."""
-    trainer: TrainerConfig = TrainerConfig(epochs=6)
-    """Optimisation budget (identical for every arm)."""
-    governor: GovernorConfig = GovernorConfig()
-    """Catastrophe detection and rollback."""
-    heuristic: HeuristicConfig = HeuristicConfig()
-    """Heuristic Tamiyo thresholds (also pick the capacity and schedule arms' slot and blueprint)."""
-    seeds: list[int] = [0, 1, 2]
-    """Training seeds (host init, data order); ≥ 3 for any claim."""
-    arms: list[Literal["static", "capacity", "schedule", "heuristic", "ppo"]] = ["static", "capacity", "schedule", "heuristic"]
-    """Controllers to compare ('ppo' = the greedy policy in `agent`)."""
-    agent: str | None = None
-    """agent.pt for the 'ppo' arm (its features must match this plane's slots and blueprints)."""
-    schedule_epoch: int = Field(2, ge=0)
-    """Germination epoch of the fixed-schedule arm."""
-    device: str = "auto"
-    """'auto' (CUDA if available), 'cpu' or 'cuda:N'."""
-
-    @model_validator(mode="after")
-    def _agent_for_ppo(self) -> "ExperimentConfig":
-        if ("ppo" in self.arms) != (self.agent is not None):
-            raise ValueError("the 'ppo' arm and `agent` (an agent.pt path) go together")
-        return self
-
-
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the field."""
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """tree["a"]["b"] = value for key "a.b" (missing sections are created; pydantic validates the result)."""
+    node = tree
+    *parents, leaf = key.strip().split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def apply_override(tree: dict[str, Any], dotted: str) -> None:
+    """Apply one command-line override `key.sub=value` (the value is read as YAML: 12, 0.5, true, [1, 2], null)."""
     if "=" not in dotted:
         raise ConfigError(f"override {dotted!r} must look like key.sub=value")
     key, raw = dotted.split("=", 1)
-    node = tree
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)  # YAML scalars: 12, 0.5, true, [1, 2], null
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {dotted!r}: the value is not valid YAML ({exc})") from None
+    set_dotted(tree, key, value)
 
 
 def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, model: type[EsperModel] = ExperimentConfig):
+def load_config(path: str | Path | None, overrides: list[str] | None, model: type[M]) -> M:
     """Validate a YAML preset plus `key.sub=value` overrides; errors name the offending field."""
     tree: dict[str, Any] = {}
     if path is not None:
@@ -165,7 +127,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(tree, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections")
     for item in overrides or []:
-        _set_dotted(tree, item)
+        apply_override(tree, item)
     try:
         return model.model_validate(tree)
     except ValidationError as exc:

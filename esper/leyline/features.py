@@ -12,7 +12,7 @@ from esper.leyline.signals import SlotReport, TrainingSignals
 from esper.leyline.stages import Stage
 
 GLOBAL_FEATURES = (
-    "progress", "train_loss", "val_loss", "val_accuracy", "delta_acc_1", "delta_acc_2", "delta_acc_3",
+    "progress", "train_loss", "val_loss", "val_metric", "delta_metric_1", "delta_metric_2", "delta_metric_3",
     "gap_to_best", "excess_params_ratio", "live_seed_fraction",
 )
 SLOT_FEATURES_FIXED = (
@@ -41,20 +41,20 @@ def _clip(x: float, lo: float = -FEATURE_BOUND, hi: float = FEATURE_BOUND) -> fl
 
 
 def _delta(hist: Sequence[float], k: int) -> float:
-    """Accuracy change k steps back (0 when the history is too short)."""
+    """Metric change k steps back (0 when the history is too short)."""
     return hist[-k] - hist[-k - 1] if len(hist) > k else 0.0
 
 
-def encode(spec: ActionSpec, signals: TrainingSignals, reports: Sequence[SlotReport], num_classes: int) -> np.ndarray:
-    """Fixed-size float32 features. Losses are divided by ln(classes) so chance level is ≈ 1."""
-    chance = math.log(num_classes)
-    hist = signals.accuracy_history
+def encode(spec: ActionSpec, signals: TrainingSignals, reports: Sequence[SlotReport]) -> np.ndarray:
+    """Fixed-size float32 features. Losses are divided by the task's chance-level loss so chance level is ≈ 1."""
+    chance = signals.chance_loss
+    hist = signals.metric_history
     live = sum(r.stage in (Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.HOLDING) for r in reports)
     out = [
         signals.epoch / max(signals.max_epochs, 1),
-        _clip(signals.train_loss / chance), _clip(signals.val_loss / chance), signals.val_accuracy,
+        _clip(signals.train_loss / chance), _clip(signals.val_loss / chance), signals.val_metric,
         _clip(10 * _delta(hist, 1)), _clip(10 * _delta(hist, 2)), _clip(10 * _delta(hist, 3)),
-        _clip(10 * ((max(hist) if hist else 0.0) - signals.val_accuracy)),
+        _clip(10 * ((max(hist) if hist else 0.0) - signals.val_metric)),
         _clip(signals.excess_params_ratio), live / max(len(reports), 1),
     ]
     for r in reports:

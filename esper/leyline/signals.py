@@ -27,7 +27,7 @@ class SlotReport:
     epochs_in_stage: int = 0
     """Epoch ticks spent in the current stage."""
     contribution: float | None = None
-    """Last counterfactual contribution (val accuracy with the seed − with α forced to 0); None = not measured."""
+    """Last counterfactual contribution (validation metric with the seed − with α forced to 0); None = not measured."""
     grad_norm: float | None = None
     """Last recorded gradient norm of the seed's parameters; None = not recorded."""
     seed_params: int = 0
@@ -40,18 +40,23 @@ class SlotReport:
 
 @dataclass(frozen=True)
 class TrainingSignals:
-    """Global training signals of one decision point (the trainer fills these)."""
+    """Global training signals of one decision point (a Run fills these)."""
 
     epoch: int
     max_epochs: int
     train_loss: float
+    """Last epoch's mean train loss (the task's chance level before any training)."""
     val_loss: float
-    val_accuracy: float
+    val_metric: float
+    """The task's validation metric (higher is better; accuracy for image classification)."""
     host_params: int
+    chance_loss: float
+    """The task's loss of a uniform prediction: features divide losses by it, so chance level is ≈ 1."""
     active_seed_params: int = 0
     fossilized_params: int = 0
     loss_history: tuple[float, ...] = field(default_factory=tuple)
-    accuracy_history: tuple[float, ...] = field(default_factory=tuple)
+    metric_history: tuple[float, ...] = field(default_factory=tuple)
+    """Validation metric of the untrained model, then after each epoch."""
 
     @property
     def excess_params_ratio(self) -> float:

@@ -19,7 +19,7 @@ PARAMS_FOSSILIZED = "params/fossilized"
 PARAMS_EXCESS_RATIO = "params/excess_ratio"
 TRAIN_LOSS = "train/loss"
 VAL_LOSS = "val/loss"
-VAL_ACCURACY = "val/accuracy"
+VAL_METRIC = "val/metric"
 GOVERNOR_ROLLBACKS = "governor/rollbacks"
 
 
@@ -34,7 +34,8 @@ class EpochEvent(_Event):
     kind: Literal["epoch"] = "epoch"
     train_loss: float
     val_loss: float
-    val_accuracy: float
+    val_metric: float
+    """The task's validation metric (accuracy for image classification)."""
     params_host: int
     params_active: int
     params_fossilized: int

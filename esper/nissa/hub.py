@@ -44,7 +44,7 @@ class ConsoleBackend:
         if isinstance(event, EpochEvent):
             extra = event.params_active + event.params_fossilized
             line = (f"[{tag}] epoch {event.epoch:3d}  loss {event.train_loss:.4f}  val_loss {event.val_loss:.4f}  "
-                    f"val_acc {event.val_accuracy:7.2%}  params {event.params_host + extra:,} (+{extra / max(event.params_host, 1):.1%})")
+                    f"val_metric {event.val_metric:7.4f}  params {event.params_host + extra:,} (+{extra / max(event.params_host, 1):.1%})")
         elif self.lifecycle and event.kind in ("germinate", "cull", "fossilize", "rollback"):
             fields = event.model_dump(exclude={"kind", "epoch"})
             line = f"[{tag}]   {event.kind:<9} " + " ".join(f"{k}={v}" for k, v in fields.items())
@@ -89,7 +89,7 @@ class ParquetBackend:
 
 
 class TensorBoardBackend:
-    """Scalars per epoch under namespaced keys (val/accuracy, params/…); lifecycle events as text."""
+    """Scalars per epoch under namespaced keys (val/metric, params/…); lifecycle events as text."""
 
     def __init__(self, logdir: str | Path) -> None:
         from tensorboardX import SummaryWriter
@@ -101,7 +101,7 @@ class TensorBoardBackend:
 
         if isinstance(event, EpochEvent):
             for key, value in ((t.TRAIN_LOSS, event.train_loss), (t.VAL_LOSS, event.val_loss),
-                               (t.VAL_ACCURACY, event.val_accuracy), (t.PARAMS_HOST, event.params_host),
+                               (t.VAL_METRIC, event.val_metric), (t.PARAMS_HOST, event.params_host),
                                (t.PARAMS_ACTIVE, event.params_active), (t.PARAMS_FOSSILIZED, event.params_fossilized)):
                 self.writer.add_scalar(key, value, event.epoch)
         elif event.kind in ("germinate", "cull", "fossilize", "rollback"):

@@ -91,8 +91,8 @@ class RemoteTamiyo:
 
     name = "remote"
 
-    def __init__(self, client: TamiyoClient, num_classes: int, fallback: Controller | None = None) -> None:
-        self.client, self.num_classes, self.fallback = client, num_classes, fallback
+    def __init__(self, client: TamiyoClient, fallback: Controller | None = None) -> None:
+        self.client, self.fallback = client, fallback
         self.asked = self.answered = self.fallbacks = 0
         self.checked = False
 
@@ -109,7 +109,7 @@ class RemoteTamiyo:
         try:
             if not self.checked:
                 self._check_layout(obs)
-            features = encode(obs.spec, obs.signals, obs.reports, self.num_classes)
+            features = encode(obs.spec, obs.signals, obs.reports)
             answer = self.client.decide(features, obs.masks.flat())
             a = answer["action"]
             action = FactoredAction(Op(a["op"]), a["slot"], a["blueprint"], a["blend"])

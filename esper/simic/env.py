@@ -1,28 +1,23 @@
-"""The Simic environment: one episode = one training run of a host; one step = one Tamiyo decision."""
+"""The Simic environment: one episode = one Run of a world; one step = one Tamiyo decision and one epoch."""
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from esper.kasmina import MorphogeneticModel
-from esper.kasmina.hosts import CNNHost
-from esper.leyline import FactoredAction, Op, TrainingSignals
+from esper.leyline import FactoredAction, Op
+from esper.leyline.control import Observation
 from esper.leyline.features import FEATURE_BOUND, encode, feature_size
 from esper.leyline.world import WorldConfig
 from esper.runtime.devices import actor_device
-from esper.simic.rewards import compute_reward, potential
-from esper.tolaria.counterfactual import evaluate_with_counterfactuals
-from esper.tolaria.data import DeviceLoader
-from esper.tolaria.datasets import DataBundle, load_bundle
-from esper.tolaria.governor import Governor
-from esper.tolaria.run import build_signals, judge_epoch
+from esper.simic.rewards import RewardStep, compute_reward, potential
+from esper.tolaria.builder import build_model, build_run, build_world_task
+from esper.tolaria.run import Run
+from esper.tolaria.task import Task
 from esper.tolaria.trainer import Trainer
 
 
@@ -31,35 +26,6 @@ def world_from(config: Any) -> WorldConfig:
     if isinstance(config, WorldConfig):
         return config
     return WorldConfig.model_validate(dict(config or {}))
-
-
-def world_bundle(world: WorldConfig, device: torch.device):
-    """The world's data on `device`, validation cut to its fixed `val_images` subset (every run of the world)."""
-    b = load_bundle(world.data.source, limit=world.data.limit, val_fraction=world.data.val_fraction, seed=0, device=device)
-    if world.val_images is not None and len(b.val) > world.val_images:
-        b.val = b.val.subset(torch.arange(world.val_images, device=device))
-    return b
-
-
-@dataclass
-class WorldData:
-    """A world's data, prepared once and shared by every env that plays the world (a vector env's N worlds too)."""
-
-    bundle: DataBundle
-    val_batches: list[tuple[torch.Tensor, torch.Tensor]]
-    """Normalised validation batches: validation never changes, so it is prepared once, not every epoch."""
-
-
-def world_data(world: WorldConfig, device: torch.device) -> WorldData:
-    b = world_bundle(world, device)
-    val = DeviceLoader(b.val, 512, b.mean, b.std, augment=False, shuffle=False, seed=0)
-    return WorldData(b, list(val))
-
-
-def build_world_model(world: WorldConfig) -> MorphogeneticModel:
-    """A fresh model of `world` (host + Kasmina plane) on the CPU: what an episode trains, and whose action_spec
-    is the world's — cheap, no data needed."""
-    return MorphogeneticModel(CNNHost(world.host), world.kasmina)
 
 
 @dataclass(frozen=True)
@@ -76,14 +42,12 @@ class EsperEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, config: Any = None, data: WorldData | None = None) -> None:
+    def __init__(self, config: Any = None, task: Task | None = None) -> None:
+        """`task`: the world's task, already loaded (a vector env's worlds share one); default: load it."""
         self.world = world_from(config)
-        w = self.world
-        self.device = actor_device(w.device)
-        self.data = data if data is not None else world_data(w, self.device)
-        self.bundle = self.data.bundle
-        self._rng_state = torch.get_rng_state()
-        template = self._build_model()
+        self.device = actor_device(self.world.device)
+        self.task = task if task is not None else build_world_task(self.world, self.device)
+        template = build_model(self.world)
         self.action_spec = template.action_spec
         self.host_params = template.param_counts().host
         n_features = feature_size(self.action_spec)
@@ -92,10 +56,15 @@ class EsperEnv(gym.Env):
             "action_mask": gym.spaces.Box(0.0, 1.0, (self.action_spec.mask_size,), np.float32),
         })
         self.action_space = gym.spaces.MultiDiscrete(np.array(self.action_spec.nvec, dtype=np.int64))
-        self.model: MorphogeneticModel | None = None
+        self.run: Run | None = None
 
-    def _build_model(self) -> MorphogeneticModel:
-        return build_world_model(self.world).to(self.device)
+    @property
+    def model(self) -> MorphogeneticModel:
+        return self.run.model
+
+    @property
+    def trainer(self) -> Trainer:
+        return self.run.trainer
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -104,17 +73,10 @@ class EsperEnv(gym.Env):
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         data_seed = int((options or {}).get("data_seed", episode_seed))
-        with self.own_rng(reseed=episode_seed):
-            self.model = self._build_model()
-        w, b = self.world, self.bundle
-        self.trainer = Trainer(self.model, b.train, b.val, w.trainer, b.mean, b.std, seed=data_seed)
-        self.governor = Governor(self.trainer, w.governor)
-        val_loss, acc, _ = evaluate_with_counterfactuals(self.model, self.data.val_batches)
-        self.losses: list[float] = []
-        self.val_losses, self.accs = [val_loss], [acc]
+        self.run = build_run(self.world, self.task, seed=episode_seed, data_seed=data_seed, device=self.device)
         self.counts = {op.name.lower(): 0 for op in Op}
         self.counts.update(fossilized=0, culled=0, invalid=0)
-        self.model.listeners.append(self._count_event)
+        self.run.model.listeners.append(self._count_event)
         self.episode_return = 0.0
         return self._obs(), {"episode_seed": episode_seed}
 
@@ -125,8 +87,8 @@ class EsperEnv(gym.Env):
     # A step in two halves around the epoch's training, so a vector env can train many worlds batch-first.
     def begin_step(self, action) -> PendingStep:
         """Check the action against the masks (an illegal one is executed as WAIT) and apply it to the plane."""
-        assert self.model is not None, "call reset() before step()"
-        model = self.model
+        assert self.run is not None, "call reset() before step()"
+        model = self.run.model
         act = FactoredAction.from_array(np.asarray(action).reshape(-1))
         invalid = not model.masks().allows(act)
         if invalid:  # never executed: the env stays consistent even if a policy ignores the mask
@@ -134,56 +96,35 @@ class EsperEnv(gym.Env):
             self.counts["invalid"] += 1
         self.counts[act.op.name.lower()] += 1
         phi_before = potential(model.reports(), self.world.reward)
-        with self.own_rng():  # a germinated seed's initial weights come from this env's own stream
-            model.apply(act)
+        self.run.apply(act, "invalid action, run as WAIT" if invalid else "")
         return PendingStep(act, invalid, phi_before)
 
     def finish_step(self, pending: PendingStep, train_loss: float):
-        """After the epoch's training: Governor, evaluation + counterfactuals, reward; the gymnasium step tuple."""
-        model, w, act = self.model, self.world, pending.action
-        out = judge_epoch(self.trainer, self.governor, train_loss, self.data.val_batches)
-        rolled_back, acc = out.rolled_back, out.val_accuracy
-        self.losses.append(out.train_loss)
-        self.val_losses.append(out.val_loss)
-        self.accs.append(acc)
-        terminal = self.trainer.epoch >= w.trainer.epochs
-        pc = model.param_counts()
-        terms = compute_reward(
-            w.reward, acc_before=self.accs[-2], acc_after=acc, phi_before=pending.phi_before,
-            phi_after=potential(model.reports(), w.reward), excess_ratio=pc.excess_ratio,
-            episode_steps=w.trainer.epochs, op=act.op, terminal=terminal, rolled_back=rolled_back, invalid=pending.invalid,
-        )
-        self.episode_return += terms.total
-        info = {"op": act.op.name, "val_accuracy": acc, "excess_ratio": pc.excess_ratio, "rolled_back": rolled_back,
-                "reward_terms": terms.__dict__, "counts": dict(self.counts)}
-        return self._obs(), float(terms.total), bool(terminal or rolled_back), False, info
-
-    @contextmanager
-    def own_rng(self, reseed: int | None = None) -> Iterator[None]:
-        """Run with this env's own torch RNG stream (optionally reseeded), leaving the process's stream as it was:
-        what a germinated seed starts from then depends on this env alone, not on whatever else (a policy's
-        sampling, the other worlds of a vector env) drew random numbers in between."""
-        outside = torch.get_rng_state()
-        if reseed is None:
-            torch.set_rng_state(self._rng_state)
-        else:
-            torch.manual_seed(reseed)
-        try:
-            yield
-        finally:
-            self._rng_state = torch.get_rng_state()
-            torch.set_rng_state(outside)
+        """After the epoch's training: the run judges the epoch; reward; the gymnasium step tuple."""
+        run, w = self.run, self.world
+        out = run.finish_epoch(train_loss)
+        terminal = run.done
+        pc = run.model.param_counts()
+        terms = compute_reward(w.reward, RewardStep(
+            metric_before=run.metrics[-2], metric_after=out.val_metric, phi_before=pending.phi_before,
+            phi_after=potential(run.model.reports(), w.reward), excess_ratio=pc.excess_ratio,
+            episode_steps=w.trainer.epochs, op=pending.action.op, terminal=terminal, rolled_back=out.rolled_back,
+            invalid=pending.invalid))
+        reward = sum(terms.values())
+        self.episode_return += reward
+        info = {"op": pending.action.op.name, "val_metric": out.val_metric, "excess_ratio": pc.excess_ratio,
+                "rolled_back": out.rolled_back, "reward_terms": terms, "counts": dict(self.counts)}
+        return self._obs(), float(reward), bool(terminal or out.rolled_back), False, info
 
     # ------------------------------------------------------------------ helpers
     def _count_event(self, event) -> None:
         if event.kind in ("fossilize", "cull"):
             self.counts["fossilized" if event.kind == "fossilize" else "culled"] += 1
 
-    def signals(self) -> TrainingSignals:
-        return build_signals(self.trainer, self.losses, self.val_losses, self.accs,
-                             initial_loss=math.log(self.world.host.num_classes))
+    def observe(self) -> Observation:
+        """What a controller sees now (the run's one observation path)."""
+        return self.run.observe()
 
     def _obs(self) -> dict[str, np.ndarray]:
-        reports = self.model.reports()
-        features = encode(self.action_spec, self.signals(), reports, self.world.host.num_classes)
-        return {"features": features, "action_mask": self.model.masks().flat()}
+        obs = self.run.observe()
+        return {"features": encode(obs.spec, obs.signals, obs.reports), "action_mask": obs.masks.flat()}

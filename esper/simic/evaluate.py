@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 
-from esper.leyline.control import Controller, Observation
+from esper.leyline.control import Controller
 from esper.simic.env import EsperEnv
 
 
@@ -14,6 +14,7 @@ class EpisodeStats:
     controller: str
     seed: int
     final_accuracy: float
+    """The task's final validation metric (accuracy for image classification; the Tune keys keep this name)."""
     episode_return: float
     germinated: int
     fossilized: int
@@ -24,28 +25,20 @@ class EpisodeStats:
 
 
 def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None) -> EpisodeStats:
-    """One episode with `controller` deciding from the env's own signals, reports and masks."""
+    """One episode with `controller` deciding from the run's own observation (`telemetry` gets its events)."""
     env.reset(seed=seed)
     if hasattr(controller, "reset"):
         controller.reset()
     if telemetry is not None:
-        env.model.listeners.append(telemetry)
+        env.run.listen(telemetry)
     done, ret, info = False, 0.0, {}
     while not done:
-        obs = Observation(env.signals(), env.model.reports(), env.model.masks(), env.action_spec)
-        decision = controller.decide(obs)
+        decision = controller.decide(env.observe())
         _, reward, terminated, truncated, info = env.step(decision.action.as_array())
         ret += reward
         done = terminated or truncated
-        if telemetry is not None:
-            from esper.leyline.telemetry import EpochEvent
-
-            pc = env.model.param_counts()
-            telemetry(EpochEvent(epoch=env.trainer.epoch, train_loss=env.losses[-1], val_loss=env.val_losses[-1],
-                                 val_accuracy=info["val_accuracy"], params_host=pc.host, params_active=pc.active_seeds,
-                                 params_fossilized=pc.fossilized))
     c = info["counts"]
-    return EpisodeStats(controller.name, seed, info["val_accuracy"], ret, c["germinate"], c["fossilized"], c["culled"],
+    return EpisodeStats(controller.name, seed, info["val_metric"], ret, c["germinate"], c["fossilized"], c["culled"],
                         info["excess_ratio"], info["rolled_back"], {k: c[k] for k in ("wait", "germinate", "advance", "cull")})
 
 

@@ -8,7 +8,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from esper.leyline.world import TrainTamiyoConfig
+from esper.simic.config import TrainTamiyoConfig
 from esper.runtime.resources import RunnerPlan
 from esper.simic.vector_env import make_esper_env
 from esper.simic.rl_module import TamiyoRLModule
@@ -33,10 +33,10 @@ class EsperMetricsCallback(RLlibCallback):
             return
         infos = episode.get_infos()
         last = infos[-1] if len(infos) else {}
-        if "val_accuracy" not in last:
+        if "val_metric" not in last:
             return
         log = lambda key, value: metrics_logger.log_value(key, value, window=EPISODE_WINDOW)
-        log(FINAL_ACCURACY, last["val_accuracy"])
+        log(FINAL_ACCURACY, last["val_metric"])
         log(EXCESS_RATIO, last["excess_ratio"])
         log(ROLLBACKS, float(last["rolled_back"]))
         ops = Counter(i["op"] for i in infos if "op" in i)
@@ -95,7 +95,7 @@ def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
         .learners(num_learners=0, num_gpus_per_learner=0)
         .training(
             train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size, num_epochs=p.num_epochs,
-            lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, clip_param=p.clip_param, entropy_coeff=p.entropy_coeff,
+            lr=p.lr, gamma=cfg.world.reward.gamma, lambda_=p.lambda_, clip_param=p.clip_param, entropy_coeff=p.entropy_coeff,
             vf_loss_coeff=p.vf_loss_coeff, grad_clip=p.grad_clip, use_kl_loss=p.kl_coeff > 0, kl_coeff=p.kl_coeff,
         )
         .rl_module(rl_module_spec=RLModuleSpec(module_class=TamiyoRLModule, model_config={"hidden": p.hidden}))
@@ -110,10 +110,10 @@ def load_init_agent(cfg: TrainTamiyoConfig):
     configured width (ConfigError naming the field otherwise), so a mismatch fails before Ray starts."""
     from esper.leyline.experiment import ConfigError
     from esper.leyline.features import feature_names
-    from esper.simic.env import build_world_model
+    from esper.tolaria.builder import build_model
     from esper.tamiyo.agent_file import AgentFileError, load_agent
 
-    spec = build_world_model(cfg.world).action_spec  # the plane only: no data is loaded at start-up
+    spec = build_model(cfg.world).action_spec  # the plane only: no data is loaded at start-up
     try:
         agent = load_agent(cfg.ppo.init_agent, expected_features=feature_names(spec))
     except AgentFileError as exc:

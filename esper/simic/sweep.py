@@ -17,7 +17,8 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import TBXLoggerCallback
 
-from esper.leyline.world import TrainTamiyoConfig
+from esper.simic.config import TrainTamiyoConfig
+from esper.leyline.experiment import set_dotted
 from esper.simic import ppo as keys
 
 OBJECTIVE = "esper/objective"
@@ -65,14 +66,6 @@ def trial_name(trial) -> str:
     return "_".join([",".join(values), trial.trial_id] if values else [trial.trial_id])
 
 
-def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """tree["a"]["b"] = value for "a.b" (missing levels are created; pydantic validates the result)."""
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[leaf] = value
-
-
 def trial_config(config: dict) -> TrainTamiyoConfig:
     """The trial's TrainTamiyoConfig: the base config with the sampled overrides applied and validated."""
     tree = json.loads(json.dumps(config["base"]))
@@ -101,7 +94,7 @@ def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float
     save_agent(folder / "agent.pt", algo.get_module().net, env.action_spec, feature_names(env.action_spec),
                cfg.model_dump(mode="json"), version)
     agent = load_agent(folder / "agent.pt")
-    summary, _ = evaluate(env, NeuralTamiyo(agent, cfg.world.host.num_classes), [EVAL_SEED_BASE + i for i in range(episodes)])
+    summary, _ = evaluate(env, NeuralTamiyo(agent), [EVAL_SEED_BASE + i for i in range(episodes)])
     acc, ex = summary["final_accuracy"]["mean"], summary["final_excess_ratio"]["mean"]
     out = {EVAL_PREFIX + k: summary[k]["mean"] for k in ("final_accuracy", "episode_return", "germinated", "fossilized",
                                                          "culled", "final_excess_ratio")}

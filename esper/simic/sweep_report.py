@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esper.leyline.sweep import SweepConfig
+from esper.simic.sweep_config import SweepConfig
 from esper.simic.sweep import EVAL_PREFIX, OBJECTIVE
 
 RENT = "world.reward.rent_lambda"

@@ -10,7 +10,7 @@ from pathlib import Path
 import ray
 
 from esper.leyline.features import feature_names
-from esper.leyline.world import TrainTamiyoConfig
+from esper.simic.config import TrainTamiyoConfig
 from esper.nissa.dashboards import tensorboard_command
 from esper.provenance import code_version
 from esper.runtime.cluster import grow_cluster, release_request, runner_bundles, runner_placement
@@ -190,7 +190,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         ray.shutdown()
     agent = load_agent(out / "agent.pt", expected_features=feature_names(env.action_spec))
     seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
-    controllers = [NeuralTamiyo(agent, cfg.world.host.num_classes), StaticTamiyo(), HeuristicTamiyo()]
+    controllers = [NeuralTamiyo(agent), StaticTamiyo(), HeuristicTamiyo()]
     evals = {c.name: evaluate(env, c, seeds)[0] for c in controllers} if seeds else {}
     summary = {"config": cfg.model_dump(mode="json"), "code_version": version, "plan": plan.describe(),
                "placement": placement,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Iterable
 
 import gymnasium as gym
 import numpy as np
@@ -28,7 +28,6 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from esper.simic.env import EsperEnv, world_from
-from esper.tolaria.data import DeviceLoader
 
 
 class EsperVectorEnv(VectorEnv):
@@ -41,7 +40,7 @@ class EsperVectorEnv(VectorEnv):
         one thread with PyTorch's own intra-op threads (docs/results.md §8); ignored on a GPU (streams instead)."""
         world = world_from(config)
         first = EsperEnv(world)
-        self.envs = [first] + [EsperEnv(world, data=first.data) for _ in range(num_envs - 1)]
+        self.envs = [first] + [EsperEnv(world, task=first.task) for _ in range(num_envs - 1)]
         self.num_envs, self.world, self.device = num_envs, world, first.device
         self.single_observation_space, self.single_action_space = first.observation_space, first.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -54,7 +53,7 @@ class EsperVectorEnv(VectorEnv):
         self._streams = [torch.cuda.Stream(self.device) for _ in self.envs] if self.device.type == "cuda" else None
         self._needs_reset = np.zeros(num_envs, dtype=bool)
         self._obs = create_empty_array(self.single_observation_space, num_envs)
-        self.stream: DeviceLoader | None = None
+        self.stream: Iterable | None = None
 
     # ------------------------------------------------------------------ gymnasium VectorEnv API
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):

@@ -1,7 +1,6 @@
 """Tamiyo: the controllers that decide when, where and what to grow (heuristic now; neural policy later)."""
 
-from esper.leyline.experiment import HeuristicConfig
-from esper.tamiyo.heuristic import HeuristicTamiyo
+from esper.tamiyo.heuristic import HeuristicConfig, HeuristicTamiyo
 from esper.leyline.control import Controller, Decision, Observation
 from esper.tamiyo.simple import PlanTamiyo, RandomTamiyo, ScheduleTamiyo, StaticTamiyo
 

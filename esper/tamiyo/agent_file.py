@@ -20,7 +20,11 @@ from esper.leyline import ActionSpec
 from esper.tamiyo.policy import TamiyoPolicyNet
 
 AGENT_FORMAT = "esper.agent"
-AGENT_FORMAT_VERSION = 1
+AGENT_FORMAT_VERSION = 2
+# Version 1 named the metric features after accuracy (the only metric there was); version 2 after the task's
+# metric. Same values, same order: a version-1 agent loads with its names migrated.
+V1_FEATURE_RENAMES = {"val_accuracy": "val_metric", "delta_acc_1": "delta_metric_1", "delta_acc_2": "delta_metric_2",
+                      "delta_acc_3": "delta_metric_3"}
 
 
 class AgentFileError(ValueError):
@@ -80,10 +84,12 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
     m = payload.get("manifest") if isinstance(payload, dict) else None
     if not isinstance(m, dict) or m.get("format") != AGENT_FORMAT:
         raise AgentFileError(f"{path}: not an Esper agent (manifest format must be {AGENT_FORMAT!r})")
-    if m.get("format_version") != AGENT_FORMAT_VERSION:
+    if m.get("format_version") not in (1, AGENT_FORMAT_VERSION):
         raise AgentFileError(f"{path}: agent format version {m.get('format_version')} ≠ supported {AGENT_FORMAT_VERSION}")
     try:
         names = list(m["feature_names"])
+        if m["format_version"] == 1:
+            names = [V1_FEATURE_RENAMES.get(n, n) for n in names]
         _check_features(path, names, expected_features)
         try:
             spec = ActionSpec.from_dict(m["action_spec"])

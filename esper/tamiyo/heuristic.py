@@ -5,7 +5,7 @@ Rules, first match wins each epoch:
    HOLDING, or that has sat in TRAINING/GERMINATED longer than `max_stage_epochs` (stalled).
 2. ADVANCE a seed whose next gate is open; from HOLDING only if its contribution ≥ `fossilize_above`.
 3. GERMINATE on a plateau: after `warmup_epochs`, with fewer than `max_live_seeds` live seeds, ≥
-   `min_epochs_left` epochs to go, and validation accuracy that rose less than `plateau_delta` over the last
+   `min_epochs_left` epochs to go, and a validation metric that rose less than `plateau_delta` over the last
    `plateau_window` epochs — or, with `germinate_by_deadline`, when no seed has been tried yet and exactly
    `min_epochs_left` epochs remain (the last chance for a seed to finish its lifecycle in short runs). Slot: the allowed dormant slot with the most channels (deep slots add capacity
    where features are richest; ties → the earliest). Blueprint: the first allowed one in `blueprint_preference`.
@@ -15,9 +15,42 @@ Rules, first match wins each epoch:
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from esper.leyline import LIVE_STAGES, FactoredAction, Op, Stage
-from esper.leyline.experiment import HeuristicConfig
+from esper.leyline.base import EsperModel
 from esper.leyline.control import Decision, Observation
+
+
+class HeuristicConfig(EsperModel):
+    """Thresholds of the heuristic controller."""
+
+    warmup_epochs: int = Field(2, ge=0)
+    """No germination before this epoch."""
+    plateau_window: int = Field(2, ge=1)
+    """Epochs over which the metric's gain is measured."""
+    plateau_delta: float = Field(0.01, ge=0)
+    """A gain of the validation metric below this over the window counts as a plateau."""
+    max_live_seeds: int = Field(1, ge=1)
+    """Seeds allowed on probation at once."""
+    min_epochs_left: int = Field(7, ge=0)
+    """Do not start a seed that cannot finish its lifecycle (germinate → train 1 → blend `tempo` → hold → fossilize)."""
+    cull_below: float = Field(-0.005, le=0)
+    """Cull when the measured contribution (in units of the task's metric) is below this."""
+    fossilize_above: float = Field(0.0)
+    """Fossilize only with contribution ≥ this."""
+    judge_after_epochs: int = Field(1, ge=0)
+    """Epochs in BLENDING/HOLDING before a contribution is trusted for culling."""
+    max_stage_epochs: int = Field(6, ge=1)
+    """A seed stuck longer than this in GERMINATED/TRAINING is culled as stalled."""
+    germinate_by_deadline: bool = True
+    """Germinate at the last epoch that leaves `min_epochs_left`, if no plateau came and no seed was tried."""
+    blueprint_preference: tuple[str, ...] = ("conv_light", "bottleneck", "depthwise", "attention", "norm", "conv_heavy", "mlp")
+    """Blueprints in order of preference."""
+    tempo: int = Field(3, ge=1)
+    """Blend tempo (must be one of the plane's tempos, else the nearest is used)."""
+    curve: str = "linear"
+    """Blend curve."""
 
 
 class HeuristicTamiyo:
@@ -61,7 +94,7 @@ class HeuristicTamiyo:
     def _germinate(self, obs: Observation) -> Decision | None:
         c, s = self.cfg, obs.signals
         live = sum(r.stage in LIVE_STAGES for r in obs.reports)
-        hist = s.accuracy_history
+        hist = s.metric_history
         if s.epoch < c.warmup_epochs or live >= c.max_live_seeds or s.max_epochs - s.epoch < c.min_epochs_left:
             return None
         plateau = len(hist) > c.plateau_window and hist[-1] - hist[-1 - c.plateau_window] < c.plateau_delta

@@ -13,14 +13,14 @@ from esper.tamiyo.agent_file import Agent
 class NeuralTamiyo:
     """Greedy by default; `sample=True` draws from the masked policy with its own seeded generator."""
 
-    def __init__(self, agent: Agent, num_classes: int, sample: bool = False, seed: int = 0) -> None:
-        self.agent, self.num_classes, self.sample = agent, num_classes, sample
+    def __init__(self, agent: Agent, sample: bool = False, seed: int = 0) -> None:
+        self.agent, self.sample = agent, sample
         self.name = "ppo-sampled" if sample else "ppo"
         self.generator = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def decide(self, obs: Observation) -> Decision:
-        features = torch.as_tensor(encode(obs.spec, obs.signals, obs.reports, self.num_classes))[None]
+        features = torch.as_tensor(encode(obs.spec, obs.signals, obs.reports))[None]
         mask = torch.as_tensor(obs.masks.flat())[None]
         out = self.agent.net(features, mask, mode="sample" if self.sample else "greedy", generator=self.generator)
         action = FactoredAction.from_array(out.actions[0].tolist())

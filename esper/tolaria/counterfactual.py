@@ -1,6 +1,6 @@
 """Counterfactual contribution of each contributing seed, in one fused pass over stacked configurations.
 
-contribution(slot) = val accuracy as-is − val accuracy with that slot's α forced to 0.
+contribution(slot) = the task's validation metric as-is − the metric with that slot's α forced to 0.
 
 Instead of K separate passes, the configurations ride along the batch dimension and share their common
 prefix: everything before a slot is computed once; at each contributing slot the as-is branch forks into
@@ -10,14 +10,14 @@ Slots whose output equals the host's (DORMANT, GERMINATED, TRAINING, embargo sta
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import CONTRIBUTING_STAGES, Stage
+from esper.tolaria.task import Task
 
 
 def contributing_slots(model: MorphogeneticModel) -> list[str]:
@@ -27,10 +27,10 @@ def contributing_slots(model: MorphogeneticModel) -> list[str]:
 
 
 @torch.no_grad()
-def fused_logits(model: MorphogeneticModel, x: Tensor, slots: list[str]) -> Tensor:
-    """Logits of 1 + len(slots) configurations: (K, B, classes); [0] as-is, [1 + i] with slots[i] off."""
+def fused_outputs(model: MorphogeneticModel, x: Tensor, slots: list[str]) -> Tensor:
+    """Outputs of 1 + len(slots) configurations: (K, B, …); [0] as-is, [1 + i] with slots[i] off."""
     if model.training:
-        raise RuntimeError("fused_logits needs model.eval(): in train mode BatchNorm would mix the forked branches")
+        raise RuntimeError("fused_outputs needs model.eval(): in train mode BatchNorm would mix the forked branches")
     batch = x.shape[0]
     off = set(slots)
 
@@ -41,28 +41,37 @@ def fused_logits(model: MorphogeneticModel, x: Tensor, slots: list[str]) -> Tens
             out = torch.cat([out, h[:batch]])  # fork: the as-is branch (group 0) without this slot
         return out
 
-    logits = model.host.forward_through(x, inject)  # (K·B, classes)
-    return logits.view(1 + len(slots), batch, -1)  # (K·B, C) → (K, B, C)
+    out = model.host.forward_through(x, inject)  # (K·B, …)
+    return out.view(1 + len(slots), batch, *out.shape[1:])  # (K·B, …) → (K, B, …)
+
+
+class Evaluation(NamedTuple):
+    loss: float
+    """Mean loss of the model as it is."""
+    metric: float
+    """The task's primary metric of the model as it is."""
+    contributions: dict[str, float]
+    """Every slot's counterfactual contribution to the metric (0 for slots that cannot change the output)."""
 
 
 @torch.no_grad()
-def evaluate_with_counterfactuals(
-    model: MorphogeneticModel, batches: Iterable[tuple[Tensor, Tensor]]
-) -> tuple[float, float, dict[str, float]]:
-    """(as-is loss, as-is accuracy, {slot: contribution}) over `batches`; every slot gets a value."""
-    slots = contributing_slots(model)
+def evaluate_with_counterfactuals(model: MorphogeneticModel, task: Task, batches: Iterable[tuple[Tensor, Tensor]],
+                                  counterfactuals: bool = True) -> Evaluation:
+    """Loss, metric and each slot's contribution over `batches`, in one fused pass (`counterfactuals=False`:
+    the model as it is only, every contribution 0)."""
+    slots = contributing_slots(model) if counterfactuals else []
     was_training = model.training
     model.eval()
-    correct = torch.zeros(1 + len(slots))
+    metric_sums = torch.zeros(1 + len(slots))
     loss_sum, n = 0.0, 0
     for x, y in batches:
-        logits = fused_logits(model, x, slots)
-        correct += (logits.argmax(-1) == y).sum(dim=1).float().cpu()
-        loss_sum += float(F.cross_entropy(logits[0], y, reduction="sum"))
-        n += y.shape[0]
+        outputs = fused_outputs(model, x, slots)
+        metric_sums += task.metric_sums(outputs, y)
+        loss_sum += float(task.loss(outputs[0], y, reduction="sum"))
+        n += task.count(y)
     model.train(was_training)
-    acc = correct / max(n, 1)
+    metric = metric_sums / max(n, 1)
     contrib = {name: 0.0 for name in model.slots}
     for i, name in enumerate(slots):
-        contrib[name] = float(acc[0] - acc[1 + i])
-    return loss_sum / max(n, 1), float(acc[0]), contrib
+        contrib[name] = float(metric[0] - metric[1 + i])
+    return Evaluation(loss_sum / max(n, 1), float(metric[0]), contrib)

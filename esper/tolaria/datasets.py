@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from esper.tolaria.data import DataError, ImageSet, load_cifar10_torchvision, load_parquet, load_synthetic, split_train_val
+from esper.tolaria.synthetic import NUM_CLASSES as SYNTHETIC_CLASSES
 
 
 @dataclass
@@ -18,6 +19,7 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+    num_classes: int
 
 
 def channel_stats(data: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -26,16 +28,17 @@ def channel_stats(data: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
 
 
-def load_bundle(source: str, *, limit: int | None, val_fraction: float, seed: int, device: torch.device,
+def load_bundle(source: str, *, limit: int | None, val_fraction: float, device: torch.device,
                 eval_path: str | None = None, split_seed: int = 1234) -> DataBundle:
     """`source`: 'synthetic', 'cifar10' (torchvision download into ./data) or a Parquet path.
 
-    The train/validation split uses a fixed `split_seed`, independent of the run seed, so every arm and
-    seed validates on the same images."""
+    Which images are drawn (`limit`) and how they split into train and validation depend on `split_seed`
+    alone — never on a run's seed — so every arm and seed of an experiment validates on the same images."""
+    classes = None
     if source == "synthetic":
-        full = load_synthetic(limit or 6000, seed=split_seed)
+        full, classes = load_synthetic(limit or 6000, seed=split_seed), SYNTHETIC_CLASSES
     elif source == "cifar10":
-        full = load_cifar10_torchvision(Path("data"), train=True, download=True)
+        full, classes = load_cifar10_torchvision(Path("data"), train=True, download=True), 10
     elif source.endswith(".parquet"):
         full = load_parquet(source, limit=limit, seed=split_seed)
     else:
@@ -45,4 +48,5 @@ def load_bundle(source: str, *, limit: int | None, val_fraction: float, seed: in
     train, val = split_train_val(full, val_fraction, seed=split_seed)
     mean, std = channel_stats(train)
     ev = load_parquet(eval_path).to(device) if eval_path else None
-    return DataBundle(train.to(device), val.to(device), ev, mean, std, source)
+    classes = classes or int(full.labels.max()) + 1
+    return DataBundle(train.to(device), val.to(device), ev, mean, std, source, classes)

@@ -68,9 +68,12 @@ class Governor:
         }
 
     def rollback(self, reason: str) -> None:
-        """Restore the last good state, then cull every live seed there (they are the suspects)."""
+        """Restore the last good state (model, host optimiser, epoch), then cull every live seed there (they are
+        the suspects)."""
         snap, t = self._snapshot, self.trainer
         assert snap is not None
+        failed_epoch = t.epoch
+        t.epoch = snap["epoch"]  # the LR schedule and the run's clock return with the slots' clocks
         before = {name: slot.stage for name, slot in t.model.slots.items()}
         t.model.restore(snap["model"])
         for name, slot in t.model.slots.items():  # make the restore visible in the stage stream
@@ -84,4 +87,4 @@ class Governor:
         self.rollbacks += 1
         self.strikes = 0
         if self.emit is not None:
-            self.emit(RollbackEvent(epoch=t.epoch, reason=reason, restored_epoch=snap["epoch"]))
+            self.emit(RollbackEvent(epoch=failed_epoch, reason=reason, restored_epoch=snap["epoch"]))

@@ -1,48 +1,28 @@
-"""One training run: controller decides → plane acts → train an epoch → Governor → evaluate + counterfactuals."""
+"""One training run of a host on a task: the model, its trainer and Governor, and the histories a controller sees.
+
+Every driver — the RL env, the comparison's arms, a job asking a served Tamiyo — goes through `Run`, so a
+controller's observations are computed in one place: they cannot differ between training and serving.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterator
 
 import torch
 
-from esper.leyline import TrainingSignals
+from esper.kasmina import MorphogeneticModel
+from esper.leyline import FactoredAction, TrainingSignals
 from esper.leyline.control import Controller, Observation
-from esper.leyline.telemetry import EpochEvent
+from esper.leyline.experiment import GovernorConfig, TrainerConfig
+from esper.leyline.telemetry import EpochEvent, TelemetryEvent
 from esper.tolaria.counterfactual import evaluate_with_counterfactuals
-from esper.tolaria.data import DeviceLoader
 from esper.tolaria.governor import Governor
+from esper.tolaria.task import Task
 from esper.tolaria.trainer import Trainer
-
-
-@dataclass
-class RunResult:
-    val_accuracy: float
-    val_loss: float
-    eval_accuracy: float | None
-    params_total: int
-    params_host: int
-    excess_ratio: float
-    rollbacks: int
-    wall_seconds: float
-    accuracy_history: list[float] = field(default_factory=list)
-    decisions: list[str] = field(default_factory=list)
-
-
-def build_signals(trainer: Trainer, losses: list[float], val_losses: list[float], accs: list[float],
-                  initial_loss: float = 0.0) -> TrainingSignals:
-    """The controller's view of training so far (`initial_loss` stands in before the first epoch)."""
-    pc = trainer.model.param_counts()
-    return TrainingSignals(
-        epoch=trainer.epoch, max_epochs=trainer.cfg.epochs,
-        train_loss=losses[-1] if losses else initial_loss,
-        val_loss=val_losses[-1] if val_losses else 0.0, val_accuracy=accs[-1] if accs else 0.0,
-        host_params=pc.host, active_seed_params=pc.active_seeds, fossilized_params=pc.fossilized,
-        loss_history=tuple(losses), accuracy_history=tuple(accs),
-    )
 
 
 @dataclass(frozen=True)
@@ -50,53 +30,143 @@ class EpochOutcome:
     train_loss: float
     """Mean train loss; a non-finite loss is reported as 1e9 so histories stay finite."""
     val_loss: float
-    val_accuracy: float
+    val_metric: float
     rolled_back: bool
 
 
-def train_after_decision(trainer: Trainer, governor: Governor, val_batches: Iterable | None = None) -> EpochOutcome:
-    """What follows every controller decision (run loop and RL env alike): train one epoch, then judge_epoch()."""
-    return judge_epoch(trainer, governor, trainer.train_epoch(), val_batches)
+@dataclass
+class RunResult:
+    metric_name: str
+    """The task's name for its metric ("accuracy", …)."""
+    val_metric: float
+    val_loss: float
+    eval_metric: float | None
+    params_total: int
+    params_host: int
+    excess_ratio: float
+    rollbacks: int
+    wall_seconds: float
+    metric_history: list[float] = field(default_factory=list)
+    """Validation metric after each trained epoch."""
+    decisions: list[str] = field(default_factory=list)
 
 
-def judge_epoch(trainer: Trainer, governor: Governor, loss: float, val_batches: Iterable | None = None) -> EpochOutcome:
-    """After an epoch's training: let the Governor judge it, evaluate with counterfactuals on `val_batches`
-    (default: the trainer's validation loader) and record them on slots holding a seed, tick the slots' clocks."""
-    model = trainer.model
-    finite = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())  # one device sync
-    rolled_back = governor.observe(loss, finite)
-    val_loss, val_acc, contrib = evaluate_with_counterfactuals(model, val_batches if val_batches is not None else trainer.val_loader)
-    for name, value in contrib.items():
-        slot = model.slot(name)
-        if slot.seed is not None:
-            slot.record(contribution=value)
-    model.step_epoch()
-    return EpochOutcome(loss if math.isfinite(loss) else 1e9, val_loss, val_acc, rolled_back)
+class Run:
+    """A model training on a task, one epoch per controller decision.
+
+    The histories start with an evaluation of the untrained model, so the first observation already has a
+    validation loss and metric; `train_loss` stands at the task's chance level until an epoch has trained.
+    The run keeps its own torch RNG stream (`own_rng`): what a germinated seed starts from depends on this run
+    alone, not on whatever else (a policy's sampling, other runs in the process) drew random numbers."""
+
+    def __init__(self, model: MorphogeneticModel, task: Task, trainer: TrainerConfig, governor: GovernorConfig, *,
+                 data_seed: int, rng_state: torch.Tensor | None = None) -> None:
+        self.model, self.task = model, task
+        self.trainer = Trainer(model, task, trainer, seed=data_seed)
+        self.governor = Governor(self.trainer, governor, emit=self._emit)
+        self._rng_state = rng_state if rng_state is not None else torch.get_rng_state()
+        self._listeners: list[Callable[[TelemetryEvent], None]] = []
+        first = evaluate_with_counterfactuals(model, task, task.val_batches, counterfactuals=False)
+        self.losses: list[float] = []
+        self.val_losses, self.metrics = [first.loss], [first.metric]
+        self.decisions: list[str] = []
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ what a controller sees
+    @property
+    def done(self) -> bool:
+        return self.trainer.epoch >= self.trainer.cfg.epochs
+
+    def signals(self) -> TrainingSignals:
+        pc = self.model.param_counts()
+        return TrainingSignals(
+            epoch=self.trainer.epoch, max_epochs=self.trainer.cfg.epochs, chance_loss=self.task.chance_loss,
+            train_loss=self.losses[-1] if self.losses else self.task.chance_loss,
+            val_loss=self.val_losses[-1], val_metric=self.metrics[-1],
+            host_params=pc.host, active_seed_params=pc.active_seeds, fossilized_params=pc.fossilized,
+            loss_history=tuple(self.losses), metric_history=tuple(self.metrics),
+        )
+
+    def observe(self) -> Observation:
+        m = self.model
+        return Observation(self.signals(), m.reports(), m.masks(), m.action_spec)
+
+    # ------------------------------------------------------------------ acting and training
+    def apply(self, action: FactoredAction, reason: str = "") -> None:
+        """Execute a decision on the plane (a germinated seed's weights come from the run's own RNG stream)."""
+        with self.own_rng():
+            self.model.apply(action)
+        self.decisions.append(f"{self.trainer.epoch}: {action.op.name}" + (f" ({reason})" if reason else ""))
+
+    def step(self, action: FactoredAction, reason: str = "") -> EpochOutcome:
+        """Apply a decision, train one epoch, judge it."""
+        self.apply(action, reason)
+        return self.finish_epoch(self.trainer.train_epoch())
+
+    def finish_epoch(self, loss: float) -> EpochOutcome:
+        """After an epoch's training (here or batch-first elsewhere): the Governor judges it; evaluation with
+        counterfactuals records each seed's contribution; the slots' clocks tick; histories grow."""
+        model = self.model
+        finite = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())  # one device sync
+        rolled_back = self.governor.observe(loss, finite)
+        ev = evaluate_with_counterfactuals(model, self.task, self.task.val_batches)
+        for name, value in ev.contributions.items():
+            slot = model.slot(name)
+            if slot.seed is not None:
+                slot.record(contribution=value)
+        model.step_epoch()
+        out = EpochOutcome(loss if math.isfinite(loss) else 1e9, ev.loss, ev.metric, rolled_back)
+        self.losses.append(out.train_loss)
+        self.val_losses.append(out.val_loss)
+        self.metrics.append(out.val_metric)
+        if self._listeners:
+            pc = model.param_counts()
+            self._emit(EpochEvent(epoch=self.trainer.epoch, train_loss=out.train_loss, val_loss=out.val_loss,
+                                  val_metric=out.val_metric, params_host=pc.host, params_active=pc.active_seeds,
+                                  params_fossilized=pc.fossilized))
+        return out
+
+    def result(self) -> RunResult:
+        pc = self.model.param_counts()
+        ev = self.task.eval_batches
+        eval_metric = evaluate_with_counterfactuals(self.model, self.task, ev, counterfactuals=False).metric if ev else None
+        return RunResult(self.task.metric_name, self.metrics[-1], self.val_losses[-1], eval_metric, pc.total, pc.host,
+                         pc.excess_ratio, self.governor.rollbacks, time.perf_counter() - self.started,
+                         self.metrics[1:], list(self.decisions))
+
+    # ------------------------------------------------------------------ plumbing
+    def listen(self, listener: Callable[[TelemetryEvent], None]) -> None:
+        """Send every telemetry event of the run (stage changes, epochs, rollbacks) to `listener`."""
+        self._listeners.append(listener)
+        self.model.listeners.append(listener)
+
+    def _emit(self, event: TelemetryEvent) -> None:
+        for listener in self._listeners:
+            listener(event)
+
+    @contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """Run with this run's torch RNG stream, leaving the process's stream as it was."""
+        outside = torch.get_rng_state()
+        torch.set_rng_state(self._rng_state)
+        try:
+            yield
+        finally:
+            self._rng_state = torch.get_rng_state()
+            torch.set_rng_state(outside)
 
 
-def run_training(trainer: Trainer, controller: Controller, governor: Governor, emit=None,
-                 eval_loader: DeviceLoader | None = None, before_epoch=None) -> RunResult:
-    """Train for trainer.cfg.epochs epochs with `controller` acting once before each epoch.
+def run_training(run: Run, controller: Controller, before_epoch: Callable[[Trainer], None] | None = None,
+                 max_rollbacks: int = 3) -> RunResult:
+    """Drive `run` to its last epoch with `controller` deciding before each epoch.
 
-    `before_epoch(trainer)` runs just before each training epoch (fault injection, custom schedules)."""
-    model, emit = trainer.model, emit or (lambda e: None)
-    losses, val_losses, accs, decisions = [], [], [], []
-    t0 = time.perf_counter()
-    for _ in range(trainer.cfg.epochs):
-        obs = Observation(build_signals(trainer, losses, val_losses, accs), model.reports(), model.masks(), model.action_spec)
-        decision = controller.decide(obs)
-        model.apply(decision.action)
-        decisions.append(f"{trainer.epoch}: {decision.action.op.name} ({decision.reason})")
+    `before_epoch(trainer)` runs just before each training epoch (fault injection, custom schedules). A Governor
+    rollback returns the run to an earlier epoch, which is trained again; after `max_rollbacks` the run stops
+    where it is (a run that keeps diverging is not rescued by retrying)."""
+    while not run.done and run.governor.rollbacks <= max_rollbacks:
+        decision = controller.decide(run.observe())
+        run.apply(decision.action, decision.reason)
         if before_epoch is not None:
-            before_epoch(trainer)
-        out = train_after_decision(trainer, governor)
-        losses.append(out.train_loss)
-        val_losses.append(out.val_loss)
-        accs.append(out.val_accuracy)
-        pc = model.param_counts()
-        emit(EpochEvent(epoch=trainer.epoch, train_loss=out.train_loss, val_loss=out.val_loss, val_accuracy=out.val_accuracy,
-                        params_host=pc.host, params_active=pc.active_seeds, params_fossilized=pc.fossilized))
-    pc = model.param_counts()
-    eval_acc = trainer.evaluate(eval_loader)[1] if eval_loader is not None else None
-    return RunResult(accs[-1], val_losses[-1], eval_acc, pc.total, pc.host, pc.excess_ratio, governor.rollbacks,
-                     time.perf_counter() - t0, accs, decisions)
+            before_epoch(run.trainer)
+        run.finish_epoch(run.trainer.train_epoch())
+    return run.result()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -12,7 +12,7 @@ from torch import nn
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import LIVE_STAGES, Stage
 from esper.leyline.experiment import TrainerConfig
-from esper.tolaria.data import DeviceLoader, ImageSet
+from esper.tolaria.task import Task
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -25,12 +25,11 @@ def pick_device(preference: str = "auto") -> torch.device:
 class Trainer:
     """Trains one MorphogeneticModel epoch by epoch; the controller acts between epochs."""
 
-    def __init__(self, model: MorphogeneticModel, train: ImageSet, val: ImageSet, cfg: TrainerConfig,
-                 mean: tuple[float, ...], std: tuple[float, ...], seed: int = 0) -> None:
-        self.model, self.cfg, self.epoch = model, cfg, 0
-        self.train_loader = DeviceLoader(train, cfg.batch_size, mean, std, cfg.augment, shuffle=True, seed=seed)
-        self.val_loader = DeviceLoader(val, 512, mean, std, augment=False, shuffle=False, seed=seed)
-        self.loss_fn = nn.CrossEntropyLoss()
+    def __init__(self, model: MorphogeneticModel, task: Task, cfg: TrainerConfig, seed: int = 0) -> None:
+        """`seed` fixes the order (and augmentation) of the training batches."""
+        self.model, self.task, self.cfg, self.epoch = model, task, cfg, 0
+        self.train_loader: Iterable | None = task.train_stream(cfg.batch_size, cfg.augment, seed)
+        self.loss_fn = task.loss
         self.seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
         self.rebuild_host_optimizer([], None)
 
@@ -116,18 +115,6 @@ class Trainer:
         self._record_grad_norms()
         self.epoch += 1
         return float(total) / max(len(losses), 1)
-
-    @torch.no_grad()
-    def evaluate(self, loader: DeviceLoader | None = None) -> tuple[float, float]:
-        """(mean loss, accuracy) on the validation set (or another loader)."""
-        self.model.eval()
-        loss_sum, correct, n = 0.0, 0, 0
-        for x, y in loader or self.val_loader:
-            logits = self.model(x)
-            loss_sum += float(self.loss_fn(logits, y)) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
-        return loss_sum / max(n, 1), correct / max(n, 1)
 
     def _record_grad_norms(self) -> None:
         for name in self.seed_opts:

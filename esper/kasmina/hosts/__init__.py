@@ -1,22 +1,44 @@
-"""Concrete hosts and the registry that rebuilds one from a manifest's host spec."""
+"""Concrete hosts and their registry: a host config (or a manifest's host spec) → the host module."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
 from esper.kasmina.hosts.cnn import WIDTH_PRESETS, CNNHost
-from esper.leyline import HostConfig
+from esper.leyline.config import HOST_CONFIGS, CNNHostConfig, HostConfig
+
+HostBuilder = Callable[..., nn.Module]
+"""build(config, **extras) → host module; `extras` are the other keys of the host's own `host_spec()`."""
+_BUILDERS: dict[type[HostConfig], HostBuilder] = {}
+
+
+def register_host(config_cls: type[HostConfig], build: HostBuilder) -> None:
+    """Make a host available to every world: `config_cls` joins HOST_CONFIGS (worlds then accept
+    `host: {name: <name>, …}`) and `build` makes the module. The module implements HostProtocol, and its
+    `host_spec()` returns {"name": …, "config": config.model_dump(mode="json"), …extras} so a saved grown model
+    can be rebuilt."""
+    HOST_CONFIGS.register(config_cls)
+    _BUILDERS[config_cls] = build
 
 
 def build_host(spec: HostConfig | dict[str, Any]) -> nn.Module:
-    """A host from a HostConfig or from a manifest's `host` spec (as written by `host_spec()`)."""
-    if isinstance(spec, HostConfig):
-        return CNNHost(spec)
-    if spec.get("name") == "cnn":
-        return CNNHost(HostConfig.model_validate(spec["config"]), image_size=int(spec.get("image_size", 32)))
-    raise ValueError(f"unknown host spec {spec.get('name')!r}; known hosts: ['cnn']")
+    """A host from its config, or from a manifest's `host` spec (as written by the host's `host_spec()`)."""
+    if isinstance(spec, dict):
+        try:
+            config = HOST_CONFIGS.validate({"name": spec.get("name"), **spec.get("config", {})})
+        except ValueError as exc:
+            raise ValueError(f"cannot rebuild host from manifest spec: {exc}") from None
+        extras = {k: v for k, v in spec.items() if k not in ("name", "config")}
+    else:
+        config, extras = spec, {}
+    build = _BUILDERS.get(type(config))
+    if build is None:
+        raise ValueError(f"no host builder registered for {type(config).__name__}; registered: {HOST_CONFIGS.names()}")
+    return build(config, **extras)
 
 
-__all__ = ["WIDTH_PRESETS", "CNNHost", "build_host"]
+register_host(CNNHostConfig, CNNHost)
+
+__all__ = ["WIDTH_PRESETS", "CNNHost", "build_host", "register_host"]

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from esper.kasmina.protocol import Inject, InjectionPoint
-from esper.leyline import HostConfig
+from esper.leyline.config import CNNHostConfig
 
 WIDTH_PRESETS: dict[str, tuple[int, ...]] = {
     "tiny": (8, 16, 32),  # cheap worlds (smoke, tests)
@@ -24,9 +24,9 @@ class CNNHost(nn.Module):
     """Blocks of [3×3 conv → BatchNorm → ReLU] × convs_per_block, each followed by an injection point,
     then 2×2 max-pool (not after the last block), global average pool and a linear classifier."""
 
-    def __init__(self, config: HostConfig | None = None, image_size: int = 32) -> None:
+    def __init__(self, config: CNNHostConfig | None = None, image_size: int = 32) -> None:
         super().__init__()
-        self.config = config or HostConfig()
+        self.config = config or CNNHostConfig()
         widths = self.config.widths or WIDTH_PRESETS[self.config.preset]
         self.image_size = image_size
         blocks, points = [], []

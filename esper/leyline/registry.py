@@ -1,0 +1,54 @@
+"""Config families chosen by a name field (hosts by `name`, tasks by `task`): one registry per family.
+
+A world config holds a host and a task config; which class validates them is looked up here by the value
+of their name field, so a new host or task registers its config class and every config path accepts it
+(YAML presets, `--set host.name=…`, agent manifests) without an edit to the world config.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigFamily(Generic[M]):
+    """Config classes of one family, keyed by the default of their discriminator field."""
+
+    def __init__(self, kind: str, key: str, default: str) -> None:
+        self.kind, self.key, self.default = kind, key, default
+        """kind: what the family is called in errors; key: the discriminator field; default: its value when omitted."""
+        self._classes: dict[str, type[M]] = {}
+
+    def register(self, cls: type[M]) -> type[M]:
+        """Add `cls` (usable as a class decorator); its discriminator field's default is its name."""
+        name = cls.model_fields[self.key].default
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{cls.__name__}.{self.key} needs a string default: the {self.kind}'s registered name")
+        known = self._classes.get(name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise ValueError(f"{self.kind} {name!r} is already registered by {known.__qualname__}")
+        self._classes[name] = cls
+        return cls
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def validate(self, value: Any) -> Any:
+        """A config instance from a dict (dispatching on the key) or an instance of a registered class."""
+        if isinstance(value, BaseModel):
+            if type(value) not in self._classes.values():
+                raise ValueError(f"{type(value).__name__} is not a registered {self.kind} config")
+            return value
+        if not isinstance(value, dict):
+            return value  # let pydantic report the type error
+        name = value.get(self.key, self.default)
+        cls = self._classes.get(name)
+        if cls is None:
+            raise ValueError(f"unknown {self.kind} {name!r}; registered: {self.names()}")
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:  # re-raised as a plain error: pydantic then prefixes the field's path
+            raise ValueError("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())) from None

@@ -1,0 +1,102 @@
+"""Config of training Tamiyo with PPO (experiments/ppo_multislot.py): the world, PPO's settings, the seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from esper.leyline.base import EsperModel
+from esper.leyline.world import WorldConfig
+
+
+class PPOSettings(EsperModel):
+    """RLlib PPO hyperparameters and resources for training Tamiyo."""
+
+    iterations: int = Field(12, ge=1)
+    """Training iterations (each collects `train_batch_size` env steps, then updates)."""
+    train_batch_size: int = Field(256, ge=16)
+    """Env steps per iteration."""
+    minibatch_size: int = Field(64, ge=8)
+    """SGD minibatch size."""
+    num_epochs: int = Field(6, ge=1)
+    """SGD passes over each iteration's batch."""
+    lr: float = Field(3e-4, gt=0)
+    """Adam learning rate."""
+    lambda_: float = Field(0.95, ge=0, le=1)
+    """GAE λ."""
+    clip_param: float = Field(0.2, gt=0)
+    """PPO ratio clip."""
+    entropy_coeff: float = Field(0.01, ge=0)
+    """Entropy bonus (of the factored, masked distribution)."""
+    kl_coeff: float = Field(0.0, ge=0)
+    """Initial coefficient of RLlib's adaptive KL penalty; 0 = ratio clipping only (as CleanRL), which moved the
+    policy faster on our worlds than the penalty that grows whenever an iteration's KL beats its target."""
+    vf_loss_coeff: float = Field(0.5, ge=0)
+    """Value loss weight."""
+    grad_clip: float = Field(0.5, gt=0)
+    """Global gradient-norm clip."""
+    hidden: int = Field(128, ge=8)
+    """Width of the policy and value MLPs."""
+    num_env_runners: int | None = Field(None, ge=0)
+    """EnvRunner actors (the env actors); None = sized from the cluster's CPUs."""
+    num_envs_per_env_runner: int = Field(1, ge=1)
+    """Worlds each EnvRunner steps; above 1 they are one batch-first EsperVectorEnv (shared data stream)."""
+    gpus_per_env_runner: float | None = Field(None, ge=0)
+    """GPU share of each EnvRunner; None = spread the cluster's GPUs over the runners (0 without GPUs)."""
+    cluster_wait_s: float = Field(900.0, gt=0)
+    """On an attached cluster (--address) that lacks room for the runners: how long to wait for its autoscaler
+    to add nodes before failing with what is missing (cloud GPU nodes take minutes to boot)."""
+    checkpoint_every: int = Field(5, ge=1)
+    """Write an RLlib checkpoint every this many iterations (and at the end)."""
+    init_agent: str | None = None
+    """agent.pt to start from (policy and value weights; the optimiser starts fresh): fine-tuning a trained
+    Tamiyo under another reward, or a curriculum. Must match this world's features and action heads and
+    `hidden`; a relative path is taken from the directory the command runs in."""
+
+    @field_validator("init_agent")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        # Tune runs trials in their own directories: resolve against the user's working directory now.
+        return None if path is None else str(Path(path).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _batch_sizes(self) -> "PPOSettings":
+        if self.minibatch_size > self.train_batch_size:
+            raise ValueError("ppo.minibatch_size must be ≤ ppo.train_batch_size")
+        return self
+
+
+class TrainTamiyoConfig(EsperModel):
+    """Root config of `experiments/ppo_multislot.py`."""
+
+    world: WorldConfig = WorldConfig()
+    """The environment every EnvRunner builds."""
+    ppo: PPOSettings = PPOSettings()
+    """PPO and resources."""
+    seed: int = 0
+    """Seed of PPO, the env runners and the evaluation."""
+    eval_episodes: int = Field(8, ge=0)
+    """Greedy evaluation episodes (fixed seeds) run in-process after training, reported in the summary."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_discount(cls, tree: Any) -> Any:
+        """PPO discounts with `world.reward.gamma`, the discount the stage shaping is policy-invariant under: one γ.
+        Configs written when PPO had its own `ppo.gamma` (agent files, run folders) still load when the two agree
+        (or only PPO's was given); when they differ, the error names both."""
+        if not isinstance(tree, dict) or not isinstance(tree.get("ppo"), dict) or "gamma" not in tree["ppo"]:
+            return tree
+        ppo = dict(tree["ppo"])
+        old = ppo.pop("gamma")
+        world = dict(tree.get("world") or {}) if isinstance(tree.get("world"), (dict, type(None))) else tree["world"]
+        if isinstance(world, dict):
+            reward = dict(world.get("reward") or {})
+            if reward.setdefault("gamma", old) != old:
+                raise ValueError(f"ppo.gamma ({old}) differs from world.reward.gamma ({reward['gamma']}): PPO now "
+                                 "discounts with world.reward.gamma only; drop ppo.gamma")
+            world["reward"] = reward
+        elif world.reward.gamma != old:
+            raise ValueError(f"ppo.gamma ({old}) differs from world.reward.gamma ({world.reward.gamma}); drop ppo.gamma")
+        return {**tree, "ppo": ppo, "world": world}

@@ -1,0 +1,63 @@
+"""Image classification, the first Task: device-resident uint8 images, on-device crop + flip, accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from esper.leyline.experiment import ImageDataConfig
+from esper.tolaria.data import DeviceLoader
+from esper.tolaria.datasets import DataBundle, load_bundle
+from esper.tolaria.task import register_task
+
+EVAL_BATCH = 512  # validation and evaluation batch size (no gradients: as large as memory allows)
+
+
+class ImageClassification:
+    """Classes of a DataBundle; the metric is accuracy (a fraction), the loss cross-entropy."""
+
+    name = "image_classification"
+    metric_name = "accuracy"
+
+    def __init__(self, bundle: DataBundle, val_examples: int | None = None) -> None:
+        self.bundle = bundle
+        self.output_size = bundle.num_classes
+        self.chance_loss = math.log(bundle.num_classes)
+        val = bundle.val
+        if val_examples is not None and len(val) > val_examples:  # a fixed subset: the first images of the split
+            val = val.subset(torch.arange(val_examples, device=val.labels.device))
+        self.val_batches = self._fixed_batches(val)
+        self.eval_batches = self._fixed_batches(bundle.eval) if bundle.eval is not None else None
+
+    def _fixed_batches(self, data) -> list[tuple[Tensor, Tensor]]:
+        """Normalised once for the task's lifetime: validation never changes."""
+        b = self.bundle
+        return list(DeviceLoader(data, EVAL_BATCH, b.mean, b.std, augment=False, shuffle=False, seed=0))
+
+    def train_stream(self, batch_size: int, augment: bool, seed: int) -> DeviceLoader:
+        b = self.bundle
+        return DeviceLoader(b.train, batch_size, b.mean, b.std, augment, shuffle=True, seed=seed)
+
+    def loss(self, output: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+        return F.cross_entropy(output, target, reduction=reduction)
+
+    def metric_sums(self, outputs: Tensor, target: Tensor) -> Tensor:
+        return (outputs.argmax(-1) == target).sum(dim=1).float().cpu()  # (K, B, C) → (K,) correct per configuration
+
+    def count(self, target: Tensor) -> int:
+        return target.shape[0]
+
+    def nominal_input(self) -> Tensor:
+        return torch.zeros((1, *self.bundle.train.images.shape[1:]), device=self.bundle.train.images.device)
+
+
+def build_image_task(config: ImageDataConfig, device: torch.device, val_examples: int | None) -> ImageClassification:
+    bundle = load_bundle(config.source, limit=config.limit, val_fraction=config.val_fraction, device=device,
+                         eval_path=config.eval_data)
+    return ImageClassification(bundle, val_examples)
+
+
+register_task(ImageDataConfig, build_image_task)
