@@ -82,7 +82,7 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
     p.add_argument("--config", type=Path, default=None, help="YAML preset (see experiments/presets/)")
     p.add_argument("--quick", action="store_true", help=f"shorthand for --config {QUICK_PRESET}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set trainer.epochs=12 (repeatable)")
+                   help="override a config field, e.g. --set world.trainer.epochs=12 (repeatable)")
     p.add_argument("--eval-data", default=None, metavar="PATH.parquet",
                    help="external evaluation set, reported beside validation (= --set world.data.eval_data=PATH)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compare/<time>)")

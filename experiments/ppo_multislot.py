@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -73,6 +74,13 @@ def _config(args: argparse.Namespace):
 
 def main() -> None:
     args = _parse()
+    # The library reports progress through logging: show esper's INFO lines as plain text on stdout.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    esper_log = logging.getLogger("esper")
+    esper_log.addHandler(handler)
+    esper_log.setLevel(logging.INFO)
+    esper_log.propagate = False
     from esper.leyline.experiment import ConfigError
 
     try:

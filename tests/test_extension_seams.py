@@ -14,8 +14,9 @@ from torch.nn import functional as F
 
 from esper.kasmina import InjectionPoint, MorphogeneticModel, read_manifest
 from esper.kasmina.hosts import build_host, register_host
-from esper.leyline.config import HostConfig
-from esper.leyline.experiment import ConfigError, TaskConfig
+from esper.leyline.registry import HostConfig
+from esper.leyline.experiment import ConfigError
+from esper.leyline.registry import TaskConfig
 from esper.leyline.world import WorldConfig
 from esper.simic.env import EsperEnv
 from esper.tamiyo import HeuristicTamiyo

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.blending import BlendCurve
-from esper.leyline.registry import ConfigFamily
+from esper.leyline.registry import HOST_CONFIGS, HostConfig
 
 
 class GateConfig(EsperModel):
@@ -27,7 +27,7 @@ class GateConfig(EsperModel):
     require_contribution: bool = False
     """G4: fossilizing requires a measured counterfactual contribution (else unmeasured passes)."""
     min_contribution: float = -1.0
-    """G4: the counterfactual contribution (validation accuracy with the seed − without, as a fraction) must be ≥ this."""
+    """G4: the counterfactual contribution (the task's validation metric with the seed − without) must be ≥ this."""
     embargo_epochs: int = Field(2, ge=0)
     """G5 (EMBARGOED→RESETTING→DORMANT): cool-down epochs after a cull before the slot can be reused."""
 
@@ -65,16 +65,6 @@ class BlendChoices(EsperModel):
         if min(self.tempos) < 1:
             raise ValueError("blend.tempos must all be ≥ 1 epoch")
         return self
-
-
-class HostConfig(EsperModel):
-    """Base of every host's config: `name` picks the host (esper.kasmina.hosts.register_host adds one)."""
-
-    name: str
-    """Host family."""
-
-
-HOST_CONFIGS: ConfigFamily[HostConfig] = ConfigFamily("host", key="name", default="cnn")
 
 
 @HOST_CONFIGS.register

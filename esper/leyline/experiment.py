@@ -10,7 +10,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from esper.leyline.base import EsperModel
-from esper.leyline.registry import ConfigFamily
+from esper.leyline.registry import TASK_CONFIGS, TaskConfig
 
 M = TypeVar("M", bound=EsperModel)
 
@@ -54,16 +54,6 @@ class GovernorConfig(EsperModel):
     """Consecutive divergent epochs before a rollback (NaN/Inf roll back at once)."""
     min_history: int = Field(3, ge=1)
     """Epochs of history before divergence can be declared."""
-
-
-class TaskConfig(EsperModel):
-    """Base of every task's data config: `task` picks the task (esper.tolaria.task.register_task adds one)."""
-
-    task: str
-    """Task family."""
-
-
-TASK_CONFIGS: ConfigFamily[TaskConfig] = ConfigFamily("task", key="task", default="image_classification")
 
 
 @TASK_CONFIGS.register

@@ -1,4 +1,4 @@
-"""Config families chosen by a name field (hosts by `name`, tasks by `task`): one registry per family.
+"""Config families chosen by a name field — hosts by `name`, tasks by `task` — and their base classes.
 
 A world config holds a host and a task config; which class validates them is looked up here by the value
 of their name field, so a new host or task registers its config class and every config path accepts it
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from esper.leyline.base import EsperModel
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,3 +54,21 @@ class ConfigFamily(Generic[M]):
             return cls.model_validate(value)
         except ValidationError as exc:  # re-raised as a plain error: pydantic then prefixes the field's path
             raise ValueError("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())) from None
+
+
+class HostConfig(EsperModel):
+    """Base of every host's config: `name` picks the host (esper.kasmina.hosts.register_host adds one)."""
+
+    name: str
+    """Host family."""
+
+
+class TaskConfig(EsperModel):
+    """Base of every task's data config: `task` picks the task (esper.tolaria.task.register_task adds one)."""
+
+    task: str
+    """Task family."""
+
+
+HOST_CONFIGS: ConfigFamily[HostConfig] = ConfigFamily("host", key="name", default="cnn")
+TASK_CONFIGS: ConfigFamily[TaskConfig] = ConfigFamily("task", key="task", default="image_classification")

@@ -8,8 +8,9 @@ from typing import Any
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from esper.leyline.base import EsperModel
-from esper.leyline.config import HOST_CONFIGS, CNNHostConfig, HostConfig, KasminaConfig
-from esper.leyline.experiment import TASK_CONFIGS, GovernorConfig, ImageDataConfig, TaskConfig, TrainerConfig
+from esper.leyline.config import CNNHostConfig, KasminaConfig
+from esper.leyline.experiment import GovernorConfig, ImageDataConfig, TrainerConfig
+from esper.leyline.registry import HOST_CONFIGS, TASK_CONFIGS, HostConfig, TaskConfig
 
 
 class RewardConfig(EsperModel):

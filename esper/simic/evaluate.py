@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 
+from esper.leyline import Op
 from esper.leyline.control import Controller
 from esper.simic.env import EsperEnv
 
@@ -39,7 +40,7 @@ def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None
         done = terminated or truncated
     c = info["counts"]
     return EpisodeStats(controller.name, seed, info["val_metric"], ret, c["germinate"], c["fossilized"], c["culled"],
-                        info["excess_ratio"], info["rolled_back"], {k: c[k] for k in ("wait", "germinate", "advance", "cull")})
+                        info["excess_ratio"], info["rolled_back"], {op.name.lower(): c[op.name.lower()] for op in Op})
 
 
 def summarise(stats: list[EpisodeStats]) -> dict:

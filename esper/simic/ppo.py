@@ -9,6 +9,7 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from esper.simic.config import TrainTamiyoConfig
+from esper.leyline import Op
 from esper.runtime.resources import RunnerPlan
 from esper.simic.vector_env import make_esper_env
 from esper.simic.rl_module import TamiyoRLModule
@@ -41,8 +42,8 @@ class EsperMetricsCallback(RLlibCallback):
         log(ROLLBACKS, float(last["rolled_back"]))
         ops = Counter(i["op"] for i in infos if "op" in i)
         total = max(sum(ops.values()), 1)
-        for op in ("WAIT", "GERMINATE", "ADVANCE", "CULL"):
-            log(OP_FRACTION + op.lower(), ops.get(op, 0) / total)
+        for op in Op:
+            log(OP_FRACTION + op.name.lower(), ops.get(op.name, 0) / total)
         counts = last.get("counts", {})
         log(GERMINATED, counts.get("germinate", 0))
         log(FOSSILIZED, counts.get("fossilized", 0))
@@ -61,7 +62,7 @@ def training_scalars(result: dict, kl_penalty: bool = False) -> dict[str, float]
            "policy/entropy": lr.get("entropy"), "policy/value_loss": lr.get("vf_loss")}
     if kl_penalty:
         out["policy/kl"] = lr.get("mean_kl_loss")
-    out |= {f"ops/{op}": er.get(OP_FRACTION + op) for op in ("wait", "germinate", "advance", "cull")}
+    out |= {f"ops/{op.name.lower()}": er.get(OP_FRACTION + op.name.lower()) for op in Op}
     return {k: float(v) if v is not None else float("nan") for k, v in out.items()}
 
 

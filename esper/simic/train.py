@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
 import ray
 
+from esper.leyline import Op
 from esper.leyline.features import feature_names
-from esper.simic.config import TrainTamiyoConfig
 from esper.nissa.dashboards import tensorboard_command
 from esper.provenance import code_version
 from esper.runtime.cluster import grow_cluster, release_request, runner_bundles, runner_placement
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
+from esper.simic.config import TrainTamiyoConfig
 from esper.simic.ppo import build_ppo_config, warm_start
 
 EVAL_SEED_BASE = 100_000  # evaluation episodes use seeds disjoint from training's
 ESPER_ITERATION_FILE = "esper_iteration.txt"
+
+log = logging.getLogger(__name__)  # progress at INFO: ppo_multislot.py prints it
+OP_NAMES = [op.name.lower() for op in Op]
 
 
 def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool) -> dict:
@@ -31,14 +36,14 @@ def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool) ->
         "return_mean": er.get("episode_return_mean"), "episode_len_mean": er.get("episode_len_mean"),
         "final_accuracy": er.get(keys.FINAL_ACCURACY), "excess_ratio": er.get(keys.EXCESS_RATIO),
         "entropy": lr.get("entropy"), "kl": lr.get("mean_kl_loss") if kl_penalty else None, "vf_loss": lr.get("vf_loss"),
-        "op_fraction": {op: er.get(keys.OP_FRACTION + op) for op in ("wait", "germinate", "advance", "cull")},
+        "op_fraction": {op: er.get(keys.OP_FRACTION + op) for op in OP_NAMES},
         "env_steps": er.get("num_env_steps_sampled_lifetime"),
     }
     f = lambda v, fmt: "—" if v is None or v != v else format(v, fmt)  # None or NaN (no episode finished yet)
     ops = " ".join(f"{k[:4]} {f(v, '.0%')}" for k, v in row["op_fraction"].items())
-    print(f"iter {it:3d}/{total}  return {f(row['return_mean'], '+.3f')}  len {f(row['episode_len_mean'], '.1f')}  "
+    log.info(f"iter {it:3d}/{total}  return {f(row['return_mean'], '+.3f')}  len {f(row['episode_len_mean'], '.1f')}  "
           f"final_acc {f(row['final_accuracy'], '.2%')}  ops [{ops}]  entropy {f(row['entropy'], '.3f')}  "
-          f"kl {f(row['kl'], '.4f')}  ({seconds:.0f}s)", flush=True)
+          f"kl {f(row['kl'], '.4f')}  ({seconds:.0f}s)")
     return row
 
 
@@ -96,7 +101,7 @@ def _start_ray(address: str | None, dashboard: bool) -> dict:
         return ray.cluster_resources()
     context = local_ray.init(None, include_dashboard=dashboard, configure_logging=True, logging_level="WARNING")
     if dashboard:  # loopback only, like the whole local cluster; the page asks for the token in ~/.ray/auth_token
-        print(local_ray.dashboard_message(context), flush=True)
+        log.info(local_ray.dashboard_message(context))
     return ray.available_resources()
 
 
@@ -117,8 +122,8 @@ def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources:
         if resources.get("CPU", 0.0) > 0:
             return resources  # size from what is there
         wanted = 1
-        print("the cluster has no CPUs yet (an autoscaling head keeps none): asking for 1 env runner; "
-              "pass --num-env-runners N for more", flush=True)
+        log.info("the cluster has no CPUs yet (an autoscaling head keeps none): asking for 1 env runner; "
+              "pass --num-env-runners N for more")
     return grow_cluster(runner_bundles(wanted, cfg.ppo.gpus_per_env_runner), cfg.ppo.cluster_wait_s)
 
 
@@ -140,14 +145,14 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         resources = _grow_if_autoscaling(cfg, address, resources)
         plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
         if plan.gpus_per_runner > 0 and not cuda_usable_on_gpu_workers(plan.gpus_per_runner):
-            print("warning: the cluster advertises GPUs but CUDA is not usable on them; env runners use CPU", flush=True)
+            log.warning("the cluster advertises GPUs but CUDA is not usable on them; env runners use CPU")
             plan = plan_runners(resources, cfg.ppo.num_env_runners, 0.0)
-        print(f"world {cfg.world.name!r}: {plan.describe()}; output {out}", flush=True)
+        log.info(f"world {cfg.world.name!r}: {plan.describe()}; output {out}")
         algo = build_ppo_config(cfg, plan).build_algo()
         placement = runner_placement(algo)
         for r in placement["runners"]:
-            print(f"  env runner on node {r['node_id']}  GPU ids {r['gpu_ids'] or '-'}  device {r['device']}  "
-                  f"env {r['env']}", flush=True)
+            log.info(f"  env runner on node {r['node_id']}  GPU ids {r['gpu_ids'] or '-'}  device {r['device']}  "
+                  f"env {r['env']}")
         history_path = out / "progress.jsonl"
         history = []
         if resume:
@@ -159,14 +164,14 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
             done = _complete_iteration(checkpoint)
             history = [json.loads(line) for line in lines[:done]]  # iterations after the checkpoint are redone
             history_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-            print(f"resumed from {checkpoint} after iteration {done}", flush=True)
+            log.info(f"resumed from {checkpoint} after iteration {done}")
         else:
             history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
             if init_agent is not None:
                 warm_start(algo, init_agent)
-                print(f"started from {cfg.ppo.init_agent}", flush=True)
+                log.info(f"started from {cfg.ppo.init_agent}")
         writer = _dashboard_writer(out, len(history) + 1)
-        print(f"TensorBoard: {tensorboard_command(out)}  (or --logdir runs/ for every run and sweep)", flush=True)
+        log.info(f"TensorBoard: {tensorboard_command(out)}  (or --logdir runs/ for every run and sweep)")
         for it in range(len(history) + 1, cfg.ppo.iterations + 1):
             result = algo.train()
             history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0))

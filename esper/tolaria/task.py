@@ -3,7 +3,7 @@
 Everything above the Task — Trainer, counterfactual evaluation, the Governor, gates, observation features,
 rewards, comparisons, telemetry — speaks of the task's *metric* (higher is better) and never of images or
 classes. A new task is one class implementing `Task`, one config class registered in `TASK_CONFIGS`
-(esper.leyline.experiment) and one `register_task` call (docs/extending.md).
+(esper.leyline.registry) and one `register_task` call (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from esper.leyline.experiment import TASK_CONFIGS, TaskConfig
+from esper.leyline.registry import TASK_CONFIGS, TaskConfig
 
 Batch = tuple[Tensor, Tensor]
 

@@ -7,7 +7,8 @@ from typing import Any, Callable
 from torch import nn
 
 from esper.kasmina.hosts.cnn import WIDTH_PRESETS, CNNHost
-from esper.leyline.config import HOST_CONFIGS, CNNHostConfig, HostConfig
+from esper.leyline.config import CNNHostConfig
+from esper.leyline.registry import HOST_CONFIGS, HostConfig
 
 HostBuilder = Callable[..., nn.Module]
 """build(config, **extras) → host module; `extras` are the other keys of the host's own `host_spec()`."""
