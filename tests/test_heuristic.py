@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -330,7 +331,8 @@ def test_schedule_respects_a_curve_choice_and_a_busy_slot():
     tempo, curve = spec.blend_choice(action.blend)
     assert (tempo, curve.value) == (5, "cosine")
     model.germinate("block2", "norm", tempo=3)  # slot no longer dormant at the scheduled epoch
-    model.slot("block2").sanity_ok = False  # and its gate is closed
+    slot = model.slot("block2")
+    slot.state = dataclasses.replace(slot.state, sanity_ok=False)  # and its gate is closed
     assert ctl.decide(_obs(model, _signals(epoch=0))).action.op is Op.WAIT
 
 

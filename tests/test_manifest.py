@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _support import SEED_STAGES, advance_to, images, labels, perturb
+from _support import SEED_STAGES, advance_to, images, labels, perturb, tiny_model
 from esper.kasmina import MorphogeneticModel, read_manifest
 from esper.kasmina.hosts import CNNHost, build_host
 from esper.leyline import CNNHostConfig, GateConfig, KasminaConfig, Stage
@@ -237,3 +237,23 @@ def test_restore_over_a_culled_slot_and_of_a_snapshot_holding_one():
     assert model.manifest() == embargoed["manifest"]
     assert model.slot("block1").stage is Stage.EMBARGOED and model.slot("block1").seed is None
     assert model.slot("block2").seed is None
+
+
+def test_slot_state_is_the_one_description_reports_and_manifests_derive_from():
+    """A new slot fact is one SlotState field: reports carry every state field (plus the gate verdict) and the
+    stored manifest is a subset of them, so neither can drift into a parallel copy."""
+    import dataclasses
+
+    from esper.leyline import SlotReport, SlotState, SlotManifest
+
+    state = [f.name for f in dataclasses.fields(SlotState)]
+    assert [f.name for f in dataclasses.fields(SlotReport)] == state + ["gate_open"]
+    assert set(SlotManifest.model_fields) <= set(state)
+    model = tiny_model()
+    model.germinate("block2", "conv_light", tempo=3, curve="linear")
+    slot = model.slot("block2")
+    report, stored = slot.report(), slot.manifest()
+    assert {k: getattr(report, k) for k in state} == dataclasses.asdict(slot.state)
+    assert stored.to_state(seed_params=slot.seed_params, sanity_ok=True) == slot.state
+    with pytest.raises(AttributeError):
+        slot.alpha = 0.5  # a slot changes only through its commands

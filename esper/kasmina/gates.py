@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from esper.leyline import GateConfig, Stage
+from esper.leyline import GateConfig, SlotState, Stage
 
 # Which gate guards which transition (documented in docs/architecture.md).
 GATE_FOR: dict[tuple[Stage, Stage], str] = {
@@ -25,30 +25,17 @@ class GateResult:
     reason: str
 
 
-@dataclass(frozen=True)
-class SeedEvidence:
-    """What a slot knows about its seed when a gate is asked."""
-
-    seed_params: int = 0
-    host_params: int = 1
-    sanity_ok: bool = False
-    epochs_in_stage: int = 0
-    grad_norm: float | None = None
-    alpha: float = 0.0
-    contribution: float | None = None
-    has_module: bool = False
-
-
 def _result(gate: str, failures: list[str]) -> GateResult:
     return GateResult(gate, not failures, "; ".join(failures) if failures else "ok")
 
 
-def check_gate(src: Stage, dst: Stage, ev: SeedEvidence, cfg: GateConfig) -> GateResult:
-    """Evaluate the gate guarding src → dst. Transitions without a gate always pass."""
+def check_gate(src: Stage, dst: Stage, ev: SlotState, cfg: GateConfig, host_params: int) -> GateResult:
+    """Evaluate the gate guarding src → dst on a slot's state (for G0: the state it would have with the candidate
+    seed). Transitions without a gate always pass."""
     gate = GATE_FOR.get((src, dst))
     fail: list[str] = []
     if gate == "G0":
-        ratio = ev.seed_params / max(ev.host_params, 1)
+        ratio = ev.seed_params / max(host_params, 1)
         if ratio > cfg.max_seed_param_ratio:
             fail.append(f"seed/host params {ratio:.3f} > max_seed_param_ratio {cfg.max_seed_param_ratio}")
     elif gate == "G1":
@@ -73,6 +60,6 @@ def check_gate(src: Stage, dst: Stage, ev: SeedEvidence, cfg: GateConfig) -> Gat
         elif ev.contribution < cfg.min_contribution:
             fail.append(f"contribution {ev.contribution:.4f} < min_contribution {cfg.min_contribution}")
     elif gate == "G5":
-        if ev.has_module:
+        if ev.blueprint is not None:  # a slot's seed module and its blueprint are dropped together
             fail.append("slot still holds a seed module")
     return _result(gate or "-", fail)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from esper.kasmina.blueprints import Blueprint, get_blueprint
-from esper.kasmina.gates import GateResult, SeedEvidence, check_gate
+from esper.kasmina.gates import GateResult, check_gate
 from esper.kasmina.protocol import InjectionPoint
 from esper.leyline import (
     ADVANCE_TARGET,
@@ -19,6 +19,7 @@ from esper.leyline import (
     SlotManifest,
     TRANSITIONS,
     SlotReport,
+    SlotState,
     Stage,
     alpha_at,
     is_legal,
@@ -67,25 +68,34 @@ class SeedSlot(nn.Module):
         self.alpha_override: float | None = None  # counterfactual evaluation forces α (e.g. 0)
         self.isolation_step = isolation_step
         self.isolation_penalty: Tensor | None = None  # set by a TRAINING forward; the trainer adds it to the loss
-        self._clear_seed_state()
-        self.stage = Stage.DORMANT
-        self.epoch = 0
+        self.state = SlotState(point.name)
+        """Everything the slot knows besides its module; replaced, never mutated (reports may share it)."""
+
+    def _set(self, **changes) -> None:
+        self.state = replace(self.state, **changes)
 
     def _clear_seed_state(self) -> None:
+        """Drop the seed and every fact about it; the stage and the slot's clock stay."""
         self.seed = None
-        self.blueprint: str | None = None
-        self.tempo: int | None = None
-        self.curve: BlendCurve | None = None
-        self.alpha = 0.0
-        self.epochs_in_stage = 0
-        self.contribution: float | None = None
-        self.grad_norm: float | None = None
-        self.sanity_ok = False
-        self.embargo_remaining = 0
+        self.state = SlotState(self.state.name, stage=self.state.stage, epoch=self.state.epoch)
+
+    # Read-only views of the state (a slot changes only through its commands).
+    stage = property(lambda self: self.state.stage)
+    blueprint = property(lambda self: self.state.blueprint)
+    tempo = property(lambda self: self.state.tempo)
+    curve = property(lambda self: self.state.curve)
+    alpha = property(lambda self: self.state.alpha)
+    epochs_in_stage = property(lambda self: self.state.epochs_in_stage)
+    contribution = property(lambda self: self.state.contribution)
+    grad_norm = property(lambda self: self.state.grad_norm)
+    seed_params = property(lambda self: self.state.seed_params)
+    sanity_ok = property(lambda self: self.state.sanity_ok)
+    embargo_remaining = property(lambda self: self.state.embargo_remaining)
+    epoch = property(lambda self: self.state.epoch)
 
     # ------------------------------------------------------------------ forward
     def forward(self, h: Tensor) -> Tensor:
-        seed, stage = self.seed, self.stage
+        seed, stage = self.seed, self.state.stage
         if seed is None or stage not in (Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED):
             return h
         if stage is Stage.FOSSILIZED and self.alpha_override is None:
@@ -100,7 +110,7 @@ class SeedSlot(nn.Module):
             per_sample = f.pow(2).flatten(1).sum(1)  # (B, ...) → (B,)
             self.isolation_penalty = 0.5 / self.isolation_step * per_sample.mean()
             return h + (f - f.detach())  # straight-through: value h, gradient ∂L/∂h reaches the seed
-        alpha = self.alpha if self.alpha_override is None else self.alpha_override
+        alpha = self.state.alpha if self.alpha_override is None else self.alpha_override
         if alpha == 0.0:
             return h
         return h + alpha * seed(h.detach() if stage is not Stage.FOSSILIZED else h)
@@ -122,13 +132,13 @@ class SeedSlot(nn.Module):
             raise IllegalCommandError(
                 f"slot {self.point.name!r}: unknown blend curve {curve!r}; known: {[c.value for c in BlendCurve]}"
             ) from None
-        ev = SeedEvidence(seed_params=bp.param_count(self.point.channels), host_params=self.host_params)
-        self._gate_or_raise(Stage.DORMANT, Stage.GERMINATED, ev)
+        params = bp.param_count(self.point.channels)
+        self._gate_or_raise(Stage.DORMANT, Stage.GERMINATED, replace(self.state, seed_params=params))
         # Build and probe first; the slot's state only changes once nothing can fail any more.
         module = bp.build(self.point.channels).to(device=device, dtype=dtype)
         sanity_ok = self._probe(module, device, dtype)
         self.seed = module
-        self.blueprint, self.tempo, self.curve, self.sanity_ok = bp.name, tempo, blend_curve, sanity_ok
+        self._set(blueprint=bp.name, tempo=tempo, curve=blend_curve, sanity_ok=sanity_ok, seed_params=params)
         self._move(Stage.GERMINATED, "germinate")
         self._emit(GerminateEvent, blueprint=bp.name, seed_params=self.seed_params, tempo=tempo, curve=self.curve.value)
 
@@ -140,12 +150,12 @@ class SeedSlot(nn.Module):
                 f"slot {self.point.name!r}: cannot advance from {self.stage.name}; "
                 f"advance is legal from {[s.name for s in ADVANCE_TARGET]}"
             )
-        self._gate_or_raise(self.stage, target, self.evidence())
+        self._gate_or_raise(self.stage, target, self.state)
         self._move(target, "advance")
         if target is Stage.BLENDING:
-            self.alpha = 0.0
+            self._set(alpha=0.0)
         elif target in (Stage.HOLDING, Stage.FOSSILIZED):
-            self.alpha = 1.0
+            self._set(alpha=1.0)
         if target is Stage.FOSSILIZED:
             self._emit(FossilizeEvent, blueprint=self.blueprint, seed_params=self.seed_params)
         return target
@@ -163,38 +173,34 @@ class SeedSlot(nn.Module):
 
     def step_epoch(self) -> None:
         """Advance the slot's clock: α ramps in BLENDING; CULLED→EMBARGOED→RESETTING→DORMANT run by themselves."""
-        self.epoch += 1
-        self.epochs_in_stage += 1
-        stage = self.stage
+        s = self.state
+        self._set(epoch=s.epoch + 1, epochs_in_stage=s.epochs_in_stage + 1)
+        stage = s.stage
         if stage is Stage.BLENDING:
-            assert self.tempo is not None and self.curve is not None
-            self.alpha = alpha_at(self.epochs_in_stage, self.tempo, self.curve)
+            assert s.tempo is not None and s.curve is not None
+            self._set(alpha=alpha_at(self.state.epochs_in_stage, s.tempo, s.curve))
         elif stage is Stage.CULLED:
             self._move(Stage.EMBARGOED, "embargo")
-            self.embargo_remaining = self.gates.embargo_epochs
-            if self.embargo_remaining == 0:  # no embargo: pass straight through (else 0 would act like 1)
+            self._set(embargo_remaining=self.gates.embargo_epochs)
+            if self.gates.embargo_epochs == 0:  # no embargo: pass straight through (else 0 would act like 1)
                 self._move(Stage.RESETTING, "no embargo")
         elif stage is Stage.EMBARGOED:
-            self.embargo_remaining = max(self.embargo_remaining - 1, 0)
-            if self.embargo_remaining == 0:
+            self._set(embargo_remaining=max(s.embargo_remaining - 1, 0))
+            if self.state.embargo_remaining == 0:
                 self._move(Stage.RESETTING, "embargo served")
         elif stage is Stage.RESETTING:
-            self._gate_or_raise(Stage.RESETTING, Stage.DORMANT, self.evidence())
+            self._gate_or_raise(Stage.RESETTING, Stage.DORMANT, self.state)
             self._clear_seed_state()
             self._move(Stage.DORMANT, "reset")
 
     def record(self, *, contribution: float | None = None, grad_norm: float | None = None) -> None:
         """Store measurements the trainer made (counterfactual contribution, gradient norm)."""
         if contribution is not None:
-            self.contribution = float(contribution)
+            self._set(contribution=float(contribution))
         if grad_norm is not None:
-            self.grad_norm = float(grad_norm)
+            self._set(grad_norm=float(grad_norm))
 
     # ------------------------------------------------------------------ queries
-    @property
-    def seed_params(self) -> int:
-        return 0 if self.seed is None else sum(p.numel() for p in self.seed.parameters())
-
     def seed_grad_norm(self) -> float | None:
         """L2 norm of the seed's current gradients (None if it has none)."""
         if self.seed is None:
@@ -202,55 +208,18 @@ class SeedSlot(nn.Module):
         grads = [p.grad.detach().flatten() for p in self.seed.parameters() if p.grad is not None]
         return float(torch.linalg.vector_norm(torch.cat(grads))) if grads else None
 
-    def evidence(self) -> SeedEvidence:
-        return SeedEvidence(
-            seed_params=self.seed_params,
-            host_params=self.host_params,
-            sanity_ok=self.sanity_ok,
-            epochs_in_stage=self.epochs_in_stage,
-            grad_norm=self.grad_norm,
-            alpha=self.alpha,
-            contribution=self.contribution,
-            has_module=self.seed is not None,
-        )
-
     def next_gate(self) -> GateResult | None:
         """The gate guarding this slot's next ADVANCE, evaluated now (None if ADVANCE is not legal)."""
         target = ADVANCE_TARGET.get(self.stage)
-        return None if target is None else check_gate(self.stage, target, self.evidence(), self.gates)
+        return None if target is None else check_gate(self.stage, target, self.state, self.gates, self.host_params)
 
     def report(self) -> SlotReport:
         gate = self.next_gate()
-        return SlotReport(
-            name=self.point.name,
-            stage=self.stage,
-            blueprint=self.blueprint,
-            tempo=self.tempo,
-            curve=self.curve,
-            alpha=self.alpha,
-            epochs_in_stage=self.epochs_in_stage,
-            contribution=self.contribution,
-            grad_norm=self.grad_norm,
-            seed_params=self.seed_params,
-            gate_open=bool(gate and gate.passed),
-            embargo_remaining=self.embargo_remaining,
-        )
+        return SlotReport(**vars(self.state), gate_open=bool(gate and gate.passed))
 
     # ------------------------------------------------------------------ manifest
     def manifest(self) -> SlotManifest:
-        return SlotManifest(
-            name=self.point.name,
-            stage=self.stage.name,
-            blueprint=self.blueprint,
-            tempo=self.tempo,
-            curve=None if self.curve is None else self.curve.value,
-            alpha=self.alpha,
-            epochs_in_stage=self.epochs_in_stage,
-            embargo_remaining=self.embargo_remaining,
-            contribution=self.contribution,
-            grad_norm=self.grad_norm if self.grad_norm is None or math.isfinite(self.grad_norm) else None,
-            epoch=self.epoch,
-        )
+        return SlotManifest.from_state(self.state)
 
     def load_manifest(self, m: SlotManifest, device=None, dtype=None) -> None:
         """Rebuild this slot's structure from a manifest (weights are loaded afterwards by the model)."""
@@ -259,14 +228,11 @@ class SeedSlot(nn.Module):
         stage = Stage[m.stage]
         if (stage in SEED_STAGES) != (m.blueprint is not None):
             raise ValueError(f"slot {m.name!r}: stage {stage.name} and blueprint {m.blueprint!r} disagree")
-        self._clear_seed_state()
+        self.seed = None
         if m.blueprint is not None:
             self.seed = get_blueprint(m.blueprint).build(self.point.channels).to(device=device, dtype=dtype)
-            self.sanity_ok = True
-        self.stage, self.blueprint, self.tempo = stage, m.blueprint, m.tempo
-        self.curve = None if m.curve is None else BlendCurve(m.curve)
-        self.alpha, self.epochs_in_stage, self.embargo_remaining = m.alpha, m.epochs_in_stage, m.embargo_remaining
-        self.contribution, self.grad_norm, self.epoch = m.contribution, m.grad_norm, m.epoch
+        params = 0 if self.seed is None else sum(p.numel() for p in self.seed.parameters())
+        self.state = m.to_state(seed_params=params, sanity_ok=self.seed is not None)
 
     def announce_restore(self, previous: Stage) -> None:
         """Emit the stage change a snapshot restore made (it bypasses the table: time was rewound)."""
@@ -281,8 +247,8 @@ class SeedSlot(nn.Module):
                 f"(legal next stages: {sorted(s.name for s in TRANSITIONS[self.stage])})"
             )
 
-    def _gate_or_raise(self, src: Stage, dst: Stage, ev: SeedEvidence) -> None:
-        result = check_gate(src, dst, ev, self.gates)
+    def _gate_or_raise(self, src: Stage, dst: Stage, ev: SlotState) -> None:
+        result = check_gate(src, dst, ev, self.gates, self.host_params)
         if result.gate != "-":
             self._emit(GateEvent, gate=result.gate, passed=result.passed, reason=result.reason)
         if not result.passed:
@@ -303,8 +269,7 @@ class SeedSlot(nn.Module):
         src = self.stage
         if not is_legal(src, target):  # the one place a stage changes; the table is the law
             raise IllegalCommandError(f"slot {self.point.name!r}: illegal transition {src.name}→{target.name}")
-        self.stage = target
-        self.epochs_in_stage = 0
+        self._set(stage=target, epochs_in_stage=0)
         self._emit(StageChangeEvent, from_stage=src.name, to_stage=target.name, blueprint=self.blueprint, reason=reason)
 
     def _emit(self, event_cls: type, **fields) -> None:

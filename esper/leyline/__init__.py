@@ -20,7 +20,7 @@ from esper.leyline.config import (
     KasminaConfig,
 )
 from esper.leyline.manifest import ArchitectureManifest, SlotManifest
-from esper.leyline.signals import SlotReport, TrainingSignals
+from esper.leyline.signals import SlotReport, SlotState, TrainingSignals
 from esper.leyline.stages import (
     ADVANCE_TARGET,
     AUTOMATIC_STAGES,
@@ -35,5 +35,5 @@ __all__ = [
     "ADVANCE_TARGET", "AUTOMATIC_STAGES", "CONTRIBUTING_STAGES", "GATE_PROFILES", "HEADS", "LIVE_STAGES",
     "OP_USES", "TRANSITIONS", "ActionMasks", "ActionSpec", "ArchitectureManifest", "BlendChoices", "BlendCurve", "CNNHostConfig",
     "EsperModel", "FactoredAction", "GateConfig", "HostConfig", "KasminaConfig", "Op", "SlotManifest",
-    "SlotReport", "Stage", "TrainingSignals", "alpha_at", "compute_masks", "is_legal",
+    "SlotReport", "SlotState", "Stage", "TrainingSignals", "alpha_at", "compute_masks", "is_legal",
 ]

@@ -9,12 +9,14 @@ from esper.leyline.stages import Stage
 
 
 @dataclass(frozen=True)
-class SlotReport:
-    """A slot's state as controllers, masks, rewards and telemetry see it (no tensors)."""
+class SlotState:
+    """Everything a slot knows besides its module: the one description of slot state. Controllers, masks, rewards
+    and telemetry read it as a `SlotReport`, checkpoints store it as a `SlotManifest`, the gates judge it.
+    A new fact about a slot is one field here (plus one in SlotManifest if checkpoints must keep it)."""
 
     name: str
     """Injection point name."""
-    stage: Stage
+    stage: Stage = Stage.DORMANT
     """Lifecycle stage."""
     blueprint: str | None = None
     """Blueprint of the seed in the slot (None when empty)."""
@@ -32,10 +34,20 @@ class SlotReport:
     """Last recorded gradient norm of the seed's parameters; None = not recorded."""
     seed_params: int = 0
     """Parameters of the seed module (0 when empty)."""
-    gate_open: bool = False
-    """True when the gate guarding this slot's next ADVANCE passes now."""
+    sanity_ok: bool = False
+    """The seed's germination probe gave a finite output of the input's shape (gate G1)."""
     embargo_remaining: int = 0
     """Epochs left before an embargoed slot resets."""
+    epoch: int = 0
+    """The slot's clock: epochs ticked since the model was built."""
+
+
+@dataclass(frozen=True)
+class SlotReport(SlotState):
+    """A slot's state as controllers, masks, rewards and telemetry see it, with its next gate evaluated now."""
+
+    gate_open: bool = False
+    """True when the gate guarding this slot's next ADVANCE passes now."""
 
 
 @dataclass(frozen=True)
