@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Callable
 
 import torch
@@ -78,20 +78,6 @@ class SeedSlot(nn.Module):
         """Drop the seed and every fact about it; the stage and the slot's clock stay."""
         self.seed = None
         self.state = SlotState(self.state.name, stage=self.state.stage, epoch=self.state.epoch)
-
-    # Read-only views of the state (a slot changes only through its commands).
-    stage = property(lambda self: self.state.stage)
-    blueprint = property(lambda self: self.state.blueprint)
-    tempo = property(lambda self: self.state.tempo)
-    curve = property(lambda self: self.state.curve)
-    alpha = property(lambda self: self.state.alpha)
-    epochs_in_stage = property(lambda self: self.state.epochs_in_stage)
-    contribution = property(lambda self: self.state.contribution)
-    grad_norm = property(lambda self: self.state.grad_norm)
-    seed_params = property(lambda self: self.state.seed_params)
-    sanity_ok = property(lambda self: self.state.sanity_ok)
-    embargo_remaining = property(lambda self: self.state.embargo_remaining)
-    epoch = property(lambda self: self.state.epoch)
 
     # ------------------------------------------------------------------ forward
     def forward(self, h: Tensor) -> Tensor:
@@ -276,3 +262,9 @@ class SeedSlot(nn.Module):
         if self.listener is not None:
             self.listener(event_cls(epoch=self.epoch, slot=self.point.name, **fields))
 
+
+# Every state field is also a read-only attribute of the slot (slot.stage is slot.state.stage): a slot changes only
+# through its commands, and a new SlotState field is readable here without an edit.
+for _field in (f.name for f in fields(SlotState) if f.name != "name"):
+    setattr(SeedSlot, _field, property(lambda self, name=_field: getattr(self.state, name), doc=f"state.{_field} (read-only)"))
+del _field
