@@ -47,6 +47,7 @@ def main() -> None:
     from esper.tamiyo import HeuristicTamiyo, PlanTamiyo, RandomTamiyo, StaticTamiyo
     from esper.tamiyo.agent_file import AgentFileError, load_agent
     from esper.tamiyo.neural import NeuralTamiyo
+    from esper.tolaria.data import DataError
 
     try:
         agent = load_agent(args.agent) if args.agent else None
@@ -54,9 +55,9 @@ def main() -> None:
             cfg = load_preset(args.preset or "smoke", args.overrides, TrainTamiyoConfig)
         else:
             cfg = TrainTamiyoConfig.model_validate(agent.provenance["config"])
-    except (ConfigError, AgentFileError) as exc:
+        env = EsperEnv(cfg.world)
+    except (ConfigError, AgentFileError, DataError) as exc:
         sys.exit(f"error: {exc}")
-    env = EsperEnv(cfg.world)
     if agent is not None and agent.feature_names != feature_names(env.action_spec):
         sys.exit("error: the agent's observation features do not match this world's (different slots/blueprints?)")
     make = {"ppo": lambda: NeuralTamiyo(agent), "ppo-sampled": lambda: NeuralTamiyo(agent, sample=True),

@@ -85,6 +85,9 @@ def main() -> None:
 
     try:
         cfg = _config(args)
+        from esper.tolaria.builder import build_model
+
+        build_model(cfg.world)  # the plane and host must build (e.g. blueprints that fit no point fail here, not in Ray)
         init_agent = None
         if cfg.ppo.init_agent and args.resume is None:  # a resumed run continues from its own checkpoint
             from esper.simic.ppo import load_init_agent

@@ -54,19 +54,25 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     from _config import load_preset
     from esper.leyline.experiment import ConfigError
-    from esper.simic.config import TrainTamiyoConfig
     from esper.serve.client import RemoteTamiyo, TamiyoClient
+    from esper.simic.config import TrainTamiyoConfig
     from esper.tamiyo import HeuristicTamiyo, StaticTamiyo
+    from esper.tolaria.builder import build_model
+    from esper.tolaria.data import DataError
 
     try:
         world = load_preset(args.preset, args.overrides, TrainTamiyoConfig).world
+        build_model(world)  # the host and plane must build before any server is asked
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     fallback = HeuristicTamiyo() if args.fallback == "heuristic" else StaticTamiyo()
     client = TamiyoClient(args.url, token=args.token, timeout_s=args.timeout, retries=args.retries)
     remote = RemoteTamiyo(client, fallback=fallback)
     print(f"training world {world.name!r} (seed {args.seed}), asking {args.url} every epoch", flush=True)
-    result = train(world, remote, args.seed)
+    try:
+        result = train(world, remote, args.seed)
+    except (ConfigError, DataError) as exc:  # the task's data, or a host that does not fit it
+        sys.exit(f"error: {exc}")
     summary = {"metric": result.metric_name, "val_metric": result.val_metric, "params_total": result.params_total,
                "decisions": result.decisions, "asked": remote.asked, "answered": remote.answered, "fallbacks": remote.fallbacks}
     print(f"remote: val {result.metric_name} {result.val_metric:.4f}, params {result.params_total:,}; "

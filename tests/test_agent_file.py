@@ -332,3 +332,27 @@ def test_errors_are_value_errors(tmp_path):
     with pytest.raises(ValueError):
         load_agent(path)
     assert os.path.exists(path)
+
+
+# ---------------------------------------------------------------------------------------------- format migration
+COMMITTED_AGENT = Path(__file__).parents[1] / "docs" / "data" / "agents" / "tamiyo_smoke_attempt7.pt"
+
+
+def test_committed_version_1_agent_loads_with_its_metric_features_renamed():
+    """Version 1 named the metric features after accuracy; they load under the metric names, same order."""
+    from esper.simic.config import TrainTamiyoConfig
+    from esper.tolaria.builder import build_model
+
+    raw = torch.load(COMMITTED_AGENT, weights_only=True)["manifest"]
+    assert raw["format_version"] == 1 and "val_accuracy" in raw["feature_names"]
+    agent = load_agent(COMMITTED_AGENT)
+    world = TrainTamiyoConfig.model_validate(agent.provenance["config"]).world  # its old config (ppo.gamma) loads too
+    assert agent.feature_names == feature_names(build_model(world).action_spec)
+    assert [n for n in agent.feature_names if "metric" in n] == ["val_metric", "delta_metric_1", "delta_metric_2",
+                                                                 "delta_metric_3"]
+
+
+def test_version_1_files_with_current_names_or_version_2_files_load_the_same(saved, spec):
+    path, _ = saved
+    rewrite(path, lambda p: p["manifest"].__setitem__("format_version", 1))
+    assert load_agent(path, expected_features=feature_names(spec)).feature_names == feature_names(spec)

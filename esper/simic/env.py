@@ -15,7 +15,7 @@ from esper.leyline.features import FEATURE_BOUND, encode, feature_size
 from esper.leyline.world import WorldConfig
 from esper.runtime.devices import actor_device
 from esper.simic.rewards import RewardStep, compute_reward, potential
-from esper.tolaria.builder import build_model, build_run, build_world_task
+from esper.tolaria.builder import build_model, build_run, build_world_task, check_output_size
 from esper.tolaria.run import Run
 from esper.tolaria.task import Task
 from esper.tolaria.trainer import Trainer
@@ -48,6 +48,7 @@ class EsperEnv(gym.Env):
         self.device = actor_device(self.world.device)
         self.task = task if task is not None else build_world_task(self.world, self.device)
         template = build_model(self.world)
+        check_output_size(template.to(self.device), self.task)  # a host/task mismatch fails here, not mid-episode
         self.action_spec = template.action_spec
         self.host_params = template.param_counts().host
         n_features = feature_size(self.action_spec)

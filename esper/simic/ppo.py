@@ -111,8 +111,8 @@ def load_init_agent(cfg: TrainTamiyoConfig):
     configured width (ConfigError naming the field otherwise), so a mismatch fails before Ray starts."""
     from esper.leyline.experiment import ConfigError
     from esper.leyline.features import feature_names
-    from esper.tolaria.builder import build_model
     from esper.tamiyo.agent_file import AgentFileError, load_agent
+    from esper.tolaria.builder import build_model
 
     spec = build_model(cfg.world).action_spec  # the plane only: no data is loaded at start-up
     try:

@@ -17,9 +17,9 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import TBXLoggerCallback
 
-from esper.simic.config import TrainTamiyoConfig
 from esper.leyline.experiment import set_dotted
 from esper.simic import ppo as keys
+from esper.simic.config import TrainTamiyoConfig
 
 OBJECTIVE = "esper/objective"
 """Evaluation final accuracy − objective_rent × final excess parameter ratio (reported once, at the end)."""

@@ -42,8 +42,8 @@ def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool) ->
     f = lambda v, fmt: "—" if v is None or v != v else format(v, fmt)  # None or NaN (no episode finished yet)
     ops = " ".join(f"{k[:4]} {f(v, '.0%')}" for k, v in row["op_fraction"].items())
     log.info(f"iter {it:3d}/{total}  return {f(row['return_mean'], '+.3f')}  len {f(row['episode_len_mean'], '.1f')}  "
-          f"final_acc {f(row['final_accuracy'], '.2%')}  ops [{ops}]  entropy {f(row['entropy'], '.3f')}  "
-          f"kl {f(row['kl'], '.4f')}  ({seconds:.0f}s)")
+             f"final_acc {f(row['final_accuracy'], '.2%')}  ops [{ops}]  entropy {f(row['entropy'], '.3f')}  "
+             f"kl {f(row['kl'], '.4f')}  ({seconds:.0f}s)")
     return row
 
 
@@ -123,7 +123,7 @@ def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources:
             return resources  # size from what is there
         wanted = 1
         log.info("the cluster has no CPUs yet (an autoscaling head keeps none): asking for 1 env runner; "
-              "pass --num-env-runners N for more")
+                 "pass --num-env-runners N for more")
     return grow_cluster(runner_bundles(wanted, cfg.ppo.gpus_per_env_runner), cfg.ppo.cluster_wait_s)
 
 
@@ -152,7 +152,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         placement = runner_placement(algo)
         for r in placement["runners"]:
             log.info(f"  env runner on node {r['node_id']}  GPU ids {r['gpu_ids'] or '-'}  device {r['device']}  "
-                  f"env {r['env']}")
+                     f"env {r['env']}")
         history_path = out / "progress.jsonl"
         history = []
         if resume:

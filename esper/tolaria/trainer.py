@@ -27,7 +27,7 @@ class Trainer:
 
     def __init__(self, model: MorphogeneticModel, task: Task, cfg: TrainerConfig, seed: int = 0) -> None:
         """`seed` fixes the order (and augmentation) of the training batches."""
-        self.model, self.task, self.cfg, self.epoch = model, task, cfg, 0
+        self.model, self.cfg, self.epoch = model, cfg, 0
         self.train_loader: Iterable | None = task.train_stream(cfg.batch_size, cfg.augment, seed)
         self.loss_fn = task.loss
         self.seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
