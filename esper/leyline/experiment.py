@@ -103,7 +103,7 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None, model: type[M]) -> M:
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, model: type[M]) -> M:
     """Validate a YAML preset plus `key.sub=value` overrides; errors name the offending field."""
     tree: dict[str, Any] = {}
     if path is not None:
