@@ -139,7 +139,8 @@ def _summarise(rows: list[dict], arms: list[str], has_eval: bool) -> list[dict]:
     for arm in arms:
         rs = [r for r in rows if r["arm"] == arm]
         stat = lambda k: (statistics.fmean(r[k] for r in rs), statistics.pstdev([r[k] for r in rs]) if len(rs) > 1 else 0.0)
-        s = {"arm": arm, "n": len(rs), "val_metric": stat("val_metric"), "params": stat("params_total"), "seconds": stat("wall_seconds")}
+        s = {"arm": arm, "n": len(rs), "val_metric": stat("val_metric"), "params": stat("params_total"),
+             "train_flops": stat("train_flops"), "seconds": stat("wall_seconds")}
         if has_eval:
             s["eval_metric"] = stat("eval_metric")
         out.append(s)
@@ -149,12 +150,13 @@ def _summarise(rows: list[dict], arms: list[str], has_eval: bool) -> list[dict]:
 def _table(summary: list[dict], has_eval: bool, metric: str) -> str:
     pct = metric == "accuracy"  # accuracy is a fraction: shown in %
     f = (lambda v: f"{v:.2%}") if pct else (lambda v: f"{v:.4f}")
-    head = f"| arm | seeds | val {metric} (mean ± std) |" + (f" eval {metric} |" if has_eval else "") + " final params | wall-clock s |"
-    lines = [head, "|---|---:|---:|" + ("---:|" if has_eval else "") + "---:|---:|"]
+    head = (f"| arm | seeds | val {metric} (mean ± std) |" + (f" eval {metric} |" if has_eval else "")
+            + " final params | training TFLOPs | wall-clock s |")
+    lines = [head, "|---|---:|---:|" + ("---:|" if has_eval else "") + "---:|---:|---:|"]
     for s in summary:
         ev = f" {f(s['eval_metric'][0])} ± {f(s['eval_metric'][1])} |" if has_eval else ""
         lines.append(f"| {s['arm']} | {s['n']} | {f(s['val_metric'][0])} ± {f(s['val_metric'][1])} |{ev} "
-                     f"{s['params'][0]:,.0f} | {s['seconds'][0]:.0f} ± {s['seconds'][1]:.0f} |")
+                     f"{s['params'][0]:,.0f} | {s['train_flops'][0] / 1e12:.3g} | {s['seconds'][0]:.0f} ± {s['seconds'][1]:.0f} |")
     return "\n".join(lines)
 
 
@@ -211,10 +213,10 @@ def main() -> None:
             rows.append({"arm": arm, "seed": seed, "metric": metric, "val_metric": result.val_metric,
                          "eval_metric": result.eval_metric, "params_total": result.params_total,
                          "excess_ratio": result.excess_ratio, "rollbacks": result.rollbacks,
-                         "wall_seconds": result.wall_seconds,
+                         "wall_seconds": result.wall_seconds, "train_flops": result.train_flops,
                          "decisions": " | ".join(x for x in result.decisions if "WAIT" not in x)})
             print(f"== {arm} seed {seed}: val {metric} {result.val_metric:.4f}, params {result.params_total:,}, "
-                  f"{result.wall_seconds:.0f}s", flush=True)
+                  f"{result.train_flops / 1e12:.3g} TFLOPs, {result.wall_seconds:.0f}s", flush=True)
     has_eval = task.eval_batches is not None
     summary = _summarise(rows, cfg.arms, has_eval)
     with open(args.out / "results.csv", "w", newline="") as f:

@@ -36,6 +36,10 @@ class EpochEvent(_Event):
     val_loss: float
     val_metric: float
     """The task's validation metric (accuracy for image classification)."""
+    train_flops: float = 0.0
+    """Training FLOPs spent by the run so far (cumulative)."""
+    wall_seconds: float = 0.0
+    """Wall-clock seconds since the run started (cumulative)."""
     params_host: int
     params_active: int
     params_fossilized: int

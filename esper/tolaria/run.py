@@ -46,6 +46,8 @@ class RunResult:
     excess_ratio: float
     rollbacks: int
     wall_seconds: float
+    train_flops: float
+    """Training FLOPs the run spent (esper/tolaria/flops.py; evaluation passes not included)."""
     metric_history: list[float] = field(default_factory=list)
     """Validation metric after each trained epoch."""
     decisions: list[str] = field(default_factory=list)
@@ -123,7 +125,8 @@ class Run:
             pc = model.param_counts()
             self._emit(EpochEvent(epoch=self.trainer.epoch, train_loss=out.train_loss, val_loss=out.val_loss,
                                   val_metric=out.val_metric, params_host=pc.host, params_active=pc.active_seeds,
-                                  params_fossilized=pc.fossilized))
+                                  params_fossilized=pc.fossilized, train_flops=self.trainer.train_flops,
+                                  wall_seconds=time.perf_counter() - self.started))
         return out
 
     def result(self) -> RunResult:
@@ -132,7 +135,7 @@ class Run:
         eval_metric = evaluate_with_counterfactuals(self.model, self.task, ev, counterfactuals=False).metric if ev else None
         return RunResult(self.task.metric_name, self.metrics[-1], self.val_losses[-1], eval_metric, pc.total, pc.host,
                          pc.excess_ratio, self.governor.rollbacks, time.perf_counter() - self.started,
-                         self.metrics[1:], list(self.decisions))
+                         self.trainer.train_flops, self.metrics[1:], list(self.decisions))
 
     # ------------------------------------------------------------------ plumbing
     def listen(self, listener: Callable[[TelemetryEvent], None]) -> None:

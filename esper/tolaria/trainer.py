@@ -12,6 +12,7 @@ from torch import nn
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import LIVE_STAGES, Stage
 from esper.leyline.experiment import TrainerConfig
+from esper.tolaria.flops import host_train_flops, seeds_train_flops
 from esper.tolaria.task import Task
 
 
@@ -30,6 +31,10 @@ class Trainer:
         self.model, self.cfg, self.epoch = model, cfg, 0
         self.train_loader: Iterable | None = task.train_stream(cfg.batch_size, cfg.augment, seed)
         self.loss_fn = task.loss
+        self.train_flops = 0.0
+        """Training FLOPs spent so far (forward + backward of the host and every live seed, esper/tolaria/flops.py)."""
+        self._host_flops: float | None = None  # per sample, measured on the first batch
+        self._epoch_seed_flops, self._epoch_samples = 0.0, 0
         self.seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
         self.rebuild_host_optimizer([], None)
 
@@ -94,10 +99,14 @@ class Trainer:
         self.sync_optimizers()
         self._set_lrs()
         self.model.train()
+        self._epoch_seed_flops, self._epoch_samples = seeds_train_flops(self.model), 0  # stages are fixed in an epoch
         return [self.host_opt] + [opt for _, opt in self.seed_opts.values()]
 
     def train_batch(self, opts: list[torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One SGD step on (x, y); returns the detached loss (no host sync)."""
+        if self._host_flops is None:
+            self._host_flops = host_train_flops(self.model, x[:1])
+        self._epoch_samples += x.shape[0]
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.model(x), y)
@@ -113,6 +122,7 @@ class Trainer:
         for loss in losses:  # sequential sum: the same float result however the epoch was driven
             total += loss
         self._record_grad_norms()
+        self.train_flops += self._epoch_samples * ((self._host_flops or 0.0) + self._epoch_seed_flops)
         self.epoch += 1
         return float(total) / max(len(losses), 1)
 

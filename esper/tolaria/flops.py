@@ -1,0 +1,71 @@
+"""Training-compute accounting: FLOPs per training sample of the host and of each live seed, by stage.
+
+Costs are measured once with torch's FLOP counter (`FlopCounterMode`: matrix multiplies and convolutions, one
+multiply-add = 2 FLOPs) on a small batch, per host and per (blueprint, injection point, stage kind), and
+multiplied by the samples an epoch trains on. What a seed costs depends on its stage, as its forward does
+(esper/kasmina/slot.py): DORMANT, GERMINATED and the embargo stages run nothing, nor does BLENDING while α is
+still 0; TRAINING, BLENDING and HOLDING run the seed on a detached input (forward + the backward to its own weights); FOSSILIZED runs it inside the graph
+(the backward also reaches its input, and through it the host).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from esper.kasmina import MorphogeneticModel, get_blueprint
+from esper.kasmina.protocol import InjectionPoint
+from esper.leyline import Stage
+
+DETACHED_STAGES = frozenset({Stage.TRAINING, Stage.BLENDING, Stage.HOLDING})
+PROBE_BATCH = 4  # samples per measurement (BatchNorm needs more than one); costs are divided back to one sample
+
+
+def _train_flops(module: nn.Module, x: Tensor, forward) -> int:
+    """FLOPs of one forward + backward of `forward(module, x)` (gradients to the parameters, and to `x` if it
+    requires them), without touching the module's gradients or statistics as the trainer left them."""
+    was_training = module.training
+    saved = [p.grad for p in module.parameters()]
+    module.train()
+    with FlopCounterMode(display=False) as counter:
+        forward(module, x).float().pow(2).mean().backward()
+    for p, g in zip(module.parameters(), saved):
+        p.grad = g
+    module.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def host_train_flops(model: MorphogeneticModel, sample: Tensor) -> float:
+    """Per-sample training FLOPs of the host alone (every slot left out), for an input like `sample` (1, …)."""
+    import copy
+
+    host = copy.deepcopy(model.host)  # BatchNorm statistics of the real host stay untouched
+    x = sample.expand(PROBE_BATCH, *sample.shape[1:]).clone()
+    return _train_flops(host, x, lambda m, inp: m.forward_through(inp, lambda name, h: h)) / PROBE_BATCH
+
+
+@functools.lru_cache(maxsize=None)
+def seed_train_flops(blueprint: str, point: InjectionPoint, through_graph: bool) -> float:
+    """Per-sample training FLOPs of a `blueprint` seed at `point`: on a detached input (isolation, blending,
+    holding) or inside the graph (fossilized: its input gradient is computed too)."""
+    shape = (PROBE_BATCH, point.channels, *(point.spatial or (1, 1))) if point.kind == "conv2d" else (PROBE_BATCH, point.channels)
+    with torch.device("meta"):  # shapes are all the counter needs: no memory, no draw from the RNG streams
+        seed = get_blueprint(blueprint).build(point.channels)
+        x = torch.empty(shape, requires_grad=through_graph)
+        return _train_flops(seed, x, lambda m, inp: inp + m(inp)) / PROBE_BATCH
+
+
+def seeds_train_flops(model: MorphogeneticModel) -> float:
+    """Per-sample training FLOPs of the model's seeds in their current stages."""
+    total = 0.0
+    for slot in model.slots.values():
+        if slot.seed is None:
+            continue
+        if slot.stage in DETACHED_STAGES and not (slot.stage is Stage.BLENDING and slot.alpha == 0.0):
+            total += seed_train_flops(slot.blueprint, slot.point, False)  # (at α = 0 a blending seed does not run)
+        elif slot.stage is Stage.FOSSILIZED:
+            total += seed_train_flops(slot.blueprint, slot.point, True)
+    return total

@@ -1,0 +1,78 @@
+"""Training-compute accounting: the trainer's FLOPs equal what torch's FLOP counter sees over whole real epochs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from _support import advance_to, image_task, open_gates, tiny_model
+from esper.leyline import Stage
+from esper.leyline.experiment import TrainerConfig
+from esper.tamiyo import ScheduleTamiyo
+from esper.tolaria.data import load_synthetic, split_train_val
+from esper.tolaria.flops import host_train_flops, seed_train_flops
+from esper.tolaria.governor import GovernorConfig
+from esper.tolaria.run import Run, run_training
+from esper.tolaria.trainer import Trainer
+
+_TRAIN, _VAL = split_train_val(load_synthetic(300, seed=0), 0.2, seed=0)
+_TASK = image_task(_TRAIN, _VAL)
+CFG = TrainerConfig(epochs=4, batch_size=64, max_batches_per_epoch=3)
+
+
+def _counted_epoch(trainer: Trainer) -> tuple[float, float]:
+    """(FLOPs the trainer books for one epoch, FLOPs torch's counter saw in it)."""
+    before = trainer.train_flops
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_epoch()
+    return trainer.train_flops - before, float(counter.get_total_flops())
+
+
+@pytest.mark.parametrize("stages", [
+    {},  # the host alone
+    {"block1": Stage.GERMINATED, "block2": Stage.TRAINING, "block3": Stage.BLENDING},  # α = 0: block3 idle
+    {"block1": Stage.FOSSILIZED, "block2": Stage.HOLDING, "block3": Stage.FOSSILIZED},
+], ids=["host", "training-blending", "fossils-holding"])
+def test_booked_flops_match_the_counter_over_a_real_epoch(stages):
+    torch.manual_seed(0)
+    model = tiny_model(open_gates())
+    for slot, stage in stages.items():
+        model.germinate(slot, "conv_light" if slot != "block2" else "bottleneck", tempo=3, curve="linear")
+        advance_to(model, slot, stage)
+    trainer = Trainer(model, _TASK, CFG, seed=0)
+    trainer.train_epoch()  # first epoch: the one-off per-sample measurements happen outside the counted epoch
+    booked, counted = _counted_epoch(trainer)
+    assert counted > 0 and booked == pytest.approx(counted, rel=0.05), (booked, counted)
+
+
+def test_a_germinated_seed_costs_nothing_and_a_live_one_its_own_compute():
+    torch.manual_seed(0)
+    model = tiny_model(open_gates())
+    trainer = Trainer(model, _TASK, CFG, seed=0)
+    trainer.train_epoch()
+    host_epoch, _ = _counted_epoch(trainer)
+    model.germinate("block3", "conv_light", tempo=3, curve="linear")
+    germinated, _ = _counted_epoch(trainer)
+    assert germinated == host_epoch, "a GERMINATED seed does not run"
+    model.advance("block3")  # → TRAINING
+    training, _ = _counted_epoch(trainer)
+    samples = 3 * 64
+    point = model.slot("block3").point
+    assert training - host_epoch == pytest.approx(samples * seed_train_flops("conv_light", point, False))
+    assert host_epoch == pytest.approx(samples * host_train_flops(model, _TRAIN.images[:1].float()))
+
+
+def test_runs_report_cumulative_flops_in_results_and_telemetry():
+    torch.manual_seed(0)
+    run = Run(tiny_model(), _TASK, CFG, GovernorConfig(), data_seed=0)
+    events = []
+    run.listen(events.append)
+    result = run_training(run, ScheduleTamiyo(0, "block3", "conv_light", 3))
+    flops = [e.train_flops for e in events if e.kind == "epoch"]
+    assert len(flops) == CFG.epochs and 0 < flops[0] and all(b > a for a, b in zip(flops, flops[1:]))
+    assert result.train_flops == flops[-1] == run.trainer.train_flops
+    steps = [b - a for a, b in zip([0.0] + flops, flops)]
+    # germinated at 0 (idle), training at 1, blending at α = 0 at 2 (idle), blending at α = 1/3 at 3
+    assert steps[0] == steps[2] < steps[1] == steps[3]
+    assert all(e.wall_seconds > 0 for e in events if e.kind == "epoch")
