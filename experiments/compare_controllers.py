@@ -5,6 +5,7 @@
     python experiments/compare_controllers.py --config experiments/presets/compare_full.yaml   # GPU protocol
     python experiments/compare_controllers.py --set world.trainer.epochs=4 --set seeds=[0,1,2] --set world.host.preset=small
     python experiments/compare_controllers.py                   # the smoke world (synthetic task, tiny host), 3 seeds
+    python experiments/compare_controllers.py --quick --budget-from static:15     # equal compute (training FLOPs)
 
 Arms (every arm: identical epochs, optimiser, LR schedule, host init and data order per seed):
   static      the host alone (WAIT-only controller)
@@ -49,6 +50,9 @@ from esper.tolaria.data import DataError
 from esper.tolaria.run import run_training
 from esper.tolaria.trainer import pick_device
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _compute import budget_of_static, compute_to_target, plot_curves  # noqa: E402
+
 
 class ExperimentConfig(EsperModel):
     """Root config of the fair comparison: one world, the arms that play it, the seeds."""
@@ -66,6 +70,9 @@ class ExperimentConfig(EsperModel):
     """agent.pt for the 'ppo' arm (its features must match this plane's slots and blueprints)."""
     schedule_epoch: int = Field(2, ge=0)
     """Germination epoch of the fixed-schedule arm."""
+    budget_static_epochs: int | None = Field(None, ge=1)
+    """Equal compute: every arm may spend the training FLOPs the static host spends in this many epochs
+    (`world.trainer.budget_flops` is set from it; `world.trainer.epochs` then only caps the decisions)."""
 
     @model_validator(mode="after")
     def _agent_for_ppo(self) -> "ExperimentConfig":
@@ -85,6 +92,11 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
                    help="override a config field, e.g. --set world.trainer.epochs=12 (repeatable)")
     p.add_argument("--eval-data", default=None, metavar="PATH.parquet",
                    help="external evaluation set, reported beside validation (= --set world.data.eval_data=PATH)")
+    p.add_argument("--budget-flops", type=float, default=None, metavar="FLOPS",
+                   help="equal compute: every arm trains until it has spent this many training FLOPs, its LR schedule "
+                        "running over them (= --set world.trainer.budget_flops=FLOPS)")
+    p.add_argument("--budget-from", default=None, metavar="static:EPOCHS",
+                   help="equal compute: the budget is what the static host spends in EPOCHS epochs")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compare/<time>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args()
@@ -92,6 +104,13 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
         p.error("--quick and --config are exclusive")
     if args.eval_data:
         args.overrides.append(f"world.data.eval_data={args.eval_data}")
+    if args.budget_flops is not None:
+        args.overrides.append(f"world.trainer.budget_flops={args.budget_flops}")
+    if args.budget_from is not None:
+        arm, _, epochs = args.budget_from.partition(":")
+        if arm != "static" or not epochs.isdigit() or int(epochs) < 1 or args.budget_flops is not None:
+            p.error("--budget-from takes static:EPOCHS (EPOCHS ≥ 1), and not with --budget-flops")
+        args.overrides.append(f"budget_static_epochs={epochs}")
     try:
         cfg = load_config(QUICK_PRESET if args.quick else args.config, args.overrides, model=ExperimentConfig)
     except ConfigError as exc:
@@ -195,11 +214,18 @@ def main() -> None:
             load_agent(cfg.agent)  # fail now, not after the first arms have run
         except AgentFileError as exc:
             sys.exit(f"error: {exc}")
+    if cfg.budget_static_epochs is not None:
+        n = cfg.budget_static_epochs
+        budget = budget_of_static(build_run(w, task, seed=cfg.seeds[0], device=device), n)
+        # `epochs` only caps the decisions now: the static host needs n of them, every other arm fewer
+        w.trainer = w.trainer.model_copy(update={"budget_flops": budget, "epochs": max(w.trainer.epochs, n + 1)})
+        print(f"equal compute: {budget / 1e12:.4g} TFLOPs each (the static host's {n} epochs)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    print(f"task {task.name} ({w.data.model_dump()}); host {w.host.model_dump()}; {w.trainer.epochs} epochs; "
+    budget = "" if w.trainer.budget_flops is None else f" (≤ {w.trainer.budget_flops / 1e12:.4g} TFLOPs each)"
+    print(f"task {task.name} ({w.data.model_dump()}); host {w.host.model_dump()}; {w.trainer.epochs} epochs{budget}; "
           f"arms {cfg.arms}; seeds {cfg.seeds}; out {args.out}", flush=True)
-    rows, metric = [], task.metric_name
+    rows, curves, metric = [], [], task.metric_name
     for seed in cfg.seeds:
         for arm in cfg.arms:  # interleave arms within a seed so machine noise hits all arms alike
             try:
@@ -210,6 +236,8 @@ def main() -> None:
             run.listen(hub)
             result = run_training(run, _controller(arm, cfg, run.model))
             hub.close()
+            curves.append({"arm": arm, "seed": seed, "val_metric": result.val_metric, "train_flops": result.train_flops,
+                           "metric_history": result.metric_history, "flops_history": result.flops_history})
             rows.append({"arm": arm, "seed": seed, "metric": metric, "val_metric": result.val_metric,
                          "eval_metric": result.eval_metric, "params_total": result.params_total,
                          "excess_ratio": result.excess_ratio, "rollbacks": result.rollbacks,
@@ -225,11 +253,15 @@ def main() -> None:
         writer.writerows(rows)
     meta = {"command": " ".join(["python", *sys.argv]), "config": cfg.model_dump(mode="json"), "code_version": version,
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(), "machine": platform.platform()}
-    (args.out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2))
+    (args.out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows, "curves": curves},
+                                                      indent=2))
     table = _table(summary, has_eval, metric)
-    (args.out / "table.md").write_text(table + "\n")
+    to_target, target = compute_to_target(curves, cfg.arms, metric)
+    (args.out / "table.md").write_text(table + "\n\n## Compute to target\n\n" + to_target + "\n")
     _plot(rows, cfg.arms, metric, args.out / "acc_vs_params.png")
-    print("\n" + table + f"\n\nwrote {args.out}/(config.yaml, results.csv, summary.json, table.md, acc_vs_params.png, telemetry/)")
+    plot_curves(curves, cfg.arms, metric, target, args.out / "metric_vs_flops.png")
+    print("\n" + table + "\n\n" + to_target + f"\n\nwrote {args.out}/(config.yaml, results.csv, summary.json, table.md, "
+          "acc_vs_params.png, metric_vs_flops.png, telemetry/)")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,21 @@ def test_runs_report_cumulative_flops_in_results_and_telemetry():
     # germinated at 0 (idle), training at 1, blending at α = 0 at 2 (idle), blending at α = 1/3 at 3
     assert steps[0] == steps[2] < steps[1] == steps[3]
     assert all(e.wall_seconds > 0 for e in events if e.kind == "epoch")
+
+
+def test_an_equal_compute_run_stops_at_its_budget_with_the_schedule_over_it():
+    """With trainer.budget_flops the run ends at the batch that spends the budget (whatever its epochs), and the
+    cosine LR schedule runs over the FLOPs spent: near zero at the end, whatever the epoch count."""
+    torch.manual_seed(0)
+    per_epoch = Trainer(tiny_model(), _TASK, CFG, seed=0)
+    per_epoch.train_epoch()  # the host alone: 3 batches of 64
+    budget = 2.5 * per_epoch.train_flops
+    cfg = CFG.model_copy(update={"budget_flops": budget, "epochs": 10})
+    run = Run(tiny_model(), _TASK, cfg, GovernorConfig(), data_seed=0)
+    result = run_training(run, ScheduleTamiyo(0, "block3", "conv_light", 3))
+    batch = per_epoch.train_flops / 3
+    assert budget <= result.train_flops < budget + 2 * batch, "stops at the batch that spends the budget"
+    # the host alone would train 3 epochs for 2.5 epochs' FLOPs; its growing seed makes epoch 2 dearer: 2 suffice
+    assert len(result.metric_history) == 2 < cfg.epochs and run.done
+    lr = run.trainer.host_opt.param_groups[0]["lr"]
+    assert lr < 0.05 * cfg.lr, "the schedule ended with the budget"

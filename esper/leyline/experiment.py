@@ -37,6 +37,11 @@ class TrainerConfig(EsperModel):
     without one ignores it."""
     max_batches_per_epoch: int | None = Field(None, ge=1)
     """Cap on train batches per epoch (cheap worlds); None = the whole train set."""
+    budget_flops: float | None = Field(None, gt=0)
+    """Equal-compute runs: the training FLOPs a run may spend (esper/tolaria/flops.py). The run ends once they are
+    spent (its last epoch stops at the batch that spends them), the LR schedule runs over them (cosine in the
+    fraction spent, set every batch) instead of over `epochs`, and `epochs` only caps the decisions.
+    None = equal epochs."""
 
 
 class GovernorConfig(EsperModel):

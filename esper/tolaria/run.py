@@ -50,6 +50,8 @@ class RunResult:
     """Training FLOPs the run spent (esper/tolaria/flops.py; evaluation passes not included)."""
     metric_history: list[float] = field(default_factory=list)
     """Validation metric after each trained epoch."""
+    flops_history: list[float] = field(default_factory=list)
+    """Cumulative training FLOPs after each trained epoch."""
     decisions: list[str] = field(default_factory=list)
 
 
@@ -72,12 +74,14 @@ class Run:
         self.losses: list[float] = []
         self.val_losses, self.metrics = [first.loss], [first.metric]
         self.decisions: list[str] = []
+        self.flops: list[float] = []  # cumulative training FLOPs after each epoch
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------------ what a controller sees
     @property
     def done(self) -> bool:
-        return self.trainer.epoch >= self.trainer.cfg.epochs
+        """The last epoch is trained (or, in an equal-compute run, the FLOPs budget is spent)."""
+        return self.trainer.epoch >= self.trainer.cfg.epochs or self.trainer.exhausted
 
     def signals(self) -> TrainingSignals:
         pc = self.model.param_counts()
@@ -121,6 +125,7 @@ class Run:
         self.losses.append(out.train_loss)
         self.val_losses.append(out.val_loss)
         self.metrics.append(out.val_metric)
+        self.flops.append(self.trainer.train_flops)
         if self._listeners:
             pc = model.param_counts()
             self._emit(EpochEvent(epoch=self.trainer.epoch, train_loss=out.train_loss, val_loss=out.val_loss,
@@ -135,7 +140,7 @@ class Run:
         eval_metric = evaluate_with_counterfactuals(self.model, self.task, ev, counterfactuals=False).metric if ev else None
         return RunResult(self.task.metric_name, self.metrics[-1], self.val_losses[-1], eval_metric, pc.total, pc.host,
                          pc.excess_ratio, self.governor.rollbacks, time.perf_counter() - self.started,
-                         self.trainer.train_flops, self.metrics[1:], list(self.decisions))
+                         self.trainer.train_flops, self.metrics[1:], list(self.flops), list(self.decisions))
 
     # ------------------------------------------------------------------ plumbing
     def listen(self, listener: Callable[[TelemetryEvent], None]) -> None:

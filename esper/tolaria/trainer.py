@@ -73,7 +73,18 @@ class Trainer:
     def _lr_factor(self) -> float:
         if self.cfg.schedule == "constant":
             return 1.0
+        if self.cfg.budget_flops is not None:  # equal compute: the schedule runs over the FLOPs budget
+            return 0.5 * (1.0 + math.cos(math.pi * min(self.flops_spent() / self.cfg.budget_flops, 1.0)))
         return 0.5 * (1.0 + math.cos(math.pi * self.epoch / self.cfg.epochs))
+
+    def flops_spent(self) -> float:
+        """Training FLOPs spent so far, the current epoch's batches included."""
+        return self.train_flops + self._epoch_samples * ((self._host_flops or 0.0) + self._epoch_seed_flops)
+
+    @property
+    def exhausted(self) -> bool:
+        """True once an equal-compute run has spent its budget (never for equal-epoch runs)."""
+        return self.cfg.budget_flops is not None and self.flops_spent() >= self.cfg.budget_flops
 
     def _set_lrs(self) -> None:
         f = self._lr_factor()
@@ -87,7 +98,12 @@ class Trainer:
     def train_epoch(self) -> float:
         """One epoch (or max_batches_per_epoch batches) on this trainer's own loader; returns the mean train loss."""
         opts = self.start_epoch()
-        return self.end_epoch([self.train_batch(opts, x, y) for x, y in self.epoch_batches()])
+        losses = []
+        for x, y in self.epoch_batches():
+            if self.exhausted:  # equal compute: the budget is spent mid-epoch
+                break
+            losses.append(self.train_batch(opts, x, y))
+        return self.end_epoch(losses)
 
     def epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This epoch's batches: the loader cut at max_batches_per_epoch (nothing beyond is drawn)."""
@@ -106,6 +122,8 @@ class Trainer:
         """One SGD step on (x, y); returns the detached loss (no host sync)."""
         if self._host_flops is None:
             self._host_flops = host_train_flops(self.model, x[:1])
+        if self.cfg.budget_flops is not None:
+            self._set_lrs()  # the schedule follows the FLOPs spent, batch by batch
         self._epoch_samples += x.shape[0]
         for opt in opts:
             opt.zero_grad(set_to_none=True)
@@ -123,6 +141,7 @@ class Trainer:
             total += loss
         self._record_grad_norms()
         self.train_flops += self._epoch_samples * ((self._host_flops or 0.0) + self._epoch_seed_flops)
+        self._epoch_samples = 0  # booked: flops_spent() must not count them twice
         self.epoch += 1
         return float(total) / max(len(losses), 1)
 

@@ -1,0 +1,78 @@
+"""Equal-compute reporting for compare_controllers.py: the FLOPs budget, metric-vs-FLOPs curves, compute-to-target."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from pathlib import Path
+
+BIG_CONTROL = "capacity"  # the final grown architecture trained from scratch: the target every arm is measured against
+
+
+def budget_of_static(run, epochs: int) -> float:
+    """The training FLOPs the bare host of `run` spends in `epochs` epochs (its per-sample cost × samples per epoch)."""
+    from esper.tolaria.flops import host_train_flops
+
+    cfg = run.trainer.cfg
+    stream = run.task.train_stream(cfg.batch_size, False, 0)
+    batches = list(itertools.islice(iter(stream), cfg.max_batches_per_epoch))
+    samples = sum(x.shape[0] for x, _ in batches)
+    return host_train_flops(run.model, batches[0][0][:1]) * samples * epochs
+
+
+def _first_reach(metrics: list[float], flops: list[float], target: float) -> float | None:
+    return next((f for m, f in zip(metrics, flops) if m >= target), None)
+
+
+def compute_to_target(rows: list[dict], arms: list[str], metric: str) -> tuple[str, float | None]:
+    """Markdown table: per arm, the training FLOPs at which each seed first reaches the big control's mean final
+    metric (epoch granularity), how many seeds reach it, and the saving against the big control's own spend."""
+    big = [r for r in rows if r["arm"] == BIG_CONTROL]
+    if not big:
+        return f"(no `{BIG_CONTROL}` arm: no target to measure compute against)", None
+    target = statistics.fmean(r["val_metric"] for r in big)
+    big_spend = statistics.fmean(r["train_flops"] for r in big)
+    lines = [f"Target: the {BIG_CONTROL} arm's mean final validation {metric}, {target:.4f}; its spend "
+             f"{big_spend / 1e12:.3g} TFLOPs.", "",
+             "| arm | seeds reaching the target | TFLOPs to target (mean ± std) | saving vs the big control | final val "
+             f"{metric} | TFLOPs spent |", "|---|---:|---:|---:|---:|---:|"]
+    for arm in arms:
+        rs = [r for r in rows if r["arm"] == arm]
+        hits = [h for h in (_first_reach(r["metric_history"], r["flops_history"], target) for r in rs) if h is not None]
+        if hits:
+            mean, std = statistics.fmean(hits), statistics.pstdev(hits) if len(hits) > 1 else 0.0
+            reach, saving = f"{mean / 1e12:.3g} ± {std / 1e12:.2g}", f"{1 - mean / big_spend:+.1%}"
+        else:
+            reach, saving = "not reached", "—"
+        final = statistics.fmean(r["val_metric"] for r in rs)
+        spent = statistics.fmean(r["train_flops"] for r in rs)
+        lines.append(f"| {arm} | {len(hits)}/{len(rs)} | {reach} | {saving} | {final:.4f} | {spent / 1e12:.3g} |")
+    return "\n".join(lines), target
+
+
+def plot_curves(rows: list[dict], arms: list[str], metric: str, target: float | None, path: Path) -> None:
+    """Validation metric against cumulative training FLOPs: mean over seeds, ± std band (seeds on a common grid)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm in arms:
+        rs = [r for r in rows if r["arm"] == arm and r["flops_history"]]
+        if not rs:
+            continue
+        grid = np.linspace(max(r["flops_history"][0] for r in rs), min(r["flops_history"][-1] for r in rs), 50)
+        curves = np.stack([np.interp(grid, r["flops_history"], r["metric_history"]) for r in rs])
+        mean, std = curves.mean(0), curves.std(0)
+        ax.plot(grid / 1e12, mean, label=f"{arm} ({len(rs)} seeds)")
+        ax.fill_between(grid / 1e12, mean - std, mean + std, alpha=0.2)
+    if target is not None:
+        ax.axhline(target, color="black", linestyle="--", linewidth=0.8, label=f"{BIG_CONTROL} final (target)")
+    ax.set_xlabel("cumulative training TFLOPs")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"{metric} vs training compute (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
