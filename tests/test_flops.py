@@ -94,3 +94,23 @@ def test_an_equal_compute_run_stops_at_its_budget_with_the_schedule_over_it():
     assert len(result.metric_history) == 2 < cfg.epochs and run.done
     lr = run.trainer.host_opt.param_groups[0]["lr"]
     assert lr < 0.05 * cfg.lr, "the schedule ended with the budget"
+
+
+def test_compute_to_target_reads_the_first_epoch_at_the_big_controls_final_metric():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+    from _compute import compute_to_target
+
+    def row(arm, seed, metrics, flops):
+        return {"arm": arm, "seed": seed, "val_metric": metrics[-1], "train_flops": flops[-1],
+                "metric_history": metrics, "flops_history": flops}
+
+    rows = [row("capacity", 0, [0.4, 0.6], [2e12, 4e12]), row("capacity", 1, [0.5, 0.6], [2e12, 4e12]),
+            row("schedule", 0, [0.3, 0.6, 0.7], [1e12, 2e12, 4e12]), row("schedule", 1, [0.3, 0.5, 0.55], [1e12, 2e12, 4e12])]
+    table, target = compute_to_target(rows, ["capacity", "schedule"], "accuracy")
+    assert target == pytest.approx(0.6)
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "arm" not in line}
+    assert "| 2/2 | 4 ± 0 | +0.0% |" in lines["capacity"]  # reaches its own mean at its last epoch: no saving
+    assert "| 1/2 | 2 ± 0 | +50.0% |" in lines["schedule"]  # one seed at 2 TFLOPs of the control's 4; one never
