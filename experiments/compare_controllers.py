@@ -222,8 +222,8 @@ def main() -> None:
         print(f"equal compute: {budget / 1e12:.4g} TFLOPs each (the static host's {n} epochs)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    budget = "" if w.trainer.budget_flops is None else f" (≤ {w.trainer.budget_flops / 1e12:.4g} TFLOPs each)"
-    print(f"task {task.name} ({w.data.model_dump()}); host {w.host.model_dump()}; {w.trainer.epochs} epochs{budget}; "
+    cap = "" if w.trainer.budget_flops is None else f" (≤ {w.trainer.budget_flops / 1e12:.4g} TFLOPs each)"
+    print(f"task {task.name} ({w.data.model_dump()}); host {w.host.model_dump()}; {w.trainer.epochs} epochs{cap}; "
           f"arms {cfg.arms}; seeds {cfg.seeds}; out {args.out}", flush=True)
     rows, curves, metric = [], [], task.metric_name
     for seed in cfg.seeds:
