@@ -9,15 +9,17 @@ from pathlib import Path
 BIG_CONTROL = "capacity"  # the final grown architecture trained from scratch: the target every arm is measured against
 
 
-def budget_of_static(run, epochs: int) -> float:
-    """The training FLOPs the bare host of `run` spends in `epochs` epochs (its per-sample cost × samples per epoch)."""
+def budget_of_static(world, task, device, epochs: int) -> float:
+    """The training FLOPs the bare host of `world` spends in `epochs` epochs (its per-sample cost × samples an
+    epoch trains on)."""
+    from esper.tolaria.builder import build_model
     from esper.tolaria.flops import host_train_flops
 
-    cfg = run.trainer.cfg
-    stream = run.task.train_stream(cfg.batch_size, False, 0)
-    batches = list(itertools.islice(iter(stream), cfg.max_batches_per_epoch))
-    samples = sum(x.shape[0] for x, _ in batches)
-    return host_train_flops(run.model, batches[0][0][:1]) * samples * epochs
+    cfg = world.trainer
+    batches = itertools.islice(iter(task.train_stream(cfg.batch_size, False, 0)), cfg.max_batches_per_epoch)
+    first, _ = next(batches)
+    samples = first.shape[0] + sum(x.shape[0] for x, _ in batches)
+    return host_train_flops(build_model(world).to(device), first[:1]) * samples * epochs
 
 
 def _first_reach(metrics: list[float], flops: list[float], target: float) -> float | None:

@@ -216,7 +216,7 @@ def main() -> None:
             sys.exit(f"error: {exc}")
     if cfg.budget_static_epochs is not None:
         n = cfg.budget_static_epochs
-        budget = budget_of_static(build_run(w, task, seed=cfg.seeds[0], device=device), n)
+        budget = budget_of_static(w, task, device, n)
         # `epochs` only caps the decisions now: the static host needs n of them, every other arm fewer
         w.trainer = w.trainer.model_copy(update={"budget_flops": budget, "epochs": max(w.trainer.epochs, n + 1)})
         print(f"equal compute: {budget / 1e12:.4g} TFLOPs each (the static host's {n} epochs)", flush=True)

@@ -17,7 +17,6 @@ the sweep runs. Which scalar means what: docs/tune.md.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 

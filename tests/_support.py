@@ -9,6 +9,9 @@ from esper.kasmina import BLUEPRINTS, MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
 from esper.leyline import CNNHostConfig, GateConfig, KasminaConfig, Stage
 from esper.leyline.telemetry import StageChangeEvent
+from esper.leyline.world import WorldConfig
+from esper.tolaria.datasets import DataBundle, channel_stats
+from esper.tolaria.image_task import ImageClassification
 
 CONV_BLUEPRINTS: tuple[str, ...] = tuple(n for n, b in BLUEPRINTS.items() if b.kind == "conv2d")
 
@@ -74,20 +77,15 @@ class EventLog:
         return [e for e in self.events if isinstance(e, StageChangeEvent)]
 
 
-def tiny_world(**overrides) -> "WorldConfig":
+def tiny_world(**overrides) -> WorldConfig:
     """A world of a few hundred synthetic images, the tiny host and 2-batch epochs (fields overridable)."""
-    from esper.leyline.world import WorldConfig
-
     fields = dict(data={"source": "synthetic", "limit": 240, "val_fraction": 0.25}, host={"preset": "tiny"},
                   trainer={"epochs": 4, "batch_size": 64, "max_batches_per_epoch": 2}, val_images=None, device="cpu")
     fields.update(overrides)
     return WorldConfig.model_validate(fields)
 
 
-def image_task(train, val, eval_set=None, num_classes: int = 10):
+def image_task(train, val, eval_set=None, num_classes: int = 10) -> ImageClassification:
     """The image-classification Task over hand-made ImageSets (normalised with the train split's statistics)."""
-    from esper.tolaria.datasets import DataBundle, channel_stats
-    from esper.tolaria.image_task import ImageClassification
-
     mean, std = channel_stats(train)
     return ImageClassification(DataBundle(train, val, eval_set, mean, std, "test", num_classes))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _support import tiny_model
 
-from esper.leyline import ActionMasks, FactoredAction, Op
+from esper.leyline import FactoredAction, Op
 from esper.leyline.control import Decision, Observation
 from esper.leyline.features import feature_names, feature_size
 from esper.leyline.world import WorldConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
 from esper.leyline.base import EsperModel
 from esper.leyline.registry import TASK_CONFIGS, TaskConfig

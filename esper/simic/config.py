@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.world import WorldConfig
@@ -90,13 +90,10 @@ class TrainTamiyoConfig(EsperModel):
             return tree
         ppo = dict(tree["ppo"])
         old = ppo.pop("gamma")
-        world = dict(tree.get("world") or {}) if isinstance(tree.get("world"), (dict, type(None))) else tree["world"]
-        if isinstance(world, dict):
-            reward = dict(world.get("reward") or {})
-            if reward.setdefault("gamma", old) != old:
-                raise ValueError(f"ppo.gamma ({old}) differs from world.reward.gamma ({reward['gamma']}): PPO now "
-                                 "discounts with world.reward.gamma only; drop ppo.gamma")
-            world["reward"] = reward
-        elif world.reward.gamma != old:
-            raise ValueError(f"ppo.gamma ({old}) differs from world.reward.gamma ({world.reward.gamma}); drop ppo.gamma")
-        return {**tree, "ppo": ppo, "world": world}
+        world = tree.get("world") or {}
+        world = world.model_dump() if isinstance(world, BaseModel) else dict(world)
+        reward = dict(world.get("reward") or {})
+        if reward.setdefault("gamma", old) != old:
+            raise ValueError(f"ppo.gamma ({old}) differs from world.reward.gamma ({reward['gamma']}): PPO now "
+                             "discounts with world.reward.gamma only; drop ppo.gamma")
+        return {**tree, "ppo": ppo, "world": {**world, "reward": reward}}

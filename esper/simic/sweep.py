@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from ray import tune
 from ray.tune.logger import TBXLoggerCallback

@@ -10,6 +10,7 @@ still 0; TRAINING, BLENDING and HOLDING run the seed on a detached input (forwar
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
@@ -40,8 +41,6 @@ def _train_flops(module: nn.Module, x: Tensor, forward) -> int:
 
 def host_train_flops(model: MorphogeneticModel, sample: Tensor) -> float:
     """Per-sample training FLOPs of the host alone (every slot left out), for an input like `sample` (1, …)."""
-    import copy
-
     host = copy.deepcopy(model.host)  # BatchNorm statistics of the real host stay untouched
     x = sample.expand(PROBE_BATCH, *sample.shape[1:]).clone()
     return _train_flops(host, x, lambda m, inp: m.forward_through(inp, lambda name, h: h)) / PROBE_BATCH
