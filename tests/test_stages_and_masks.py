@@ -364,3 +364,30 @@ def test_without_auto_advance_seeds_wait_for_advance_commands():
         model.step_epoch()
     assert model.slot("block3").stage is Stage.GERMINATED
     assert model.advance_open_gates() == ["block3"] and model.slot("block3").stage is Stage.TRAINING
+
+
+# ------------------------------------------------------------------------------------------------ graft lifecycle
+def test_graft_fossilizes_a_germinated_seed_at_once_without_changing_the_output():
+    import torch
+    from _support import images, tiny_model
+
+    from esper.leyline import KasminaConfig
+
+    model = tiny_model(KasminaConfig(gate_profile="permissive", lifecycle="graft")).eval()
+    spec, x = model.action_spec, images(4)
+    before = model(x)
+    model.apply(FactoredAction(Op.GERMINATE, spec.slots.index("block3"), spec.blueprints.index("conv_light"), 0))
+    slot = model.slot("block3")
+    assert slot.stage is Stage.FOSSILIZED and slot.alpha == 1.0
+    assert torch.equal(model(x), before), "a zero-initialised branch grafted at α = 1 must not change the output"
+    assert model.param_counts().fossilized == slot.seed_params > 0
+    assert not model.masks().allows(FactoredAction(Op.CULL, spec.slots.index("block3"))), "a graft cannot be culled"
+
+
+def test_graft_with_gates_that_ask_for_evidence_fails_at_start_up_naming_the_field():
+    from pydantic import ValidationError
+
+    from esper.leyline import KasminaConfig
+
+    with pytest.raises(ValidationError, match="kasmina.lifecycle='graft'.*min_training_epochs=0"):
+        KasminaConfig(gate_profile="strict", lifecycle="graft")

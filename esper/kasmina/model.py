@@ -112,6 +112,8 @@ class MorphogeneticModel(nn.Module):
             raise IllegalCommandError(f"blueprint {blueprint!r} is not enabled; enabled: {list(self.config.blueprints)}")
         p = self._first_param()
         self.slot(slot).germinate(blueprint, tempo, curve, device=p.device, dtype=p.dtype)
+        if self.config.lifecycle == "graft":
+            self.slot(slot).graft()
 
     def advance(self, slot: str) -> Stage:
         return self.slot(slot).advance()

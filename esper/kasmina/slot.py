@@ -146,6 +146,20 @@ class SeedSlot(nn.Module):
             self._emit(FossilizeEvent, blueprint=self.blueprint, seed_params=self.seed_params)
         return target
 
+    def graft(self) -> None:
+        """GERMINATED → FOSSILIZED in one step (`kasmina.lifecycle='graft'`), each stage entered through its gate.
+        The seed's branch is zero at germination, so setting α = 1 at once leaves the output unchanged. A closed
+        gate stops the graft where it is (a seed whose probe failed stays GERMINATED; its GateEvent says why)."""
+        for target in (Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED):
+            if target is Stage.HOLDING:
+                self._set(alpha=1.0)  # the blend is skipped (G3 asks for α = 1)
+            try:
+                self._gate_or_raise(self.stage, target, self.state)
+            except GateClosedError:
+                return
+            self._move(target, "graft")
+        self._emit(FossilizeEvent, blueprint=self.blueprint, seed_params=self.seed_params)
+
     def cull(self, reason: str = "commanded") -> None:
         """Remove a live seed; the slot then serves an embargo before it can be reused."""
         if self.stage not in LIVE_STAGES:

@@ -109,6 +109,12 @@ class KasminaConfig(EsperModel):
     """Kasmina moves every seed whose next gate is open one stage on after each decision (GERMINATED→TRAINING→
     BLENDING→HOLDING→FOSSILIZED, each gate checked as for ADVANCE): controllers then decide what, where, how and
     when to germinate and when to cull, and the lifecycle runs itself. Off = every step is an explicit ADVANCE."""
+    lifecycle: Literal["isolated", "graft"] = "isolated"
+    """isolated: a seed trains on a detached input (TRAINING), blends in over its tempo and is held before it
+    fossilizes, each step when its gate opens. graft: a germinated seed goes through every stage in the same
+    decision and is FOSSILIZED at once — its zero-initialised branch joins the graph function-preserving and trains
+    with the host from the next batch (Net2Net / MSG-style growth: no isolation, no blend, no cull; the gates must
+    then let a new seed through without epochs or evidence). The blend head's choice is unused."""
     isolation_step: float = Field(1.0, gt=0)
     """Functional step size of isolated training: a TRAINING seed converges to f = −isolation_step·∂ℓ/∂h
     (a gradient-boosting step on the host's features); smaller = more conservative seeds at blend time."""
@@ -121,6 +127,12 @@ class KasminaConfig(EsperModel):
             raise ValueError("kasmina.gates is only allowed with kasmina.gate_profile='custom'")
         if self.blueprints is not None and not self.blueprints:
             raise ValueError("kasmina.blueprints must list at least one blueprint (or be null: all that fit)")
+        g = self.gate_config()
+        if self.lifecycle == "graft" and (g.min_training_epochs or g.min_holding_epochs or g.require_contribution
+                                          or g.min_seed_grad_norm):
+            raise ValueError("kasmina.lifecycle='graft' fossilizes a seed in the decision that germinates it: the gates "
+                             "need min_training_epochs=0, min_holding_epochs=0, min_seed_grad_norm=0 and "
+                             f"require_contribution=false (gate_profile {self.gate_profile!r} has {g})")
         return self
 
     def gate_config(self) -> GateConfig:
