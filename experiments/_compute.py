@@ -26,53 +26,62 @@ def _first_reach(metrics: list[float], flops: list[float], target: float) -> flo
     return next((f for m, f in zip(metrics, flops) if m >= target), None)
 
 
-def compute_to_target(rows: list[dict], arms: list[str], metric: str) -> tuple[str, float | None]:
+SPLITS = {"val": ("val_metric", "metric_history", "validation"),
+          "eval": ("eval_metric", "eval_metric_history", "external evaluation")}
+"""Which final metric and per-epoch history of a curve row a split reads, and its name in tables and plots."""
+
+
+def compute_to_target(rows: list[dict], arms: list[str], metric: str, split: str = "val") -> tuple[str, float | None]:
     """Markdown table: per arm, the training FLOPs at which each seed first reaches the big control's mean final
-    metric (epoch granularity), how many seeds reach it, and the saving against the big control's own spend."""
+    metric on `split` (epoch granularity), how many seeds reach it, and the saving against the big control's own
+    spend. `split="eval"` reads the external evaluation set (compare's --eval-data)."""
+    final_key, history_key, split_name = SPLITS[split]
     big = [r for r in rows if r["arm"] == BIG_CONTROL]
     if not big:
         return f"(no `{BIG_CONTROL}` arm: no target to measure compute against)", None
-    target = statistics.fmean(r["val_metric"] for r in big)
+    target = statistics.fmean(r[final_key] for r in big)
     big_spend = statistics.fmean(r["train_flops"] for r in big)
-    lines = [f"Target: the {BIG_CONTROL} arm's mean final validation {metric}, {target:.4f}; its spend "
+    lines = [f"Target: the {BIG_CONTROL} arm's mean final {split_name} {metric}, {target:.4f}; its spend "
              f"{big_spend / 1e12:.3g} TFLOPs.", "",
-             "| arm | seeds reaching the target | TFLOPs to target (mean ± std) | saving vs the big control | final val "
-             f"{metric} | TFLOPs spent |", "|---|---:|---:|---:|---:|---:|"]
+             f"| arm | seeds reaching the target | TFLOPs to target (mean ± std) | saving vs the big control | final "
+             f"{split_name} {metric} | TFLOPs spent |", "|---|---:|---:|---:|---:|---:|"]
     for arm in arms:
         rs = [r for r in rows if r["arm"] == arm]
-        hits = [h for h in (_first_reach(r["metric_history"], r["flops_history"], target) for r in rs) if h is not None]
+        hits = [h for h in (_first_reach(r[history_key], r["flops_history"], target) for r in rs) if h is not None]
         if hits:
             mean, std = statistics.fmean(hits), statistics.pstdev(hits) if len(hits) > 1 else 0.0
             reach, saving = f"{mean / 1e12:.3g} ± {std / 1e12:.2g}", f"{1 - mean / big_spend:+.1%}"
         else:
             reach, saving = "not reached", "—"
-        final = statistics.fmean(r["val_metric"] for r in rs)
+        final = statistics.fmean(r[final_key] for r in rs)
         spent = statistics.fmean(r["train_flops"] for r in rs)
         lines.append(f"| {arm} | {len(hits)}/{len(rs)} | {reach} | {saving} | {final:.4f} | {spent / 1e12:.3g} |")
     return "\n".join(lines), target
 
 
-def plot_curves(rows: list[dict], arms: list[str], metric: str, target: float | None, path: Path) -> None:
-    """Validation metric against cumulative training FLOPs: mean over seeds, ± std band (seeds on a common grid)."""
+def plot_curves(rows: list[dict], arms: list[str], metric: str, target: float | None, path: Path,
+                split: str = "val") -> None:
+    """The metric on `split` against cumulative training FLOPs: mean over seeds, ± std band (seeds on a common grid)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    _, history_key, split_name = SPLITS[split]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arm in arms:
         rs = [r for r in rows if r["arm"] == arm and r["flops_history"]]
         if not rs:
             continue
         grid = np.linspace(max(r["flops_history"][0] for r in rs), min(r["flops_history"][-1] for r in rs), 50)
-        curves = np.stack([np.interp(grid, r["flops_history"], r["metric_history"]) for r in rs])
+        curves = np.stack([np.interp(grid, r["flops_history"], r[history_key]) for r in rs])
         mean, std = curves.mean(0), curves.std(0)
         ax.plot(grid / 1e12, mean, label=f"{arm} ({len(rs)} seeds)")
         ax.fill_between(grid / 1e12, mean - std, mean + std, alpha=0.2)
     if target is not None:
         ax.axhline(target, color="black", linestyle="--", linewidth=0.8, label=f"{BIG_CONTROL} final (target)")
     ax.set_xlabel("cumulative training TFLOPs")
-    ax.set_ylabel(f"validation {metric}")
+    ax.set_ylabel(f"{split_name} {metric}")
     ax.set_title(f"{metric} vs training compute (mean ± std over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -236,12 +236,14 @@ def main() -> None:
             run.listen(hub)
             result = run_training(run, _controller(arm, cfg, run.model))
             hub.close()
-            curves.append({"arm": arm, "seed": seed, "val_metric": result.val_metric, "train_flops": result.train_flops,
-                           "metric_history": result.metric_history, "flops_history": result.flops_history})
+            curves.append({"arm": arm, "seed": seed, "val_metric": result.val_metric, "eval_metric": result.eval_metric,
+                           "train_flops": result.train_flops, "metric_history": result.metric_history,
+                           "eval_metric_history": result.eval_metric_history, "flops_history": result.flops_history})
             rows.append({"arm": arm, "seed": seed, "metric": metric, "val_metric": result.val_metric,
                          "eval_metric": result.eval_metric, "params_total": result.params_total,
                          "excess_ratio": result.excess_ratio, "rollbacks": result.rollbacks,
                          "wall_seconds": result.wall_seconds, "train_flops": result.train_flops,
+                         "eval_flops": result.eval_flops, "counterfactual_flops": result.counterfactual_flops,
                          "decisions": " | ".join(x for x in result.decisions if "WAIT" not in x)})
             print(f"== {arm} seed {seed}: val {metric} {result.val_metric:.4f}, params {result.params_total:,}, "
                   f"{result.train_flops / 1e12:.3g} TFLOPs, {result.wall_seconds:.0f}s", flush=True)
@@ -256,10 +258,11 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows, "curves": curves},
                                                       indent=2))
     table = _table(summary, has_eval, metric)
-    to_target, target = compute_to_target(curves, cfg.arms, metric)
+    split = "eval" if has_eval else "val"  # with --eval-data, compute-to-target is judged on the external set
+    to_target, target = compute_to_target(curves, cfg.arms, metric, split)
     (args.out / "table.md").write_text(table + "\n\n## Compute to target\n\n" + to_target + "\n")
     _plot(rows, cfg.arms, metric, args.out / "acc_vs_params.png")
-    plot_curves(curves, cfg.arms, metric, target, args.out / "metric_vs_flops.png")
+    plot_curves(curves, cfg.arms, metric, target, args.out / "metric_vs_flops.png", split)
     print("\n" + table + "\n\n" + to_target + f"\n\nwrote {args.out}/(config.yaml, results.csv, summary.json, table.md, "
           "acc_vs_params.png, metric_vs_flops.png, telemetry/)")
 

@@ -103,9 +103,11 @@ def test_compute_to_target_reads_the_first_epoch_at_the_big_controls_final_metri
     sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
     from _compute import compute_to_target
 
-    def row(arm, seed, metrics, flops):
+    def row(arm, seed, metrics, flops):  # the external set reads 0.1 lower, except the schedule's seed 1 at the end
+        held_out = [m - 0.1 for m in metrics[:-1]] + [metrics[-1] + (0.1 if (arm, seed) == ("schedule", 1) else -0.1)]
         return {"arm": arm, "seed": seed, "val_metric": metrics[-1], "train_flops": flops[-1],
-                "metric_history": metrics, "flops_history": flops}
+                "metric_history": metrics, "flops_history": flops, "eval_metric": held_out[-1],
+                "eval_metric_history": held_out}
 
     rows = [row("capacity", 0, [0.4, 0.6], [2e12, 4e12]), row("capacity", 1, [0.5, 0.6], [2e12, 4e12]),
             row("schedule", 0, [0.3, 0.6, 0.7], [1e12, 2e12, 4e12]), row("schedule", 1, [0.3, 0.5, 0.55], [1e12, 2e12, 4e12])]
@@ -114,3 +116,45 @@ def test_compute_to_target_reads_the_first_epoch_at_the_big_controls_final_metri
     lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "arm" not in line}
     assert "| 2/2 | 4 ± 0 | +0.0% |" in lines["capacity"]  # reaches its own mean at its last epoch: no saving
     assert "| 1/2 | 2 ± 0 | +50.0% |" in lines["schedule"]  # one seed at 2 TFLOPs of the control's 4; one never
+    table, target = compute_to_target(rows, ["capacity", "schedule"], "accuracy", split="eval")
+    assert target == pytest.approx(0.5) and "final external evaluation accuracy" in table
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "arm" not in line}
+    assert "| 2/2 | 3 ± 1 | +25.0% |" in lines["schedule"]  # on the external set seed 1 reaches it too, at its end (4)
+
+def test_evaluation_flops_are_booked_apart_and_match_the_counter_over_whole_passes():
+    """Validation passes are not training compute: booked as eval FLOPs (the model as it is) and counterfactual
+    FLOPs (the branches with a seed off), each equal to what torch's counter sees over the whole pass."""
+    from esper.tolaria.counterfactual import evaluate_with_counterfactuals
+
+    torch.manual_seed(0)
+    model = tiny_model(open_gates())
+    for slot in ("block1", "block3"):
+        model.germinate(slot, "conv_light", tempo=3, curve="linear")
+        advance_to(model, slot, Stage.FOSSILIZED)
+    run = Run(model, _TASK, CFG, GovernorConfig(), data_seed=0)
+    first_eval, train = run.eval_flops, run.trainer.train_flops
+    with FlopCounterMode(display=False) as plain:
+        evaluate_with_counterfactuals(model, _TASK, _TASK.val_batches, counterfactuals=False)
+    with FlopCounterMode(display=False) as fused:
+        evaluate_with_counterfactuals(model, _TASK, _TASK.val_batches)
+    assert first_eval == pytest.approx(plain.get_total_flops(), rel=0.05) and train == 0.0
+    run.finish_epoch(run.trainer.train_epoch())
+    assert run.eval_flops - first_eval == pytest.approx(plain.get_total_flops(), rel=0.05)
+    assert run.counterfactual_flops == pytest.approx(fused.get_total_flops() - plain.get_total_flops(), rel=0.05)
+    assert run.counterfactual_flops > 0 and run.trainer.train_flops > 0
+    result = run.result()
+    assert (result.eval_flops, result.counterfactual_flops) == (run.eval_flops, run.counterfactual_flops)
+
+
+def test_with_an_external_set_every_epoch_reports_its_metric_for_compute_to_target():
+    from esper.tolaria.counterfactual import evaluate_with_counterfactuals
+
+    torch.manual_seed(0)
+    task = image_task(_TRAIN, _VAL, eval_set=_VAL.subset(torch.arange(20)))
+    run = Run(tiny_model(), task, CFG, GovernorConfig(), data_seed=0)
+    result = run_training(run, ScheduleTamiyo(0, "block3", "conv_light", 3))
+    assert len(result.eval_metric_history) == len(result.metric_history) == CFG.epochs
+    assert result.eval_metric_history[-1] == result.eval_metric == \
+        evaluate_with_counterfactuals(run.model, task, task.eval_batches, counterfactuals=False).metric
+    assert result.eval_flops > 0 and run_training(Run(tiny_model(), _TASK, CFG, GovernorConfig(), data_seed=0),
+                                                  ScheduleTamiyo(0, "block3", "conv_light", 3)).eval_metric_history == []

@@ -38,6 +38,10 @@ class EpochEvent(_Event):
     """The task's validation metric (accuracy for image classification)."""
     train_flops: float = 0.0
     """Training FLOPs spent by the run so far (cumulative)."""
+    eval_flops: float = 0.0
+    """Validation-pass FLOPs so far (the model as it is; cumulative, not part of the training budget)."""
+    counterfactual_flops: float = 0.0
+    """FLOPs of the counterfactual branches of those passes so far (cumulative)."""
     wall_seconds: float = 0.0
     """Wall-clock seconds since the run started (cumulative)."""
     params_host: int

@@ -14,6 +14,7 @@ from typing import Iterable, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import CONTRIBUTING_STAGES, Stage
@@ -43,6 +44,22 @@ def fused_outputs(model: MorphogeneticModel, x: Tensor, slots: list[str]) -> Ten
 
     out = model.host.forward_through(x, inject)  # (K·B, …)
     return out.view(1 + len(slots), batch, *out.shape[1:])  # (K·B, …) → (K, B, …)
+
+
+@torch.no_grad()
+def evaluation_flops(model: MorphogeneticModel, x: Tensor, counterfactuals: bool = True) -> tuple[float, float]:
+    """Per-sample FLOPs of one evaluation like `evaluate_with_counterfactuals` on inputs like `x`: (the model as
+    it is, the counterfactual branches on top). Counted by torch's FLOP counter on a 4-sample slice of `x`."""
+    was_training = model.training
+    model.eval()
+    probe = x[:4]
+    counts = []
+    for slots in ([], contributing_slots(model) if counterfactuals else []):
+        with FlopCounterMode(display=False) as counter:
+            fused_outputs(model, probe, slots)
+        counts.append(counter.get_total_flops() / probe.shape[0])
+    model.train(was_training)
+    return counts[0], counts[1] - counts[0]
 
 
 class Evaluation(NamedTuple):

@@ -19,7 +19,7 @@ from esper.leyline import FactoredAction, TrainingSignals
 from esper.leyline.control import Controller, Observation
 from esper.leyline.experiment import GovernorConfig, TrainerConfig
 from esper.leyline.telemetry import EpochEvent, TelemetryEvent
-from esper.tolaria.counterfactual import evaluate_with_counterfactuals
+from esper.tolaria.counterfactual import Evaluation, evaluate_with_counterfactuals, evaluation_flops
 from esper.tolaria.governor import Governor
 from esper.tolaria.task import Task
 from esper.tolaria.trainer import Trainer
@@ -48,10 +48,18 @@ class RunResult:
     wall_seconds: float
     train_flops: float
     """Training FLOPs the run spent (esper/tolaria/flops.py; evaluation passes not included)."""
+    eval_flops: float = 0.0
+    """FLOPs of the validation passes after each epoch (the model as it is: what the Governor and the controller
+    read), not part of the training budget."""
+    counterfactual_flops: float = 0.0
+    """FLOPs of the counterfactual branches of those passes (each contributing seed switched off), on top."""
     metric_history: list[float] = field(default_factory=list)
     """Validation metric after each trained epoch."""
     flops_history: list[float] = field(default_factory=list)
     """Cumulative training FLOPs after each trained epoch."""
+    eval_metric_history: list[float] = field(default_factory=list)
+    """The metric on the task's external evaluation set after each trained epoch (empty without one; these
+    passes are for the report only — no controller sees them, and their FLOPs are not booked)."""
     decisions: list[str] = field(default_factory=list)
 
 
@@ -70,11 +78,15 @@ class Run:
         self.governor = Governor(self.trainer, governor, emit=self._emit)
         self._rng_state = rng_state if rng_state is not None else torch.get_rng_state()
         self._listeners: list[Callable[[TelemetryEvent], None]] = []
-        first = evaluate_with_counterfactuals(model, task, task.val_batches, counterfactuals=False)
+        self.eval_flops = self.counterfactual_flops = 0.0
+        """Validation FLOPs spent so far: the model as it is, and the counterfactual branches on top."""
+        self._val_samples = sum(x.shape[0] for x, _ in task.val_batches)
+        first = self._evaluate(counterfactuals=False)
         self.losses: list[float] = []
         self.val_losses, self.metrics = [first.loss], [first.metric]
         self.decisions: list[str] = []
         self.flops: list[float] = []  # cumulative training FLOPs after each epoch
+        self.eval_metrics: list[float] = []  # the external evaluation set's metric after each epoch (if the task has one)
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------------ what a controller sees
@@ -115,7 +127,7 @@ class Run:
         model = self.model
         finite = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())  # one device sync
         rolled_back = self.governor.observe(loss, finite)
-        ev = evaluate_with_counterfactuals(model, self.task, self.task.val_batches)
+        ev = self._evaluate(counterfactuals=True)
         for name, value in ev.contributions.items():
             slot = model.slot(name)
             if slot.seed is not None:
@@ -126,11 +138,15 @@ class Run:
         self.val_losses.append(out.val_loss)
         self.metrics.append(out.val_metric)
         self.flops.append(self.trainer.train_flops)
+        if self.task.eval_batches:
+            self.eval_metrics.append(
+                evaluate_with_counterfactuals(model, self.task, self.task.eval_batches, counterfactuals=False).metric)
         if self._listeners:
             pc = model.param_counts()
             self._emit(EpochEvent(epoch=self.trainer.epoch, train_loss=out.train_loss, val_loss=out.val_loss,
                                   val_metric=out.val_metric, params_host=pc.host, params_active=pc.active_seeds,
                                   params_fossilized=pc.fossilized, train_flops=self.trainer.train_flops,
+                                  eval_flops=self.eval_flops, counterfactual_flops=self.counterfactual_flops,
                                   wall_seconds=time.perf_counter() - self.started))
         return out
 
@@ -140,7 +156,15 @@ class Run:
         eval_metric = evaluate_with_counterfactuals(self.model, self.task, ev, counterfactuals=False).metric if ev else None
         return RunResult(self.task.metric_name, self.metrics[-1], self.val_losses[-1], eval_metric, pc.total, pc.host,
                          pc.excess_ratio, self.governor.rollbacks, time.perf_counter() - self.started,
-                         self.trainer.train_flops, self.metrics[1:], list(self.flops), list(self.decisions))
+                         self.trainer.train_flops, self.eval_flops, self.counterfactual_flops,
+                         self.metrics[1:], list(self.flops), list(self.eval_metrics), list(self.decisions))
+
+    def _evaluate(self, counterfactuals: bool) -> Evaluation:
+        """The validation pass (with each seed's counterfactual contribution), its FLOPs booked."""
+        as_is, branches = evaluation_flops(self.model, self.task.val_batches[0][0], counterfactuals)
+        self.eval_flops += as_is * self._val_samples
+        self.counterfactual_flops += branches * self._val_samples
+        return evaluate_with_counterfactuals(self.model, self.task, self.task.val_batches, counterfactuals)
 
     # ------------------------------------------------------------------ plumbing
     def listen(self, listener: Callable[[TelemetryEvent], None]) -> None:
