@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
 import statistics
 from pathlib import Path
 
 BIG_CONTROL = "capacity"  # the final grown architecture trained from scratch: the target every arm is measured against
 
 
-def budget_of_static(world, task, device, epochs: int) -> float:
-    """The training FLOPs the bare host of `world` spends in `epochs` epochs (its per-sample cost × samples an
-    epoch trains on)."""
+def host_epoch_flops(world, task, device) -> float:
+    """Training FLOPs of one epoch of `world`'s bare host: the unit of `trainer.budget_host_epochs` (what a Run's
+    trainer computes for itself, here before any run is built, for the log)."""
     from esper.tolaria.builder import build_model
-    from esper.tolaria.flops import host_train_flops
+    from esper.tolaria.flops import epoch_samples, host_train_flops
 
     cfg = world.trainer
-    batches = itertools.islice(iter(task.train_stream(cfg.batch_size, False, 0)), cfg.max_batches_per_epoch)
-    first, _ = next(batches)
-    samples = first.shape[0] + sum(x.shape[0] for x, _ in batches)
-    return host_train_flops(build_model(world).to(device), first[:1]) * samples * epochs
+    samples = epoch_samples(task.train_stream(cfg.batch_size, False, 0), cfg.max_batches_per_epoch)
+    return host_train_flops(build_model(world).to(device), task.nominal_input()) * samples
 
 
 def _first_reach(metrics: list[float], flops: list[float], target: float) -> float | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import platform
 import statistics
 import sys
@@ -51,7 +52,7 @@ from esper.tolaria.run import run_training
 from esper.tolaria.trainer import pick_device
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _compute import budget_of_static, compute_to_target, plot_curves  # noqa: E402
+from _compute import compute_to_target, host_epoch_flops, plot_curves  # noqa: E402
 
 
 class ExperimentConfig(EsperModel):
@@ -70,14 +71,20 @@ class ExperimentConfig(EsperModel):
     """agent.pt for the 'ppo' arm (its features must match this plane's slots and blueprints)."""
     schedule_epoch: int = Field(2, ge=0)
     """Germination epoch of the fixed-schedule arm."""
-    budget_static_epochs: int | None = Field(None, ge=1)
-    """Equal compute: every arm may spend the training FLOPs the static host spends in this many epochs
-    (`world.trainer.budget_flops` is set from it; `world.trainer.epochs` then only caps the decisions)."""
 
     @model_validator(mode="after")
     def _agent_for_ppo(self) -> "ExperimentConfig":
         if ("ppo" in self.arms) != (self.agent is not None):
             raise ValueError("the 'ppo' arm and `agent` (an agent.pt path) go together")
+        return self
+
+    @model_validator(mode="after")
+    def _decisions_for_the_budget(self) -> "ExperimentConfig":
+        """With a budget in host epochs, `world.trainer.epochs` only caps the decisions: the static host needs
+        one per budgeted epoch (and one more that ends it), every other arm fewer."""
+        t = self.world.trainer
+        if t.budget_host_epochs is not None and t.epochs <= t.budget_host_epochs:
+            self.world.trainer = t.model_copy(update={"epochs": math.ceil(t.budget_host_epochs) + 1})
         return self
 
 
@@ -96,7 +103,8 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
                    help="equal compute: every arm trains until it has spent this many training FLOPs, its LR schedule "
                         "running over them (= --set world.trainer.budget_flops=FLOPS)")
     p.add_argument("--budget-from", default=None, metavar="static:EPOCHS",
-                   help="equal compute: the budget is what the static host spends in EPOCHS epochs")
+                   help="equal compute: the budget is what the static host spends in EPOCHS epochs "
+                        "(= --set world.trainer.budget_host_epochs=EPOCHS)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compare/<time>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args()
@@ -110,7 +118,7 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
         arm, _, epochs = args.budget_from.partition(":")
         if arm != "static" or not epochs.isdigit() or int(epochs) < 1 or args.budget_flops is not None:
             p.error("--budget-from takes static:EPOCHS (EPOCHS ≥ 1), and not with --budget-flops")
-        args.overrides.append(f"budget_static_epochs={epochs}")
+        args.overrides.append(f"world.trainer.budget_host_epochs={epochs}")
     try:
         cfg = load_config(QUICK_PRESET if args.quick else args.config, args.overrides, model=ExperimentConfig)
     except ConfigError as exc:
@@ -214,15 +222,13 @@ def main() -> None:
             load_agent(cfg.agent)  # fail now, not after the first arms have run
         except AgentFileError as exc:
             sys.exit(f"error: {exc}")
-    if cfg.budget_static_epochs is not None:
-        n = cfg.budget_static_epochs
-        budget = budget_of_static(w, task, device, n)
-        # `epochs` only caps the decisions now: the static host needs n of them, every other arm fewer
-        w.trainer = w.trainer.model_copy(update={"budget_flops": budget, "epochs": max(w.trainer.epochs, n + 1)})
-        print(f"equal compute: {budget / 1e12:.4g} TFLOPs each (the static host's {n} epochs)", flush=True)
+    if w.trainer.budget_host_epochs is not None:
+        n, epoch = w.trainer.budget_host_epochs, host_epoch_flops(w, task, device)
+        print(f"equal compute: {n * epoch / 1e12:.4g} TFLOPs each (the static host's {n:g} epochs)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     cap = "" if w.trainer.budget_flops is None else f" (≤ {w.trainer.budget_flops / 1e12:.4g} TFLOPs each)"
+    cap = cap if w.trainer.budget_host_epochs is None else f" (≤ the static host's {w.trainer.budget_host_epochs:g} epochs)"
     print(f"task {task.name} ({w.data.model_dump()}); host {w.host.model_dump()}; {w.trainer.epochs} epochs{cap}; "
           f"arms {cfg.arms}; seeds {cfg.seeds}; out {args.out}", flush=True)
     rows, curves, metric = [], [], task.metric_name

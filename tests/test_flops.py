@@ -85,10 +85,12 @@ def test_an_equal_compute_run_stops_at_its_budget_with_the_schedule_over_it():
     per_epoch = Trainer(tiny_model(), _TASK, CFG, seed=0)
     per_epoch.train_epoch()  # the host alone: 3 batches of 64
     budget = 2.5 * per_epoch.train_flops
-    cfg = CFG.model_copy(update={"budget_flops": budget, "epochs": 10})
+    assert per_epoch.host_epoch_flops == per_epoch.train_flops, "the unit of budget_host_epochs: one bare-host epoch"
+    cfg = CFG.model_copy(update={"budget_host_epochs": 2.5, "epochs": 10})
     run = Run(tiny_model(), _TASK, cfg, GovernorConfig(), data_seed=0)
     result = run_training(run, ScheduleTamiyo(0, "block3", "conv_light", 3))
     batch = per_epoch.train_flops / 3
+    assert run.trainer.budget == budget
     assert budget <= result.train_flops < budget + 2 * batch, "stops at the batch that spends the budget"
     # the host alone would train 3 epochs for 2.5 epochs' FLOPs; its growing seed makes epoch 2 dearer: 2 suffice
     assert len(result.metric_history) == 2 < cfg.epochs and run.done

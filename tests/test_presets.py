@@ -47,3 +47,14 @@ def test_one_discount_for_ppo_and_the_shaping():
     assert load_config(None, ["ppo.gamma=0.9", "world.reward.gamma=0.9"], model=TrainTamiyoConfig).world.reward.gamma == 0.9
     with pytest.raises(ConfigError, match=r"ppo\.gamma .*world\.reward\.gamma"):
         load_config(None, ["ppo.gamma=0.9", "world.reward.gamma=0.99"], model=TrainTamiyoConfig)
+
+
+def test_a_budget_in_host_epochs_is_one_field_and_leaves_the_static_host_its_decisions():
+    from pydantic import ValidationError
+
+    from esper.leyline.experiment import TrainerConfig
+
+    cfg = ExperimentConfig.model_validate({"world": {"trainer": {"epochs": 10, "budget_host_epochs": 15}}})
+    assert cfg.world.trainer.epochs == 16, "the static host needs 15 decisions and one that ends its budget"
+    with pytest.raises(ValidationError, match="budget_flops and trainer.budget_host_epochs"):
+        TrainerConfig(budget_flops=1e12, budget_host_epochs=3)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.registry import TASK_CONFIGS, TaskConfig
@@ -42,6 +42,17 @@ class TrainerConfig(EsperModel):
     spent (its last epoch stops at the batch that spends them), the LR schedule runs over them (cosine in the
     fraction spent, set every batch) instead of over `epochs`, and `epochs` only caps the decisions.
     None = equal epochs."""
+    budget_host_epochs: float | None = Field(None, gt=0)
+    """The same FLOPs budget in units of the bare host's training epoch: a run may spend what the host alone
+    spends in this many epochs (resolved when the run starts; not with budget_flops). The RL world's
+    compute-budget episodes use this: the budget follows the host and the data."""
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "TrainerConfig":
+        if self.budget_flops is not None and self.budget_host_epochs is not None:
+            raise ValueError("trainer.budget_flops and trainer.budget_host_epochs are two ways to set one budget: "
+                             "give one")
+        return self
 
 
 class GovernorConfig(EsperModel):

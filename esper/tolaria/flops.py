@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 
 import torch
 from torch import Tensor, nn
@@ -68,3 +69,8 @@ def seeds_train_flops(model: MorphogeneticModel) -> float:
         elif slot.stage is Stage.FOSSILIZED:
             total += seed_train_flops(slot.blueprint, slot.point, True)
     return total
+
+
+def epoch_samples(stream, max_batches: int | None) -> int:
+    """Samples one epoch of `stream` (a task's training batches) trains on, cut at `max_batches`."""
+    return sum(x.shape[0] for x, _ in itertools.islice(iter(stream), max_batches))

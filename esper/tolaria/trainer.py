@@ -12,7 +12,7 @@ from torch import nn
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import LIVE_STAGES, Stage
 from esper.leyline.experiment import TrainerConfig
-from esper.tolaria.flops import host_train_flops, seeds_train_flops
+from esper.tolaria.flops import epoch_samples, host_train_flops, seeds_train_flops
 from esper.tolaria.task import Task
 
 
@@ -33,7 +33,14 @@ class Trainer:
         self.loss_fn = task.loss
         self.train_flops = 0.0
         """Training FLOPs spent so far (forward + backward of the host and every live seed, esper/tolaria/flops.py)."""
-        self._host_flops: float | None = None  # per sample, measured on the first batch
+        self.host_flops = host_train_flops(model, task.nominal_input())
+        """Per-sample training FLOPs of the host alone."""
+        self.host_epoch_flops = self.host_flops * epoch_samples(task.train_stream(cfg.batch_size, False, seed),
+                                                                cfg.max_batches_per_epoch)
+        """What one epoch of the host alone costs: the unit of `budget_host_epochs`."""
+        self.budget: float | None = cfg.budget_flops if cfg.budget_host_epochs is None else \
+            cfg.budget_host_epochs * self.host_epoch_flops
+        """The training FLOPs this run may spend (None: equal epochs)."""
         self._epoch_seed_flops, self._epoch_samples = 0.0, 0
         self.seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
         self.rebuild_host_optimizer([], None)
@@ -73,18 +80,18 @@ class Trainer:
     def _lr_factor(self) -> float:
         if self.cfg.schedule == "constant":
             return 1.0
-        if self.cfg.budget_flops is not None:  # equal compute: the schedule runs over the FLOPs budget
-            return 0.5 * (1.0 + math.cos(math.pi * min(self.flops_spent() / self.cfg.budget_flops, 1.0)))
+        if self.budget is not None:  # equal compute: the schedule runs over the FLOPs budget
+            return 0.5 * (1.0 + math.cos(math.pi * min(self.flops_spent() / self.budget, 1.0)))
         return 0.5 * (1.0 + math.cos(math.pi * self.epoch / self.cfg.epochs))
 
     def flops_spent(self) -> float:
         """Training FLOPs spent so far, the current epoch's batches included."""
-        return self.train_flops + self._epoch_samples * ((self._host_flops or 0.0) + self._epoch_seed_flops)
+        return self.train_flops + self._epoch_samples * (self.host_flops + self._epoch_seed_flops)
 
     @property
     def exhausted(self) -> bool:
         """True once an equal-compute run has spent its budget (never for equal-epoch runs)."""
-        return self.cfg.budget_flops is not None and self.flops_spent() >= self.cfg.budget_flops
+        return self.budget is not None and self.flops_spent() >= self.budget
 
     def _set_lrs(self) -> None:
         f = self._lr_factor()
@@ -120,9 +127,7 @@ class Trainer:
 
     def train_batch(self, opts: list[torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One SGD step on (x, y); returns the detached loss (no host sync)."""
-        if self._host_flops is None:
-            self._host_flops = host_train_flops(self.model, x[:1])
-        if self.cfg.budget_flops is not None:
+        if self.budget is not None:
             self._set_lrs()  # the schedule follows the FLOPs spent, batch by batch
         self._epoch_samples += x.shape[0]
         for opt in opts:
@@ -140,7 +145,7 @@ class Trainer:
         for loss in losses:  # sequential sum: the same float result however the epoch was driven
             total += loss
         self._record_grad_norms()
-        self.train_flops += self._epoch_samples * ((self._host_flops or 0.0) + self._epoch_seed_flops)
+        self.train_flops += self._epoch_samples * (self.host_flops + self._epoch_seed_flops)
         self._epoch_samples = 0  # booked: flops_spent() must not count them twice
         self.epoch += 1
         return float(total) / max(len(losses), 1)
