@@ -350,9 +350,42 @@ def test_committed_version_1_agent_loads_with_its_metric_features_renamed():
     assert agent.feature_names == feature_names(build_model(world).action_spec)
     assert [n for n in agent.feature_names if "metric" in n] == ["val_metric", "delta_metric_1", "delta_metric_2",
                                                                  "delta_metric_3"]
+    assert {"budget_spent", "excess_flops_ratio"} <= set(agent.feature_names), "and blind to the compute features"
 
 
-def test_version_1_files_with_current_names_or_version_2_files_load_the_same(saved, spec):
-    path, _ = saved
-    rewrite(path, lambda p: p["manifest"].__setitem__("format_version", 1))
-    assert load_agent(path, expected_features=feature_names(spec)).feature_names == feature_names(spec)
+def _as_version(payload: dict, version: int) -> None:
+    """Rewrite a current agent.pt payload as an older version wrote it: without the compute features (v < 3),
+    with the accuracy names (v = 1)."""
+    from esper.tamiyo.agent_file import INPUT_LAYERS, V1_FEATURE_RENAMES, V3_NEW_FEATURES
+
+    m, names = payload["manifest"], payload["manifest"]["feature_names"]
+    keep = [i for i, n in enumerate(names) if n not in V3_NEW_FEATURES]
+    for key in INPUT_LAYERS:
+        payload["state_dict"][key] = payload["state_dict"][key][:, keep]  # (H, F) → (H, F − 2)
+    old_names = {v: k for k, v in V1_FEATURE_RENAMES.items()} if version == 1 else {}
+    m["feature_names"] = [old_names.get(names[i], names[i]) for i in keep]
+    m["n_features"], m["format_version"] = len(keep), version
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_agents_load_blind_to_the_compute_features_and_decide_as_before(saved, spec, version):
+    """A version-1/2 agent never saw the compute features: it loads with zero weights on them, so whatever they
+    say it decides exactly as the network it was (here: the saved network with those inputs' weights zeroed)."""
+    from esper.tamiyo.agent_file import INPUT_LAYERS, V3_NEW_FEATURES
+
+    path, net = saved
+    rewrite(path, lambda p: _as_version(p, version))
+    agent = load_agent(path, expected_features=feature_names(spec))
+    assert agent.feature_names == feature_names(spec)
+    blind = [feature_names(spec).index(n) for n in V3_NEW_FEATURES]
+    with torch.no_grad():
+        for key in INPUT_LAYERS:
+            net.get_parameter(key)[:, blind] = 0.0
+    features, mask = random_legal_inputs(spec)
+    with torch.no_grad():
+        before, after = net(features, mask, mode="greedy"), agent.net(features, mask, mode="greedy")
+        features[:, blind] = 0.0
+        unseen = agent.net(features, mask, mode="greedy")
+    assert torch.equal(before.actions, after.actions) and torch.equal(after.actions, unseen.actions)
+    torch.testing.assert_close(before.logp, after.logp, rtol=0, atol=0)
+    assert len(set(map(tuple, before.actions.tolist()))) > 3

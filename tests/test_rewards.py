@@ -24,7 +24,7 @@ TINY_WORLD = {
 # Every weight distinct and non-zero, so a term picking up the wrong weight shows.
 CFG = RewardConfig(acc_weight=2.0, pbrs_weight=0.3, gamma=0.9, rent_lambda=0.07, germinate_cost=0.011,
                    advance_cost=0.013, cull_cost=0.017, terminal_weight=1.5, death_penalty=0.8,
-                   invalid_action_penalty=0.06)
+                   invalid_action_penalty=0.06, compute_rent_lambda=0.019)
 
 
 class Terms(dict):
@@ -39,7 +39,7 @@ class Terms(dict):
 
 def step_terms(cfg: RewardConfig = CFG, **overrides) -> Terms:
     kw = dict(metric_before=0.40, metric_after=0.40, phi_before=0.0, phi_after=0.0, excess_ratio=0.0, episode_steps=10,
-              op=Op.WAIT, terminal=False, rolled_back=False, invalid=False)
+              step_flops=0.0, episode_flops=1e12, op=Op.WAIT, terminal=False, rolled_back=False, invalid=False)
     kw.update(overrides)
     return Terms(compute_reward(cfg, RewardStep(**kw)))
 
@@ -68,6 +68,13 @@ def test_rent_is_lambda_ratio_over_episode_length(ratio, steps):
     # paid every step of an episode at a constant ratio, it sums to λ·ratio (the per-episode rent)
     assert sum(step_terms(excess_ratio=ratio, episode_steps=steps).rent for _ in range(steps)) == pytest.approx(
         -CFG.rent_lambda * ratio)
+
+
+@pytest.mark.parametrize("spent", [0.0, 5e10, 2.5e11])
+def test_compute_rent_is_lambda_times_the_steps_share_of_the_budget(spent):
+    t = step_terms(step_flops=spent, episode_flops=1e12)
+    assert t.compute_rent == pytest.approx(-CFG.compute_rent_lambda * spent / 1e12, abs=1e-15)
+    assert t.total == pytest.approx(t.compute_rent, abs=1e-15)
 
 
 def test_rent_base_matches_the_real_models_parameters():
@@ -200,6 +207,7 @@ def test_shaping_telescopes_over_a_real_episode(shaped_env, episode):
         # the env's logged terms are the ones it pays, and its rent is charged on the model's own ratio
         assert list(terms) == list(REWARD_TERMS) and reward == pytest.approx(sum(terms.values()), abs=1e-12)
         assert terms["rent"] == pytest.approx(-cfg.rent_lambda * info["excess_ratio"] / env.world.trainer.epochs)
+        assert terms["compute_rent"] == 0.0  # off by default
         assert info["excess_ratio"] == env.model.param_counts().excess_ratio
         shaping.append(terms["shaping"])
         done = terminated or truncated

@@ -12,6 +12,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from esper.leyline import ActionMasks, FactoredAction, Op, Stage
+from esper.leyline.features import feature_names
 from esper.leyline.world import WorldConfig
 from esper.simic.env import EsperEnv
 
@@ -203,3 +204,35 @@ def test_env_accepts_a_plain_dict_config():
     e = EsperEnv(CHEAP_WORLD)
     assert e.world.trainer.epochs == CHEAP_WORLD["trainer"]["epochs"]
     assert e.world.val_images == 10
+
+
+def test_a_compute_budget_episode_ends_on_its_flops_and_shows_them_to_the_controller():
+    """trainer.budget_host_epochs ends an episode on FLOPs, not epochs: the bare host gets its budgeted epochs, a
+    seed makes epochs dearer and the episode shorter. The observation carries the share of the budget spent and
+    the seeds' extra cost per sample; the compute rent adds up to λ_c × the share spent."""
+    world = dict(TINY_WORLD, trainer=dict(TINY_WORLD["trainer"], epochs=8, budget_host_epochs=4),
+                 reward={"compute_rent_lambda": 0.5}, kasmina={"gate_profile": "permissive", "lifecycle": "graft"})
+    env = EsperEnv(WorldConfig.model_validate(world))
+    names = feature_names(env.action_spec)
+    spent_at, extra_at = names.index("budget_spent"), names.index("excess_flops_ratio")
+
+    def play(first_action) -> tuple[int, list, float]:
+        obs, _ = env.reset(seed=0)
+        seen, rent, action, done = [obs["features"]], 0.0, first_action, False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(action)
+            seen.append(obs["features"])
+            rent += info["reward_terms"]["compute_rent"]
+            action, done = np.zeros(4, dtype=np.int64), terminated or truncated  # WAIT
+        return len(seen) - 1, seen, rent, info
+
+    steps, seen, rent, info = play(np.zeros(4, dtype=np.int64))
+    assert steps == 4 and seen[0][spent_at] == 0.0 and seen[-1][spent_at] == pytest.approx(1.0)
+    assert all(f[extra_at] == 0.0 for f in seen) and rent == pytest.approx(-0.5)
+    spec = env.action_spec
+    grow = np.array([int(Op.GERMINATE), spec.slots.index("block3"), spec.blueprints.index("conv_light"), 0])
+    steps, seen, rent, info = play(grow)
+    assert info["counts"]["invalid"] == 0 and env.model.slot("block3").stage is Stage.FOSSILIZED
+    assert steps < 4, "a grafted seed makes every epoch dearer: the budget runs out sooner"
+    assert max(f[extra_at] for f in seen) > 0 and info["budget_spent"] >= 1.0
+    assert rent == pytest.approx(-0.5 * info["budget_spent"])

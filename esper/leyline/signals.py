@@ -69,6 +69,12 @@ class TrainingSignals:
     loss_history: tuple[float, ...] = field(default_factory=tuple)
     metric_history: tuple[float, ...] = field(default_factory=tuple)
     """Validation metric of the untrained model, then after each epoch."""
+    budget_spent: float = 0.0
+    """Training FLOPs spent / the run's compute budget (its FLOPs budget; in an equal-epoch run, what the bare
+    host spends in max_epochs)."""
+    excess_flops_ratio: float = 0.0
+    """Per-sample training FLOPs of the seeds as they are now (live ones by stage, fossils) / the host's: what
+    the next epoch costs beyond the host alone (0 = the host alone)."""
 
     @property
     def excess_params_ratio(self) -> float:

@@ -16,7 +16,8 @@ from esper.leyline.registry import HOST_CONFIGS, TASK_CONFIGS, HostConfig, TaskC
 class RewardConfig(EsperModel):
     """Every reward weight (docs/simic.md, "Reward"); the Tune sweep's search space.
 
-    r_t = acc_weight·Δmetric + pbrs_weight·(γ·Φ(s′) − Φ(s)) − rent_lambda·excess_params_ratio/T − cost[op]
+    r_t = acc_weight·Δmetric + pbrs_weight·(γ·Φ(s′) − Φ(s)) − rent_lambda·excess_params_ratio/T
+          − compute_rent_lambda·FLOPs_t/B − cost[op]
           (+ terminal_weight·final metric at the last step; a Governor rollback ends the episode with −death_penalty)
     The metric is the task's (validation accuracy, a fraction, for image classification).
     """
@@ -35,6 +36,10 @@ class RewardConfig(EsperModel):
     """Φ contribution of a slot in each stage (Φ(s) = sum over slots)."""
     rent_lambda: float = Field(0.05, ge=0)
     """Rent λ: per episode, λ·(mean excess_params_ratio) is paid (charged per step as λ·ratio/T)."""
+    compute_rent_lambda: float = Field(0.0, ge=0)
+    """Compute rent λ_c: each step pays λ_c × (training FLOPs its epoch spent) / B, B = the run's compute budget
+    (trainer.budget_flops or budget_host_epochs; in an equal-epoch world what the bare host spends in all its
+    epochs) — the bare host pays λ_c over a whole episode, a host with a seed as big as itself ≈ 2·λ_c."""
     germinate_cost: float = Field(0.002, ge=0)
     """Cost of a GERMINATE action."""
     advance_cost: float = Field(0.0, ge=0)

@@ -35,6 +35,7 @@ class PendingStep:
     action: FactoredAction
     invalid: bool
     phi_before: float
+    flops_before: float
 
 
 class EsperEnv(gym.Env):
@@ -98,7 +99,7 @@ class EsperEnv(gym.Env):
         self.counts[act.op.name.lower()] += 1
         phi_before = potential(model.reports(), self.world.reward)
         self.run.apply(act, "invalid action, run as WAIT" if invalid else "")
-        return PendingStep(act, invalid, phi_before)
+        return PendingStep(act, invalid, phi_before, self.trainer.train_flops)
 
     def finish_step(self, pending: PendingStep, train_loss: float):
         """After the epoch's training: the run judges the epoch; reward; the gymnasium step tuple."""
@@ -109,11 +110,13 @@ class EsperEnv(gym.Env):
         terms = compute_reward(w.reward, RewardStep(
             metric_before=run.metrics[-2], metric_after=out.val_metric, phi_before=pending.phi_before,
             phi_after=potential(run.model.reports(), w.reward), excess_ratio=pc.excess_ratio,
-            episode_steps=w.trainer.epochs, op=pending.action.op, terminal=terminal, rolled_back=out.rolled_back,
-            invalid=pending.invalid))
+            episode_steps=w.trainer.epochs, step_flops=run.trainer.train_flops - pending.flops_before,
+            episode_flops=run.trainer.compute_budget, op=pending.action.op, terminal=terminal,
+            rolled_back=out.rolled_back, invalid=pending.invalid))
         reward = sum(terms.values())
         self.episode_return += reward
         info = {"op": pending.action.op.name, "val_metric": out.val_metric, "excess_ratio": pc.excess_ratio,
+                "budget_spent": run.trainer.train_flops / run.trainer.compute_budget,
                 "rolled_back": out.rolled_back, "reward_terms": terms, "counts": dict(self.counts)}
         return self._obs(), float(reward), bool(terminal or out.rolled_back), False, info
 

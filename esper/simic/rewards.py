@@ -1,5 +1,5 @@
-"""The reward: one signed term per effect, summed — Δmetric, stage shaping, rent, action costs, terminal metric,
-death penalty, invalid-action penalty.
+"""The reward: one signed term per effect, summed — Δmetric, stage shaping, parameter rent, compute rent, action
+costs, terminal metric, death penalty, invalid-action penalty.
 
 A term is a function (RewardConfig, RewardStep) → its signed contribution; `REWARD_TERMS` lists them in order.
 Adding a term is one function here, one entry in the mapping (and its weight in RewardConfig) and its test.
@@ -35,6 +35,10 @@ class RewardStep:
     """(P_fossilized + P_active_seeds) / P_host after the step."""
     episode_steps: int
     """Steps in a full episode (rent is charged per step)."""
+    step_flops: float
+    """Training FLOPs the step's epoch spent."""
+    episode_flops: float
+    """The run's compute budget (esper/tolaria/trainer.py `compute_budget`): compute rent is a fraction of it."""
     op: Op
     """The op that was executed (an invalid action runs as WAIT)."""
     terminal: bool
@@ -58,6 +62,10 @@ def rent(c: RewardConfig, s: RewardStep) -> float:
     return -c.rent_lambda * s.excess_ratio / max(s.episode_steps, 1)
 
 
+def compute_rent(c: RewardConfig, s: RewardStep) -> float:
+    return -c.compute_rent_lambda * s.step_flops / max(s.episode_flops, 1.0)
+
+
 def action_cost(c: RewardConfig, s: RewardStep) -> float:
     return -{Op.GERMINATE: c.germinate_cost, Op.ADVANCE: c.advance_cost, Op.CULL: c.cull_cost}.get(s.op, 0.0)
 
@@ -75,8 +83,8 @@ def invalid(c: RewardConfig, s: RewardStep) -> float:
 
 
 REWARD_TERMS: dict[str, RewardTerm] = {
-    "metric": metric_gain, "shaping": shaping, "rent": rent, "action_cost": action_cost, "terminal": terminal,
-    "death": death, "invalid": invalid,
+    "metric": metric_gain, "shaping": shaping, "rent": rent, "compute_rent": compute_rent, "action_cost": action_cost,
+    "terminal": terminal, "death": death, "invalid": invalid,
 }
 """Every term of the reward, signed (a cost is negative); the reward is their sum, in this order."""
 

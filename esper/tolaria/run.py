@@ -20,6 +20,7 @@ from esper.leyline.control import Controller, Observation
 from esper.leyline.experiment import GovernorConfig, TrainerConfig
 from esper.leyline.telemetry import EpochEvent, TelemetryEvent
 from esper.tolaria.counterfactual import Evaluation, evaluate_with_counterfactuals, evaluation_flops
+from esper.tolaria.flops import seeds_train_flops
 from esper.tolaria.governor import Governor
 from esper.tolaria.task import Task
 from esper.tolaria.trainer import Trainer
@@ -96,13 +97,15 @@ class Run:
         return self.trainer.epoch >= self.trainer.cfg.epochs or self.trainer.exhausted
 
     def signals(self) -> TrainingSignals:
-        pc = self.model.param_counts()
+        pc, t = self.model.param_counts(), self.trainer
         return TrainingSignals(
             epoch=self.trainer.epoch, max_epochs=self.trainer.cfg.epochs, chance_loss=self.task.chance_loss,
             train_loss=self.losses[-1] if self.losses else self.task.chance_loss,
             val_loss=self.val_losses[-1], val_metric=self.metrics[-1],
             host_params=pc.host, active_seed_params=pc.active_seeds, fossilized_params=pc.fossilized,
             loss_history=tuple(self.losses), metric_history=tuple(self.metrics),
+            budget_spent=t.train_flops / t.compute_budget,
+            excess_flops_ratio=seeds_train_flops(self.model) / t.host_flops,
         )
 
     def observe(self) -> Observation:

@@ -41,6 +41,9 @@ class Trainer:
         self.budget: float | None = cfg.budget_flops if cfg.budget_host_epochs is None else \
             cfg.budget_host_epochs * self.host_epoch_flops
         """The training FLOPs this run may spend (None: equal epochs)."""
+        self.compute_budget = self.budget if self.budget is not None else self.host_epoch_flops * cfg.epochs
+        """The reference compute of the run: its budget, or in an equal-epoch run what the bare host spends in
+        all `epochs` (the budget-spent feature and the compute rent are fractions of it)."""
         self._epoch_seed_flops, self._epoch_samples = 0.0, 0
         self.seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
         self.rebuild_host_optimizer([], None)
