@@ -154,6 +154,19 @@ def test_germinates_on_a_plateau_after_warmup():
     assert model.slot("block3").stage is Stage.GERMINATED
 
 
+def test_compute_timed_growth_germinates_once_its_share_of_the_budget_is_spent():
+    from dataclasses import replace
+
+    model = tiny_model()
+    h = HeuristicTamiyo(HeuristicConfig(germinate_at_budget=0.4))
+    improving = _signals(epoch=1, accs=(0.1, 0.3))  # neither plateau nor warmup matter to this trigger
+    assert h.decide(_obs(model, replace(improving, budget_spent=0.39))).action.op is Op.WAIT
+    a = h.decide(_obs(model, replace(improving, budget_spent=0.41))).action
+    assert a.op is Op.GERMINATE and model.action_spec.slots[a.slot] == "block3"
+    model.apply(a)
+    assert h.decide(_obs(model, replace(improving, budget_spent=0.6))).action.op is not Op.GERMINATE, "one seed"
+
+
 def test_does_not_germinate_during_warmup_or_while_improving():
     model = tiny_model()
     cfg = HeuristicConfig(warmup_epochs=4)

@@ -9,7 +9,8 @@ Rules, first match wins each epoch:
    `plateau_window` epochs — or, with `germinate_by_deadline`, when no seed has been tried yet and exactly
    `min_epochs_left` epochs remain (the last chance for a seed to finish its lifecycle in short runs). Slot: the allowed dormant slot with the most channels (deep slots add capacity
    where features are richest; ties → the earliest). Blueprint: the first allowed one in `blueprint_preference`.
-   Blend: `tempo` epochs with the `curve` ramp.
+   Blend: `tempo` epochs with the `curve` ramp. With `germinate_at_budget`, the trigger is compute instead: one
+   seed once that share of the run's compute budget is spent.
 4. Otherwise WAIT.
 """
 
@@ -45,6 +46,11 @@ class HeuristicConfig(EsperModel):
     """A seed stuck longer than this in GERMINATED/TRAINING is culled as stalled."""
     germinate_by_deadline: bool = True
     """Germinate at the last epoch that leaves `min_epochs_left`, if no plateau came and no seed was tried."""
+    germinate_at_budget: float | None = Field(None, ge=0, le=1)
+    """Compute-timed growth: germinate one seed once this share of the run's compute budget is spent
+    (`TrainingSignals.budget_spent`), instead of on a plateau or the deadline; None = plateau rules. Meant for
+    equal-compute runs with `kasmina.lifecycle: graft`, where growing a third of the way in beat the big control
+    (docs/results.md §10)."""
     blueprint_preference: tuple[str, ...] = ("conv_light", "bottleneck", "depthwise", "attention", "norm", "conv_heavy", "mlp")
     """Blueprints in order of preference."""
     tempo: int = Field(3, ge=1)
@@ -92,16 +98,10 @@ class HeuristicTamiyo:
         return None
 
     def _germinate(self, obs: Observation) -> Decision | None:
-        c, s = self.cfg, obs.signals
-        live = sum(r.stage in LIVE_STAGES for r in obs.reports)
-        hist = s.metric_history
-        if s.epoch < c.warmup_epochs or live >= c.max_live_seeds or s.max_epochs - s.epoch < c.min_epochs_left:
+        why = self._germination_trigger(obs)
+        if why is None:
             return None
-        plateau = len(hist) > c.plateau_window and hist[-1] - hist[-1 - c.plateau_window] < c.plateau_delta
-        untried = self.germinations == 0 and all(r.stage is Stage.DORMANT for r in obs.reports)
-        deadline = c.germinate_by_deadline and untried and s.max_epochs - s.epoch == c.min_epochs_left
-        if not (plateau or deadline):
-            return None
+        c = self.cfg
         slots = [i for i in range(len(obs.reports)) if obs.masks.slot[Op.GERMINATE, i]]
         if not slots:
             return None
@@ -114,5 +114,20 @@ class HeuristicTamiyo:
         curves = [cv.value for cv in obs.spec.curves]
         curve = obs.spec.curves[curves.index(c.curve)] if c.curve in curves else obs.spec.curves[0]
         action = FactoredAction(Op.GERMINATE, slot, obs.spec.blueprints.index(allowed[0]), obs.spec.blend_index(tempo, curve))
-        why = f"plateau (+{hist[-1] - hist[-1 - c.plateau_window]:.4f} over {c.plateau_window} epochs)" if plateau else "deadline"
         return Decision(action, f"{why}: {allowed[0]} in {obs.reports[slot].name}")
+
+    def _germination_trigger(self, obs: Observation) -> str | None:
+        """Why to germinate now (None: not now) — the compute share, or a plateau / the deadline."""
+        c, s = self.cfg, obs.signals
+        untried = self.germinations == 0 and all(r.stage is Stage.DORMANT for r in obs.reports)
+        if c.germinate_at_budget is not None:
+            spent = untried and s.budget_spent >= c.germinate_at_budget
+            return f"{s.budget_spent:.0%} of the compute budget spent" if spent else None
+        live = sum(r.stage in LIVE_STAGES for r in obs.reports)
+        hist = s.metric_history
+        if s.epoch < c.warmup_epochs or live >= c.max_live_seeds or s.max_epochs - s.epoch < c.min_epochs_left:
+            return None
+        plateau = len(hist) > c.plateau_window and hist[-1] - hist[-1 - c.plateau_window] < c.plateau_delta
+        if plateau:
+            return f"plateau (+{hist[-1] - hist[-1 - c.plateau_window]:.4f} over {c.plateau_window} epochs)"
+        return "deadline" if c.germinate_by_deadline and untried and s.max_epochs - s.epoch == c.min_epochs_left else None
