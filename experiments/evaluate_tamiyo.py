@@ -4,6 +4,8 @@
     python experiments/evaluate_tamiyo.py --episodes 20                  # baselines only (no agent)
     python experiments/evaluate_tamiyo.py --episodes 8 --controllers wait plan:conv_light@block3 \
         plan:conv_light@block3+conv_heavy@block1   # fixed growth plans: what growth is worth on a world
+    python experiments/evaluate_tamiyo.py --agent runs/ppo/<run>/agent.pt --worlds experiments/presets/heldout_family.yaml
+        # held-out worlds of a family: per-world and pooled paired differences
 
 Every controller plays the same evaluation episodes (same world, same episode seeds: identical host init
 and data order). Reports mean ± std (and standard error) of final accuracy, return, seeds germinated /
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -29,6 +32,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--controllers", nargs="+", default=["ppo", "ppo-sampled", "random", "wait", "heuristic"],
                    help="ppo, ppo-sampled, random, wait, heuristic, or plan:BLUEPRINT@SLOT[+BLUEPRINT@SLOT…] (germinate "
                         "in that order from the first epoch, advance through every gate at once)")
+    p.add_argument("--worlds", type=Path, default=None, metavar="FILE",
+                   help="YAML list of named worlds (`worlds: [{name, set: {dotted.path: value}}]`) applied over the "
+                        "agent's/preset's world (its family's `vary` dropped); every controller plays the same seeds of "
+                        "each; reports per world and pooled over worlds")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: beside the agent, else runs/eval)")
     args = p.parse_args()
     if args.episodes < 1:
@@ -43,7 +50,7 @@ def main() -> None:
     from esper.leyline.features import feature_names
     from esper.simic.config import TrainTamiyoConfig
     from esper.simic.env import EsperEnv
-    from esper.simic.evaluate import run_episode, summarise
+    from esper.simic.evaluate import summarise
     from esper.tamiyo import HeuristicTamiyo, PlanTamiyo, RandomTamiyo, StaticTamiyo
     from esper.tamiyo.agent_file import AgentFileError, load_agent
     from esper.tamiyo.neural import NeuralTamiyo
@@ -72,29 +79,81 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown controllers {unknown}; known: {list(make)}")
     seeds = [args.seed_base + i for i in range(args.episodes)]
-    results, rows, played = {}, [], {}
-    for name in names:
-        controller = make[name]()
-        stats = []
-        for i, s in enumerate(seeds):
-            stats.append(run_episode(env, controller, s))
-            print(f"\r{name:<12} episode {i + 1}/{len(seeds)}", end="", flush=True)
-        results[name], played[name] = summarise(stats), stats
-        rows += [st.__dict__ | {"controller": name} for st in stats]
-        r = results[name]
-        print(f"\r{name:<12} final_acc {r['final_accuracy']['mean']:.2%} ± {r['final_accuracy']['std']:.2%}  "
-              f"return {r['episode_return']['mean']:+.3f} ± {r['episode_return']['std']:.3f}  "
-              f"germinated {r['germinated']['mean']:.1f}  ops {', '.join(f'{k} {v:.0%}' for k, v in r['op_fraction'].items())}")
+    try:
+        worlds = _worlds(args.worlds, cfg.world) if args.worlds else {"world": cfg.world}
+        envs = {name: env if args.worlds is None else EsperEnv(world) for name, world in worlds.items()}
+    except (ConfigError, DataError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    mismatched = [w for w, e in envs.items() if agent is not None and agent.feature_names != feature_names(e.action_spec)]
+    if mismatched:
+        sys.exit(f"error: the agent's observation features do not match world(s) {mismatched} (different slots/blueprints?)")
+    report, rows, pooled = {"command": " ".join(["python", *sys.argv]), "seeds": seeds}, [], {}
+    for wname, wenv in envs.items():
+        results, played = _play(wenv, {n: make[n] for n in names}, seeds, prefix="" if args.worlds is None else f"{wname}: ")
+        rows += [st.__dict__ | {"controller": n, "world": wname} for n, sts in played.items() for st in sts]
+        entry = {"world": worlds[wname].model_dump(mode="json"), "results": results, "paired": _paired(played)}
+        if args.worlds is None:
+            report |= entry
+        else:
+            report.setdefault("worlds", {})[wname] = entry
+        for n, sts in played.items():  # pooled: an episode is a (world, seed) pair
+            pooled.setdefault(n, []).extend(replace(st, seed=len(report.get("worlds", {})) * 10**6 + st.seed) for st in sts)
+    if args.worlds is not None:
+        report["pooled"] = {"results": {n: summarise(sts) for n, sts in pooled.items()}, "paired": _paired(pooled)}
+    report["episodes"] = rows
     out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
     out.mkdir(parents=True, exist_ok=True)
-    paired = _paired(played)
-    (out / "evaluation.json").write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "seeds": seeds,
-                                                     "world": cfg.world.model_dump(mode="json"), "results": results, "paired": paired, "episodes": rows}, indent=2))
-    md = _table(results, len(seeds)) + _paired_table(paired)
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    if args.worlds is None:
+        md = _table(report["results"], len(seeds)) + _paired_table(report["paired"])
+    else:
+        md = "".join(f"## {w}\n\n" + _table(e["results"], len(seeds)) + _paired_table(e["paired"]) + "\n"
+                     for w, e in report["worlds"].items())
+        md += f"## Pooled over {len(worlds)} worlds\n\n" + _table(report["pooled"]["results"], len(seeds) * len(worlds)) \
+            + _paired_table(report["pooled"]["paired"])
     (out / "evaluation.md").write_text(md)
     print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
     if agent is not None:
-        _plot_episode(env, NeuralTamiyo(agent), seeds[0], out / "agent_episode.png")
+        _plot_episode(next(iter(envs.values())), NeuralTamiyo(agent), seeds[0], out / "agent_episode.png")
+
+
+def _worlds(path: Path, base) -> dict:
+    """The named worlds of a --worlds file, each `base` with its values set (a plain world: no family)."""
+    import yaml
+
+    from esper.leyline.experiment import ConfigError
+    from esper.leyline.family import with_values
+
+    if not path.is_file():
+        raise ConfigError(f"worlds file not found: {path}")
+    entries = (yaml.safe_load(path.read_text()) or {}).get("worlds")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and e.get("name") for e in entries):
+        raise ConfigError(f"{path}: expected `worlds:` a non-empty list of {{name: ..., set: {{dotted.path: value}}}}")
+    out = {}
+    for e in entries:
+        try:
+            out[str(e["name"])] = with_values(base, dict(e.get("set") or {}))
+        except (ValueError, ConfigError) as exc:
+            raise ConfigError(f"{path}: world {e['name']!r}: {exc}") from None
+    return out
+
+
+def _play(env, make: dict, seeds: list[int], prefix: str = "") -> tuple[dict, dict]:
+    """Every controller on the same episode seeds of `env`: summaries and the episodes, by controller."""
+    from esper.simic.evaluate import run_episode, summarise
+
+    results, played = {}, {}
+    for name, factory in make.items():
+        controller, stats = factory(), []
+        for i, s in enumerate(seeds):
+            stats.append(run_episode(env, controller, s))
+            print(f"\r{prefix}{name:<12} episode {i + 1}/{len(seeds)}", end="", flush=True)
+        results[name], played[name] = summarise(stats), stats
+        r = results[name]
+        print(f"\r{prefix}{name:<12} final_acc {r['final_accuracy']['mean']:.2%} ± {r['final_accuracy']['std']:.2%}  "
+              f"return {r['episode_return']['mean']:+.3f} ± {r['episode_return']['std']:.3f}  "
+              f"germinated {r['germinated']['mean']:.1f}  ops {', '.join(f'{k} {v:.0%}' for k, v in r['op_fraction'].items())}")
+    return results, played
 
 
 def _plan(plan_class, name: str, spec):
@@ -117,12 +176,14 @@ def _table(results: dict, n: int) -> str:
 
 
 def _paired(played: dict) -> dict:
-    """Each trained, heuristic or plan controller against each baseline, per-seed differences (same episodes)."""
+    """Each trained, heuristic or plan controller against each baseline, per-seed differences (same episodes);
+    a trained Tamiyo also against every plan."""
     from esper.simic.evaluate import paired_difference
 
     out = {}
     for name in [n for n in played if n not in ("random", "wait")]:
-        for base in [b for b in ("random", "wait", "heuristic") if b in played and b != name]:
+        plans = [b for b in played if b.startswith("plan:")] if name.startswith("ppo") else []
+        for base in [b for b in ("random", "wait", "heuristic", *plans) if b in played and b != name]:
             out[f"{name} - {base}"] = {key: paired_difference(played[name], played[base], key)
                                         for key in ("final_accuracy", "episode_return")}
     return out

@@ -3,6 +3,7 @@
     python experiments/serve_tamiyo.py --agent runs/ppo/<run>/agent.pt          # in one shell
     python experiments/remote_training.py --url http://127.0.0.1:8000           # in another
     python experiments/remote_training.py --check-against runs/ppo/<run>/agent.pt  # also run in-process, compare
+    python experiments/remote_training.py --rent 0.3   # this job prices capacity at λ = 0.3 (a rent-conditioned Tamiyo sees it)
 
 The job trains the world's host (default: the smoke preset) with Tolaria; before each epoch it sends the
 observation (features + mask) to POST /v1/decide and applies the answer. When the server is down, slow or
@@ -29,6 +30,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--preset", default="smoke", help="world preset name or YAML: data, host, trainer (default smoke)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seed", type=int, default=0, help="seed of host initialisation and data order")
+    p.add_argument("--rent", type=float, default=None, metavar="LAMBDA",
+                   help="the price of capacity this job asks Tamiyo to respect (= --set world.reward.rent_lambda=LAMBDA; "
+                        "a rent-conditioned Tamiyo sees it in its observation)")
     p.add_argument("--fallback", choices=["wait", "heuristic"], default="wait", help="decision when the server fails")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per HTTP attempt (default %(default)s)")
     p.add_argument("--retries", type=int, default=2, help="retries per decision before falling back")
@@ -61,7 +65,8 @@ def main() -> None:
     from esper.tolaria.data import DataError
 
     try:
-        world = load_preset(args.preset, args.overrides, TrainTamiyoConfig).world
+        overrides = args.overrides + ([f"world.reward.rent_lambda={args.rent}"] if args.rent is not None else [])
+        world = load_preset(args.preset, overrides, TrainTamiyoConfig).world
         build_model(world)  # the host and plane must build before any server is asked
     except ConfigError as exc:
         sys.exit(f"error: {exc}")

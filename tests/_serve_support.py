@@ -256,7 +256,8 @@ def spec():
 @pytest.fixture(scope="module")
 def agent_path(tmp_path_factory, spec) -> Path:
     path = tmp_path_factory.mktemp("serve") / "agent.pt"
-    save_agent(path, sharp_net(spec), spec, feature_names(spec), config={"world": {"name": "test"}}, code_version="t")
+    # seed 1: a net whose greedy choice is not WAIT on a fresh plane (tests compare served decisions with a fallback)
+    save_agent(path, sharp_net(spec, seed=1), spec, feature_names(spec), config={"world": {"name": "test"}}, code_version="t")
     return path
 
 

@@ -350,16 +350,16 @@ def test_committed_version_1_agent_loads_with_its_metric_features_renamed():
     assert agent.feature_names == feature_names(build_model(world).action_spec)
     assert [n for n in agent.feature_names if "metric" in n] == ["val_metric", "delta_metric_1", "delta_metric_2",
                                                                  "delta_metric_3"]
-    assert {"budget_spent", "excess_flops_ratio"} <= set(agent.feature_names), "and blind to the compute features"
+    assert set(_added_since(1)) <= set(agent.feature_names), "and blind to the features added since"
 
 
 def _as_version(payload: dict, version: int) -> None:
-    """Rewrite a current agent.pt payload as an older version wrote it: without the compute features (v < 3),
+    """Rewrite a current agent.pt payload as an older version wrote it: without the features added since,
     with the accuracy names (v = 1)."""
-    from esper.tamiyo.agent_file import INPUT_LAYERS, V1_FEATURE_RENAMES, V3_NEW_FEATURES
+    from esper.tamiyo.agent_file import INPUT_LAYERS, V1_FEATURE_RENAMES
 
     m, names = payload["manifest"], payload["manifest"]["feature_names"]
-    keep = [i for i, n in enumerate(names) if n not in V3_NEW_FEATURES]
+    keep = [i for i, n in enumerate(names) if n not in _added_since(version)]
     for key in INPUT_LAYERS:
         payload["state_dict"][key] = payload["state_dict"][key][:, keep]  # (H, F) → (H, F − 2)
     old_names = {v: k for k, v in V1_FEATURE_RENAMES.items()} if version == 1 else {}
@@ -367,17 +367,24 @@ def _as_version(payload: dict, version: int) -> None:
     m["n_features"], m["format_version"] = len(keep), version
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_older_agents_load_blind_to_the_compute_features_and_decide_as_before(saved, spec, version):
-    """A version-1/2 agent never saw the compute features: it loads with zero weights on them, so whatever they
+def _added_since(version: int) -> list[str]:
+    from esper.tamiyo.agent_file import FEATURES_ADDED
+
+    return [n for v, (_, new) in FEATURES_ADDED.items() if v > version for n in new]
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_older_agents_load_blind_to_later_features_and_decide_as_before(saved, spec, version):
+    """An older agent never saw the features added since: it loads with zero weights on them, so whatever they
     say it decides exactly as the network it was (here: the saved network with those inputs' weights zeroed)."""
-    from esper.tamiyo.agent_file import INPUT_LAYERS, V3_NEW_FEATURES
+    from esper.tamiyo.agent_file import INPUT_LAYERS
 
     path, net = saved
     rewrite(path, lambda p: _as_version(p, version))
     agent = load_agent(path, expected_features=feature_names(spec))
     assert agent.feature_names == feature_names(spec)
-    blind = [feature_names(spec).index(n) for n in V3_NEW_FEATURES]
+    blind = [feature_names(spec).index(n) for n in _added_since(version)]
+    assert blind
     with torch.no_grad():
         for key in INPUT_LAYERS:
             net.get_parameter(key)[:, blind] = 0.0

@@ -37,3 +37,23 @@ def test_a_bad_plan_is_a_one_line_error(tmp_path):
         proc = _run(tmp_path, "--episodes", "1", "--controllers", "wait", plan)
         assert proc.returncode != 0
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_named_worlds_are_played_on_the_same_seeds_and_pooled(tmp_path):
+    worlds = tmp_path / "worlds.yaml"
+    worlds.write_text("worlds:\n  - {name: cheap, set: {reward.rent_lambda: 0.001}}\n"
+                      "  - {name: dear, set: {reward.rent_lambda: 0.5, trainer.epochs: 3}}\n")
+    proc = _run(tmp_path, "--episodes", "2", "--controllers", "wait", "plan:conv_light@block3", "--worlds", str(worlds))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert list(report["worlds"]) == ["cheap", "dear"]
+    assert report["worlds"]["dear"]["world"]["reward"]["rent_lambda"] == 0.5
+    per_world = [report["worlds"][w]["paired"]["plan:conv_light@block3 - wait"]["episode_return"]["mean"]
+                 for w in ("cheap", "dear")]
+    pooled = report["pooled"]["paired"]["plan:conv_light@block3 - wait"]["episode_return"]["mean"]
+    assert abs(pooled - sum(per_world) / 2) < 1e-9 and per_world[0] > per_world[1], "rent makes the plan dearer"
+    assert "## Pooled over 2 worlds" in (tmp_path / "evaluation.md").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("worlds:\n  - {name: typo, set: {reward.rent_lamda: 0.1}}\n")
+    proc = _run(tmp_path, "--episodes", "1", "--controllers", "wait", "--worlds", str(bad))
+    assert proc.returncode != 0 and "world 'typo'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -14,6 +14,7 @@ from esper.leyline.stages import Stage
 GLOBAL_FEATURES = (
     "progress", "train_loss", "val_loss", "val_metric", "delta_metric_1", "delta_metric_2", "delta_metric_3",
     "gap_to_best", "excess_params_ratio", "live_seed_fraction", "budget_spent", "excess_flops_ratio",
+    "log10_rent", "budget_epochs",
 )
 SLOT_FEATURES_FIXED = (
     *(f"stage_{s.name.lower()}" for s in Stage), "alpha", "epochs_in_stage", "contribution", "has_contribution",
@@ -57,6 +58,7 @@ def encode(spec: ActionSpec, signals: TrainingSignals, reports: Sequence[SlotRep
         _clip(10 * ((max(hist) if hist else 0.0) - signals.val_metric)),
         _clip(signals.excess_params_ratio), live / max(len(reports), 1),
         _clip(signals.budget_spent), _clip(signals.excess_flops_ratio),
+        _clip(math.log10(max(signals.rent_lambda, 1e-4))), _clip(signals.budget_host_epochs / 16),
     ]
     for r in reports:
         stage = [0.0] * len(Stage)

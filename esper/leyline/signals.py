@@ -75,6 +75,12 @@ class TrainingSignals:
     excess_flops_ratio: float = 0.0
     """Per-sample training FLOPs of the seeds as they are now (live ones by stage, fossils) / the host's: what
     the next epoch costs beyond the host alone (0 = the host alone)."""
+    rent_lambda: float = 0.0
+    """The price of capacity in this run (the world's `reward.rent_lambda`): a controller that sees it can serve
+    every price with one policy."""
+    budget_host_epochs: float = 0.0
+    """The run's compute budget in bare-host epochs (`trainer.budget_host_epochs`; in an equal-epoch run, its
+    epochs)."""
 
     @property
     def excess_params_ratio(self) -> float:

@@ -9,7 +9,8 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.config import CNNHostConfig, KasminaConfig
-from esper.leyline.experiment import GovernorConfig, ImageDataConfig, TrainerConfig
+from esper.leyline.experiment import ConfigError, GovernorConfig, ImageDataConfig, TrainerConfig
+from esper.leyline.family import Variation, corner_worlds, with_values
 from esper.leyline.registry import HOST_CONFIGS, TASK_CONFIGS, HostConfig, TaskConfig
 
 
@@ -85,6 +86,12 @@ class WorldConfig(EsperModel):
     """Validation examples evaluated per step (a fixed subset; None = the whole split)."""
     device: str = "auto"
     """'auto' (the GPU Ray assigned this actor if any, else CPU), 'cpu' or 'cuda:N'."""
+    vary: dict[str, Variation] = {}
+    """A world family: fields drawn anew for every RL episode, by dotted path inside this world — e.g.
+    `reward.rent_lambda: {low: 0.003, high: 1, log: true}`, `host.widths: {choice: [[8, 16, 32], [12, 24, 48]]}`,
+    `data: {choice: [{source: synthetic, …}, {source: …/train.parquet, limit: 3000}]}`. Empty = one fixed world.
+    The plane (`kasmina`) cannot vary: one policy must see the same slots, blueprints and blend choices in every
+    world. docs/simic.md, "World families"."""
 
     @field_validator("host", mode="before")
     @classmethod
@@ -95,3 +102,17 @@ class WorldConfig(EsperModel):
     @classmethod
     def _task_family(cls, value: Any) -> Any:
         return TASK_CONFIGS.validate(value)
+
+    @model_validator(mode="after")
+    def _family_draws_valid_worlds(self) -> "WorldConfig":
+        """Every choice and both ends of every range must make a valid world (else fail now, naming the path)."""
+        fixed = {"kasmina", "vary", "name", "device"}
+        for path, value in corner_worlds(self):
+            if path.split(".")[0] in fixed:
+                raise ValueError(f"vary.{path}: {path.split('.')[0]!r} cannot vary within a family (the plane fixes "
+                                 "the action layout one policy plays; name and device are the family's)")
+            try:
+                with_values(self, {path: value})
+            except (ValueError, ConfigError) as exc:
+                raise ValueError(f"vary.{path} = {value!r} does not make a valid world: {exc}") from None
+        return self

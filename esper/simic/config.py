@@ -97,3 +97,10 @@ class TrainTamiyoConfig(EsperModel):
             raise ValueError(f"ppo.gamma ({old}) differs from world.reward.gamma ({reward['gamma']}): PPO now "
                              "discounts with world.reward.gamma only; drop ppo.gamma")
         return {**tree, "ppo": ppo, "world": {**world, "reward": reward}}
+
+    @model_validator(mode="after")
+    def _families_step_alone(self) -> "TrainTamiyoConfig":
+        if self.world.vary and self.ppo.num_envs_per_env_runner > 1:
+            raise ValueError("ppo.num_envs_per_env_runner must be 1 with a world family (world.vary): the batch-first "
+                             "vector env trains its worlds on one shared data stream")
+        return self

@@ -11,6 +11,7 @@ import numpy as np
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import FactoredAction, Op
 from esper.leyline.control import Observation
+from esper.leyline.family import corner_worlds, draw_world, with_values
 from esper.leyline.features import FEATURE_BOUND, encode, feature_size
 from esper.leyline.world import WorldConfig
 from esper.runtime.devices import actor_device
@@ -44,13 +45,18 @@ class EsperEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, config: Any = None, task: Task | None = None) -> None:
-        """`task`: the world's task, already loaded (a vector env's worlds share one); default: load it."""
-        self.world = world_from(config)
+        """`task`: the world's task, already loaded (a vector env's worlds share one); default: load it.
+        A world family (`world.vary`) draws a world per episode (`episode_world`, logged in reset's info)."""
+        self.world = self.episode_world = world_from(config)
         self.device = actor_device(self.world.device)
-        self.task = task if task is not None else build_world_task(self.world, self.device)
+        if task is not None and self.world.vary:
+            raise ValueError("a world family loads its own tasks (its worlds may differ in data): pass no task")
+        self._tasks: dict[str, Task] = {}
+        self.task = task if task is not None else self._task_of(self.world)
         template = build_model(self.world)
         check_output_size(template.to(self.device), self.task)  # a host/task mismatch fails here, not mid-episode
         self.action_spec = template.action_spec
+        self._check_family_layout()
         self.host_params = template.param_counts().host
         n_features = feature_size(self.action_spec)
         self.observation_space = gym.spaces.Dict({
@@ -68,6 +74,23 @@ class EsperEnv(gym.Env):
     def trainer(self) -> Trainer:
         return self.run.trainer
 
+    def _task_of(self, world: WorldConfig) -> Task:
+        """The task of `world`, loaded once per distinct data config (and validation cut) for the env's life."""
+        key = world.data.model_dump_json() + f"|{world.val_images}"
+        if key not in self._tasks:
+            self._tasks[key] = build_world_task(world, self.device)
+        return self._tasks[key]
+
+    def _check_family_layout(self) -> None:
+        """Every world of the family must offer one action layout (slots, blueprints, blends): one policy plays
+        them all. Checked on every choice and both ends of every range, before the first episode."""
+        for path, value in corner_worlds(self.world):
+            spec = build_model(with_values(self.world, {path: value})).action_spec
+            if (spec.slots, spec.blueprints, spec.nvec) != (self.action_spec.slots, self.action_spec.blueprints,
+                                                            self.action_spec.nvec):
+                raise ValueError(f"vary.{path} = {value!r} changes the action layout (slots {spec.slots}, blueprints "
+                                 f"{spec.blueprints}): every world of a family must offer the same actions")
+
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """options: {"data_seed": int} fixes the order/augmentation of the training batches (default: the
@@ -75,12 +98,16 @@ class EsperEnv(gym.Env):
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         data_seed = int((options or {}).get("data_seed", episode_seed))
-        self.run = build_run(self.world, self.task, seed=episode_seed, data_seed=data_seed, device=self.device)
+        drawn: dict = {}
+        if self.world.vary:  # a family: this episode's world, drawn from the episode's own generator
+            self.episode_world, drawn = draw_world(self.world, self.np_random)
+            self.task = self._task_of(self.episode_world)
+        self.run = build_run(self.episode_world, self.task, seed=episode_seed, data_seed=data_seed, device=self.device)
         self.counts = {op.name.lower(): 0 for op in Op}
         self.counts.update(fossilized=0, culled=0, invalid=0)
         self.run.model.listeners.append(self._count_event)
         self.episode_return = 0.0
-        return self._obs(), {"episode_seed": episode_seed}
+        return self._obs(), {"episode_seed": episode_seed, "world": drawn}
 
     def step(self, action):
         pending = self.begin_step(action)
@@ -97,13 +124,13 @@ class EsperEnv(gym.Env):
             act = FactoredAction(Op.WAIT)
             self.counts["invalid"] += 1
         self.counts[act.op.name.lower()] += 1
-        phi_before = potential(model.reports(), self.world.reward)
+        phi_before = potential(model.reports(), self.episode_world.reward)
         self.run.apply(act, "invalid action, run as WAIT" if invalid else "")
         return PendingStep(act, invalid, phi_before, self.trainer.train_flops)
 
     def finish_step(self, pending: PendingStep, train_loss: float):
         """After the epoch's training: the run judges the epoch; reward; the gymnasium step tuple."""
-        run, w = self.run, self.world
+        run, w = self.run, self.episode_world
         out = run.finish_epoch(train_loss)
         terminal = run.done
         pc = run.model.param_counts()

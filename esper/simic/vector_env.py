@@ -39,6 +39,9 @@ class EsperVectorEnv(VectorEnv):
         """workers > 1 spreads the models over a thread pool. Off by default: on a 2-core CPU it was slower than
         one thread with PyTorch's own intra-op threads (docs/results.md §8); ignored on a GPU (streams instead)."""
         world = world_from(config)
+        if world.vary:
+            raise ValueError("a world family cannot be stepped batch-first (its worlds may train on different data): "
+                             "use ppo.num_envs_per_env_runner: 1")
         first = EsperEnv(world)
         self.envs = [first] + [EsperEnv(world, task=first.task) for _ in range(num_envs - 1)]
         self.num_envs, self.world, self.device = num_envs, world, first.device

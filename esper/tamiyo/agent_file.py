@@ -20,15 +20,17 @@ from esper.leyline import ActionSpec
 from esper.tamiyo.policy import TamiyoPolicyNet
 
 AGENT_FORMAT = "esper.agent"
-AGENT_FORMAT_VERSION = 3
+AGENT_FORMAT_VERSION = 4
 # Version 1 named the metric features after accuracy (the only metric there was); version 2 after the task's
 # metric. Same values, same order: a version-1 agent loads with its names migrated.
 V1_FEATURE_RENAMES = {"val_accuracy": "val_metric", "delta_acc_1": "delta_metric_1", "delta_acc_2": "delta_metric_2",
                       "delta_acc_3": "delta_metric_3"}
-# Version 3 observes compute: two global features after these. An older agent loads with zero input weights on
-# them, so it decides exactly as it did.
-V3_NEW_FEATURES = ("budget_spent", "excess_flops_ratio")
-V3_AFTER = "live_seed_fraction"
+# Features added since, by the version that added them: (the feature they follow, the new ones). An older agent
+# loads with zero input weights on them, so it decides exactly as it did.
+FEATURES_ADDED = {
+    3: ("live_seed_fraction", ("budget_spent", "excess_flops_ratio")),  # compute (equal-compute issue)
+    4: ("excess_flops_ratio", ("log10_rent", "budget_epochs")),  # the price of capacity and the budget (world families)
+}
 INPUT_LAYERS = ("trunk.0.weight", "value_net.0.weight")  # the layers that read the features: (hidden, F)
 
 
@@ -89,14 +91,16 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
     m = payload.get("manifest") if isinstance(payload, dict) else None
     if not isinstance(m, dict) or m.get("format") != AGENT_FORMAT:
         raise AgentFileError(f"{path}: not an Esper agent (manifest format must be {AGENT_FORMAT!r})")
-    if m.get("format_version") not in (1, 2, AGENT_FORMAT_VERSION):
+    if m.get("format_version") not in range(1, AGENT_FORMAT_VERSION + 1) or isinstance(m.get("format_version"), bool):
         raise AgentFileError(f"{path}: agent format version {m.get('format_version')} ≠ supported {AGENT_FORMAT_VERSION}")
     try:
         names = list(m["feature_names"])
         if m["format_version"] == 1:
             names = [V1_FEATURE_RENAMES.get(n, n) for n in names]
-        if m["format_version"] < 3 and isinstance(payload.get("state_dict"), dict):
-            names = _add_compute_features(names, payload["state_dict"])
+        if isinstance(payload.get("state_dict"), dict):
+            for version, (after, new) in FEATURES_ADDED.items():
+                if m["format_version"] < version:
+                    names = _add_features(names, payload["state_dict"], after, new)
         _check_features(path, names, expected_features)
         try:
             spec = ActionSpec.from_dict(m["action_spec"])
@@ -118,16 +122,16 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
     return Agent(net.eval(), spec, names, m, payload.get("provenance", {}))
 
 
-def _add_compute_features(names: list[str], state_dict: dict[str, Any]) -> list[str]:
-    """Migrate a version-1/2 agent to version 3's features: the compute features are inserted after V3_AFTER and
-    the input layers get zero weights for them (in place). The names after migration are returned."""
-    at = names.index(V3_AFTER) + 1
+def _add_features(names: list[str], state_dict: dict[str, Any], after: str, new: tuple[str, ...]) -> list[str]:
+    """Migrate an agent to a version that added the features `new` after `after`: the input layers get zero
+    weights for them (in place). The names after migration are returned."""
+    at = names.index(after) + 1
     for key in INPUT_LAYERS:
         w = state_dict.get(key)
         if isinstance(w, torch.Tensor) and w.dim() == 2 and w.shape[1] == len(names):
-            zeros = w.new_zeros(w.shape[0], len(V3_NEW_FEATURES))
-            state_dict[key] = torch.cat([w[:, :at], zeros, w[:, at:]], dim=1)  # (H, F) → (H, F + 2)
-    return names[:at] + list(V3_NEW_FEATURES) + names[at:]
+            zeros = w.new_zeros(w.shape[0], len(new))
+            state_dict[key] = torch.cat([w[:, :at], zeros, w[:, at:]], dim=1)  # (H, F) → (H, F + len(new))
+    return names[:at] + list(new) + names[at:]
 
 
 def _check_features(path: Path, names: list[str], expected: list[str] | None) -> None:

@@ -41,7 +41,7 @@ def build_run(world: WorldConfig, task: Task, *, seed: int, device: torch.device
         torch.set_rng_state(outside)
     check_output_size(model, task)
     return Run(model, task, world.trainer, world.governor, data_seed=seed if data_seed is None else data_seed,
-               rng_state=rng_state)
+               rng_state=rng_state, rent_lambda=world.reward.rent_lambda)
 
 
 def check_output_size(model: MorphogeneticModel, task: Task) -> None:

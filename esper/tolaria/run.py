@@ -73,8 +73,9 @@ class Run:
     alone, not on whatever else (a policy's sampling, other runs in the process) drew random numbers."""
 
     def __init__(self, model: MorphogeneticModel, task: Task, trainer: TrainerConfig, governor: GovernorConfig, *,
-                 data_seed: int, rng_state: torch.Tensor | None = None) -> None:
-        self.model, self.task = model, task
+                 data_seed: int, rng_state: torch.Tensor | None = None, rent_lambda: float = 0.0) -> None:
+        """`rent_lambda`: the price of capacity the controller is told (the world's reward.rent_lambda)."""
+        self.model, self.task, self.rent_lambda = model, task, rent_lambda
         self.trainer = Trainer(model, task, trainer, seed=data_seed)
         self.governor = Governor(self.trainer, governor, emit=self._emit)
         self._rng_state = rng_state if rng_state is not None else torch.get_rng_state()
@@ -106,6 +107,7 @@ class Run:
             loss_history=tuple(self.losses), metric_history=tuple(self.metrics),
             budget_spent=t.train_flops / t.compute_budget,
             excess_flops_ratio=seeds_train_flops(self.model) / t.host_flops,
+            rent_lambda=self.rent_lambda, budget_host_epochs=t.compute_budget / t.host_epoch_flops,
         )
 
     def observe(self) -> Observation:
