@@ -4,7 +4,7 @@
     python experiments/evaluate_tamiyo.py --episodes 20                  # baselines only (no agent)
     python experiments/evaluate_tamiyo.py --episodes 8 --controllers wait plan:conv_light@block3 \
         plan:conv_light@block3+conv_heavy@block1   # fixed growth plans: what growth is worth on a world
-    python experiments/evaluate_tamiyo.py --agent runs/ppo/<run>/agent.pt --worlds experiments/presets/heldout_family.yaml
+    python experiments/evaluate_tamiyo.py --agent runs/ppo/<run>/agent.pt --worlds experiments/worlds/heldout_family.yaml
         # held-out worlds of a family: per-world and pooled paired differences
 
 Every controller plays the same evaluation episodes (same world, same episode seeds: identical host init
@@ -36,10 +36,15 @@ def _parse() -> argparse.Namespace:
                    help="YAML list of named worlds (`worlds: [{name, set: {dotted.path: value}}]`) applied over the "
                         "agent's/preset's world (its family's `vary` dropped); every controller plays the same seeds of "
                         "each; reports per world and pooled over worlds")
+    p.add_argument("--plan-space", type=int, default=0, metavar="K",
+                   help="also play every fixed plan of 1..K seeds (distinct slots, deepest first, any blueprint) and "
+                        "report the plans ranked by mean return: the search for the best single fixed plan")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: beside the agent, else runs/eval)")
     args = p.parse_args()
     if args.episodes < 1:
         p.error("--episodes must be ≥ 1")
+    if args.plan_space < 0:
+        p.error("--plan-space must be ≥ 0")
     return args
 
 
@@ -70,6 +75,7 @@ def main() -> None:
     make = {"ppo": lambda: NeuralTamiyo(agent), "ppo-sampled": lambda: NeuralTamiyo(agent, sample=True),
             "random": lambda: RandomTamiyo(seed=0), "wait": StaticTamiyo, "heuristic": HeuristicTamiyo}
     names = [c for c in args.controllers if agent is not None or not c.startswith("ppo")]
+    names += [p for p in _plan_space(env.action_spec, args.plan_space) if p not in names]
     try:
         plans = {c: _plan(PlanTamiyo, c, env.action_spec) for c in names if c.startswith("plan:")}
     except ValueError as exc:
@@ -100,9 +106,11 @@ def main() -> None:
             pooled.setdefault(n, []).extend(replace(st, seed=len(report.get("worlds", {})) * 10**6 + st.seed) for st in sts)
     if args.worlds is not None:
         report["pooled"] = {"results": {n: summarise(sts) for n, sts in pooled.items()}, "paired": _paired(pooled)}
-    report["episodes"] = rows
     out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
     out.mkdir(parents=True, exist_ok=True)
+    if args.plan_space:
+        report["plan_search"], table = _plan_search(report["results"] if args.worlds is None else report["pooled"]["results"])
+    report["episodes"] = rows
     (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     if args.worlds is None:
         md = _table(report["results"], len(seeds)) + _paired_table(report["paired"])
@@ -111,6 +119,7 @@ def main() -> None:
                      for w, e in report["worlds"].items())
         md += f"## Pooled over {len(worlds)} worlds\n\n" + _table(report["pooled"]["results"], len(seeds) * len(worlds)) \
             + _paired_table(report["pooled"]["paired"])
+    md += table if args.plan_space else ""
     (out / "evaluation.md").write_text(md)
     print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
     if agent is not None:
@@ -154,6 +163,30 @@ def _play(env, make: dict, seeds: list[int], prefix: str = "") -> tuple[dict, di
               f"return {r['episode_return']['mean']:+.3f} ± {r['episode_return']['std']:.3f}  "
               f"germinated {r['germinated']['mean']:.1f}  ops {', '.join(f'{k} {v:.0%}' for k, v in r['op_fraction'].items())}")
     return results, played
+
+
+def _plan_space(spec, k: int) -> list[str]:
+    """Every `plan:` of 1..k seeds in distinct slots (germinated deepest slot first), any blueprint in each."""
+    from itertools import combinations, product
+
+    deep_first = list(reversed(spec.slots))
+    plans = []
+    for n in range(1, k + 1):
+        for slots in combinations(deep_first, n):
+            for bps in product(spec.blueprints, repeat=n):
+                plans.append("plan:" + "+".join(f"{b}@{s}" for b, s in zip(bps, slots)))
+    return plans
+
+
+def _plan_search(results: dict) -> tuple[list[dict], str]:
+    """Plans (and WAIT, the empty plan) ranked by mean return: the best single fixed plan first."""
+    ranked = sorted(({"controller": n, "return": r["episode_return"]["mean"], "se": r["episode_return"]["se"],
+                      "final_accuracy": r["final_accuracy"]["mean"]} for n, r in results.items()
+                     if n.startswith("plan:") or n == "wait"), key=lambda x: -x["return"])
+    lines = ["", f"Plan search ({len(ranked)} fixed plans incl. WAIT), by mean return; best: {ranked[0]['controller']}", "",
+             "| plan | return [SE] | final accuracy |", "|---|---:|---:|"]
+    lines += [f"| {x['controller']} | {x['return']:+.3f} [{x['se']:.3f}] | {x['final_accuracy']:.2%} |" for x in ranked]
+    return ranked, "\n".join(lines) + "\n"
 
 
 def _plan(plan_class, name: str, spec):

@@ -57,3 +57,16 @@ def test_named_worlds_are_played_on_the_same_seeds_and_pooled(tmp_path):
     bad.write_text("worlds:\n  - {name: typo, set: {reward.rent_lamda: 0.1}}\n")
     proc = _run(tmp_path, "--episodes", "1", "--controllers", "wait", "--worlds", str(bad))
     assert proc.returncode != 0 and "world 'typo'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_plan_search_plays_every_small_plan_and_ranks_them_by_return(tmp_path):
+    proc = _run(tmp_path, "--episodes", "1", "--controllers", "wait", "--plan-space", "1")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    ranked = report["plan_search"]
+    assert len(ranked) == 1 + 3 * 3, "WAIT and one seed of each of 3 blueprints in each of 3 slots"
+    returns = [x["return"] for x in ranked]
+    assert returns == sorted(returns, reverse=True)
+    assert {x["controller"]: x["return"] for x in ranked} == {
+        n: r["episode_return"]["mean"] for n, r in report["results"].items()}
+    assert f"best: {ranked[0]['controller']}" in (tmp_path / "evaluation.md").read_text()

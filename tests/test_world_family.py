@@ -83,3 +83,26 @@ def test_a_family_whose_worlds_differ_in_actions_is_refused_before_the_first_epi
                   vary={"host.widths": {"choice": [[8, 16, 32], [8, 16]]}})
     with pytest.raises(ValueError, match=r"vary.host.widths = \[8, 16\] changes the action layout"):
         EsperEnv(WorldConfig.model_validate(family))
+
+
+def test_the_committed_family_and_its_held_out_worlds_are_valid_and_held_out():
+    """The family preset builds; every held-out world is a valid plain world of it whose widths, data size or length
+    are values the family never draws (no data is loaded here)."""
+    from pathlib import Path
+
+    import yaml
+
+    from esper.leyline.experiment import load_config
+    from esper.leyline.family import with_values
+    from esper.simic.config import TrainTamiyoConfig
+
+    root = Path(__file__).parents[1] / "experiments"
+    family = load_config(root / "presets" / "family.yaml", model=TrainTamiyoConfig).world
+    assert {"reward.rent_lambda", "host.widths", "data", "trainer.epochs"} <= set(family.vary)
+    entries = yaml.safe_load((root / "worlds" / "heldout_family.yaml").read_text())["worlds"]
+    trained = {p: [str(c) for c in family.vary[p].corners()] for p in ("host.widths", "trainer.epochs")}
+    for e in entries:
+        world = with_values(family, e["set"])
+        assert not world.vary
+        new = [str(e["set"][p]) not in trained[p] for p in trained] + [e["set"]["data"]["limit"] not in (1500, 2500)]
+        assert any(new), f"{e['name']} is a training world"
