@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from esper.tolaria.builder import build_model, build_run, build_world_task, chec
 from esper.tolaria.run import Run
 from esper.tolaria.task import Task
 from esper.tolaria.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 
 def world_from(config: Any) -> WorldConfig:
@@ -102,6 +105,7 @@ class EsperEnv(gym.Env):
         if self.world.vary:  # a family: this episode's world, drawn from the episode's own generator
             self.episode_world, drawn = draw_world(self.world, self.np_random)
             self.task = self._task_of(self.episode_world)
+            logger.info("episode %d: world %s", episode_seed, drawn)
         self.run = build_run(self.episode_world, self.task, seed=episode_seed, data_seed=data_seed, device=self.device)
         self.counts = {op.name.lower(): 0 for op in Op}
         self.counts.update(fossilized=0, culled=0, invalid=0)
