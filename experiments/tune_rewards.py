@@ -8,7 +8,8 @@
 
 Each trial trains Tamiyo with PPO on the base preset plus its sampled reward fields, then evaluates the greedy
 policy on fixed episode seeds. The objective (the same for every trial) is evaluation accuracy − objective_rent ×
-parameter ratio. Writes into <storage-path>/<name>/: Tune's per-trial results (CSV/JSON/TensorBoard, checkpoints),
+parameter ratio (with `objective_rent: null`, for world families, the mean evaluation return: each episode is paid
+at its own world's rent). Writes into <storage-path>/<name>/: Tune's per-trial results (CSV/JSON/TensorBoard, checkpoints),
 trials.csv, report.md, pareto.png, objective_vs_params.png and the best trial's agent.pt. A local cluster runs the
 Ray dashboard on 127.0.0.1 (URL printed); --dashboard also serves TensorBoard on 127.0.0.1:--tensorboard-port while
 the sweep runs. Which scalar means what: docs/tune.md.

@@ -156,3 +156,14 @@ def test_bad_sweeps_fail_at_start_up_naming_the_field(tmp_path, bad, field):
     with pytest.raises(ConfigError, match=field):
         sweep = load_config(path, model=SweepConfig)
         tune_rewards._check_search(sweep, tune_rewards._base(sweep))
+
+
+def test_a_family_sweep_scores_trials_by_return_and_a_fixed_world_by_rented_accuracy():
+    """objective_rent None (world families: rent varies by episode) → the objective is the mean episode return;
+    a number → accuracy − objective_rent × excess ratio, as before."""
+    from esper.simic.sweep import TRAIN_OBJECTIVE, _objective, _train_metrics
+
+    assert _objective(0.6, 0.5, 0.25, None) == 0.25
+    assert _objective(0.6, 0.5, 0.25, 0.1) == pytest.approx(0.55)
+    result = {"env_runners": {"episode_return_mean": 0.3}}
+    assert _train_metrics(result, None, 0.01)[TRAIN_OBJECTIVE] == 0.3

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.registry import TASK_CONFIGS, TaskConfig
@@ -86,6 +86,15 @@ class ImageDataConfig(TaskConfig):
     """Fraction carved from train for validation (fixed split seed, the same for every arm and seed)."""
     eval_data: str | None = None
     """Optional external evaluation set (.parquet), reported separately."""
+
+    @field_validator("source", "eval_data")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        """A relative .parquet path is made absolute where the config is read: Ray workers and Tune trials run in
+        other directories, and the saved config should name the file that was actually read."""
+        if value is None or not value.endswith(".parquet") or Path(value).is_absolute():
+            return value
+        return str(Path(value).resolve())
 
 
 class ConfigError(ValueError):

@@ -21,7 +21,8 @@ from esper.simic import ppo as keys
 from esper.simic.config import TrainTamiyoConfig
 
 OBJECTIVE = "esper/objective"
-"""Evaluation final accuracy − objective_rent × final excess parameter ratio (reported once, at the end)."""
+"""Evaluation final accuracy − objective_rent × final excess parameter ratio (reported once, at the end); with
+objective_rent None (world families) the mean evaluation return, each episode paid at its own world's rent."""
 TRAIN_OBJECTIVE = "esper/objective_train"
 """The same from the last 50 training episodes (sampled policy), every iteration: what schedulers compare."""
 EVAL_PREFIX = "eval/"
@@ -73,15 +74,22 @@ def trial_config(config: dict) -> TrainTamiyoConfig:
     return TrainTamiyoConfig.model_validate(tree)
 
 
-def _train_metrics(result: dict, objective_rent: float, rent_lambda: float) -> dict:
+def _objective(accuracy: float, excess_ratio: float, episode_return: float, objective_rent: float | None) -> float:
+    """accuracy − objective_rent × excess ratio; the episode return when objective_rent is None (families)."""
+    return episode_return if objective_rent is None else accuracy - objective_rent * excess_ratio
+
+
+def _train_metrics(result: dict, objective_rent: float | None, rent_lambda: float) -> dict:
     """The PPO run's dashboard scalars (same names in TensorBoard), the trial's λ and its training objective."""
     out = keys.training_scalars(result)
-    out[TRAIN_OBJECTIVE] = out["train/final_accuracy"] - objective_rent * out["train/excess_param_ratio"]  # NaN if unknown
+    out[TRAIN_OBJECTIVE] = _objective(out["train/final_accuracy"], out["train/excess_param_ratio"],
+                                      out["train/return_mean"], objective_rent)  # NaN if unknown
     out[keys.RENT_SCALAR] = rent_lambda
     return out
 
 
-def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float, folder: Path, version: str) -> dict:
+def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float | None, folder: Path,
+              version: str) -> dict:
     """Greedy evaluation on fixed seeds; also writes the trial's agent.pt into `folder` (its final checkpoint)."""
     from esper.leyline.features import feature_names
     from esper.simic.env import EsperEnv
@@ -98,7 +106,7 @@ def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float
     out = {EVAL_PREFIX + k: summary[k]["mean"] for k in ("final_accuracy", "episode_return", "germinated", "fossilized",
                                                          "culled", "final_excess_ratio")}
     out[EVAL_PREFIX + "final_accuracy_se"] = summary["final_accuracy"]["se"]
-    out[OBJECTIVE] = acc - objective_rent * ex
+    out[OBJECTIVE] = _objective(acc, ex, summary["episode_return"]["mean"], objective_rent)
     return out
 
 
@@ -125,7 +133,8 @@ def tamiyo_trial(config: dict) -> None:
         if config.get("fail_once") and it == 2 and not Path(config["fail_once"]).exists():
             Path(config["fail_once"]).touch()
             raise RuntimeError("injected trial failure (fail_once)")
-        metrics = _train_metrics(algo.train(), float(config["objective_rent"]), cfg.world.reward.rent_lambda)
+        objective_rent = None if config["objective_rent"] is None else float(config["objective_rent"])
+        metrics = _train_metrics(algo.train(), objective_rent, cfg.world.reward.rent_lambda)
         metrics["resumed_from"] = float(start)
         last = it == iterations
         if it % every and not last:
@@ -135,7 +144,7 @@ def tamiyo_trial(config: dict) -> None:
             algo.save_to_path(str(Path(d) / "algo"))
             (Path(d) / STATE_FILE).write_text(json.dumps({"iteration": it}))
             if last:
-                metrics |= _evaluate(algo, cfg, int(config["eval_episodes"]), float(config["objective_rent"]), Path(d),
+                metrics |= _evaluate(algo, cfg, int(config["eval_episodes"]), objective_rent, Path(d),
                                      str(config.get("code_version", "unknown")))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
     algo.stop()

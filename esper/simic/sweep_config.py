@@ -59,8 +59,10 @@ class SweepConfig(EsperModel):
     """PPO iterations per trial."""
     eval_episodes: int = Field(8, ge=1)
     """Greedy evaluation episodes (fixed seeds, the same for every trial) at the end of each trial."""
-    objective_rent: float = Field(0.05, ge=0)
-    """Fixed rent of the objective: eval accuracy − objective_rent × excess parameter ratio (whatever λ trained)."""
+    objective_rent: float | None = Field(0.05, ge=0)
+    """Fixed rent of the objective: eval accuracy − objective_rent × excess parameter ratio (whatever λ trained).
+    None: the objective is the mean evaluation return, each episode paid at its own world's rent — for a world
+    family, whose rent varies by episode."""
     num_samples: int = Field(1, ge=1)
     """Tune num_samples: repeats of the grid, or random draws."""
     scheduler: Literal["fifo", "asha", "pbt"] = "fifo"

@@ -135,7 +135,7 @@ def write_report(grid, sweep: SweepConfig, out: Path, command: str) -> str:
     errors = int((df.status == "error").sum())
     lines = [f"# Sweep `{out.name}`", "", f"`{command}`", "",
              f"{len(df)} trials ({errors} errored), {sweep.iterations} PPO iterations each, base `{sweep.base}`, scheduler "
-             f"{sweep.scheduler}; objective = eval accuracy − {sweep.objective_rent:g} × excess ratio over "
+             f"{sweep.scheduler}; objective = {_objective_text(sweep)} over "
              f"{sweep.eval_episodes} fixed evaluation episodes.", "", _markdown(df, sweep), _rent_effect(df)]
     best = df.iloc[0] if len(df) and not np.isnan(df.iloc[0].objective) else None
     if best is not None and best.checkpoint and (Path(best.checkpoint) / "agent.pt").is_file():
@@ -149,3 +149,9 @@ def write_report(grid, sweep: SweepConfig, out: Path, command: str) -> str:
     md = "\n".join(lines) + "\n"
     (out / "report.md").write_text(md)
     return md
+
+
+def _objective_text(sweep: SweepConfig) -> str:
+    if sweep.objective_rent is None:
+        return "mean eval return (each episode at its own world's rent)"
+    return f"eval accuracy − {sweep.objective_rent:g} × excess ratio"
