@@ -106,6 +106,7 @@ def main() -> None:
             pooled.setdefault(n, []).extend(replace(st, seed=len(report.get("worlds", {})) * 10**6 + st.seed) for st in sts)
     if args.worlds is not None:
         report["pooled"] = {"results": {n: summarise(sts) for n, sts in pooled.items()}, "paired": _paired(pooled)}
+        report["rent_response"] = _rent_response(report["worlds"])
     out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
     out.mkdir(parents=True, exist_ok=True)
     if args.plan_space:
@@ -118,12 +119,38 @@ def main() -> None:
         md = "".join(f"## {w}\n\n" + _table(e["results"], len(seeds)) + _paired_table(e["paired"]) + "\n"
                      for w, e in report["worlds"].items())
         md += f"## Pooled over {len(worlds)} worlds\n\n" + _table(report["pooled"]["results"], len(seeds) * len(worlds)) \
-            + _paired_table(report["pooled"]["paired"])
+            + _paired_table(report["pooled"]["paired"]) + _rent_table(report["rent_response"])
     md += table if args.plan_space else ""
     (out / "evaluation.md").write_text(md)
     print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
     if agent is not None:
         _plot_episode(next(iter(envs.values())), NeuralTamiyo(agent), seeds[0], out / "agent_episode.png")
+
+
+def _rent_response(worlds: dict) -> dict:
+    """Per controller: across worlds, the Spearman correlation of the world's rent λ with the mean final excess
+    parameter ratio (a controller that prices capacity grows less where it is dear), and what it grew where."""
+    import pandas as pd
+
+    out = {}
+    for name in next(iter(worlds.values()))["results"]:
+        rows = [{"world": w, "rent": e["world"]["reward"]["rent_lambda"], "ratio": e["results"][name]["final_excess_ratio"]["mean"],
+                 "germinations": e["results"][name]["germinations"]} for w, e in worlds.items()]
+        df = pd.DataFrame(rows)
+        rho = df["rent"].corr(df["ratio"], method="spearman") if df["rent"].nunique() > 1 and df["ratio"].nunique() > 1 else None
+        out[name] = {"spearman_rent_vs_ratio": None if rho is None or rho != rho else float(rho), "worlds": rows}
+    return out
+
+
+def _rent_table(response: dict) -> str:
+    lines = ["", "Response to rent across worlds: Spearman ρ(λ, final excess params) (— = no variation), and what "
+             "each controller grew per episode in each world", "", "| controller | ρ | growth per world |", "|---|---:|---|"]
+    for name, r in response.items():
+        rho = "—" if r["spearman_rent_vs_ratio"] is None else f"{r['spearman_rent_vs_ratio']:+.2f}"
+        grown = "; ".join(f"{w['world']} (λ {w['rent']:g}): " + (", ".join(f"{g} {k:.1f}" for g, k in w["germinations"].items())
+                                                               or "nothing") for w in r["worlds"])
+        lines.append(f"| {name} | {rho} | {grown} |")
+    return "\n".join(lines) + "\n"
 
 
 def _worlds(path: Path, base) -> dict:

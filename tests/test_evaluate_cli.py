@@ -53,6 +53,10 @@ def test_named_worlds_are_played_on_the_same_seeds_and_pooled(tmp_path):
     pooled = report["pooled"]["paired"]["plan:conv_light@block3 - wait"]["episode_return"]["mean"]
     assert abs(pooled - sum(per_world) / 2) < 1e-9 and per_world[0] > per_world[1], "rent makes the plan dearer"
     assert "## Pooled over 2 worlds" in (tmp_path / "evaluation.md").read_text()
+    response = report["rent_response"]["plan:conv_light@block3"]
+    assert response["spearman_rent_vs_ratio"] is None, "a fixed plan grows the same at every rent: ρ undefined"
+    assert [w["germinations"] for w in response["worlds"]] == [{"conv_light@block3": 1.0}] * 2
+    assert report["rent_response"]["wait"]["worlds"][0]["germinations"] == {}
     bad = tmp_path / "bad.yaml"
     bad.write_text("worlds:\n  - {name: typo, set: {reward.rent_lamda: 0.1}}\n")
     proc = _run(tmp_path, "--episodes", "1", "--controllers", "wait", "--worlds", str(bad))

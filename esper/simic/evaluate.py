@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from esper.leyline import Op
 from esper.leyline.control import Controller
@@ -23,6 +23,8 @@ class EpisodeStats:
     final_excess_ratio: float
     rolled_back: bool
     ops: dict[str, int]
+    germinations: list[str] = field(default_factory=list)
+    """What was grown, in order: "blueprint@slot" per executed GERMINATE."""
 
 
 def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None) -> EpisodeStats:
@@ -32,15 +34,19 @@ def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None
         controller.reset()
     if telemetry is not None:
         env.run.listen(telemetry)
-    done, ret, info = False, 0.0, {}
+    done, ret, info, grown = False, 0.0, {}, []
+    spec = env.action_spec
     while not done:
-        decision = controller.decide(env.observe())
-        _, reward, terminated, truncated, info = env.step(decision.action.as_array())
+        action = controller.decide(env.observe()).action
+        _, reward, terminated, truncated, info = env.step(action.as_array())
+        if info["op"] == Op.GERMINATE.name:  # executed (an invalid action runs as WAIT)
+            grown.append(f"{spec.blueprints[action.blueprint]}@{spec.slots[action.slot]}")
         ret += reward
         done = terminated or truncated
     c = info["counts"]
     return EpisodeStats(controller.name, seed, info["val_metric"], ret, c["germinate"], c["fossilized"], c["culled"],
-                        info["excess_ratio"], info["rolled_back"], {op.name.lower(): c[op.name.lower()] for op in Op})
+                        info["excess_ratio"], info["rolled_back"], {op.name.lower(): c[op.name.lower()] for op in Op},
+                        grown)
 
 
 def summarise(stats: list[EpisodeStats]) -> dict:
@@ -54,6 +60,8 @@ def summarise(stats: list[EpisodeStats]) -> dict:
     total = max(sum(ops.values()), 1)
     out["op_fraction"] = {k: v / total for k, v in ops.items()}
     out["rollbacks"] = sum(s.rolled_back for s in stats)
+    grown = [g for s in stats for g in s.germinations]
+    out["germinations"] = {g: grown.count(g) / max(len(stats), 1) for g in sorted(set(grown))}  # per episode
     return out
 
 
