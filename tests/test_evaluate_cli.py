@@ -74,3 +74,28 @@ def test_the_plan_search_plays_every_small_plan_and_ranks_them_by_return(tmp_pat
     assert {x["controller"]: x["return"] for x in ranked} == {
         n: r["episode_return"]["mean"] for n, r in report["results"].items()}
     assert f"best: {ranked[0]['controller']}" in (tmp_path / "evaluation.md").read_text()
+
+
+def test_the_family_verdict_reads_paired_returns_rent_response_and_real_data_worlds():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from family_verdict import verdict
+
+    def pair(mean, se):
+        return {"episode_return": {"mean": mean, "se": se}}
+
+    def world(source, rent, grown):
+        return {"world": {"data": {"source": source}, "reward": {"rent_lambda": rent}},
+                "paired": {"ppo - plan:x@b": pair(0.01, 0.02)}, "results": {}}
+
+    report = {"seeds": [1, 2], "worlds": {"a": world("synthetic", 0.01, {}), "c": world("/d/cifar.parquet", 0.5, {})},
+              "pooled": {"paired": {"ppo - plan:x@b": pair(0.3, 0.1), "ppo - heuristic": pair(0.5, 0.1),
+                                    "ppo - wait": pair(0.2, 0.05)}},
+              "rent_response": {"ppo": {"spearman_rent_vs_ratio": -1.0, "worlds": [
+                  {"germinations": {"conv_heavy@block3": 1.0}}, {"germinations": {}}]}}}
+    text, ok = verdict(report, "plan:x@b")
+    assert ok and "PASS" in text and "- c: +0.010 [0.020] — not ahead" in text and "- a:" not in text
+    report["pooled"]["paired"]["ppo - wait"] = pair(0.2, 0.11)  # ahead, but by less than 2 SE
+    assert verdict(report, "plan:x@b")[1] is False
+    report["pooled"]["paired"]["ppo - wait"] = pair(0.2, 0.05)
+    report["rent_response"]["ppo"]["spearman_rent_vs_ratio"] = -0.5
+    assert verdict(report, "plan:x@b")[1] is False
