@@ -10,7 +10,8 @@ For each evaluation (one per PPO training seed), on the held-out worlds pooled: 
 fixed plan (the plan search's winner on the *training* family), the heuristic and WAIT on return by more than
 2 paired standard errors; across worlds, Spearman ρ(rent λ, final excess params) ≤ −0.8; its germinations differ
 between at least two worlds. Worlds on real data (a .parquet source) are reported apart. Writes verdict.md
-beside each evaluation and prints it.
+beside each evaluation and prints it. Exit status: 0 every check passed, 3 a check failed (a result, not an
+error), 1 bad input.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 RHO_MAX = -0.8
+FAILED = 3  # exit status when a check fails
 
 
 def _paired_line(name: str, d: dict) -> tuple[str, bool]:
@@ -79,7 +81,7 @@ def main() -> None:
             all_ok &= ok
     except (OSError, KeyError, IndexError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    sys.exit(0 if all_ok else 1)
+    sys.exit(0 if all_ok else FAILED)
 
 
 if __name__ == "__main__":
