@@ -16,7 +16,7 @@ TINY_POINTS = tiny_host().injection_points()
 def test_catalogue_has_at_least_six_conv_blueprints():
     assert len(CONV_BLUEPRINTS) >= 6
     for name, bp in BLUEPRINTS.items():
-        assert bp.name == name and bp.kind in ("conv2d", "vector") and bp.description
+        assert bp.name == name and bp.kind in ("conv2d", "vector", "tokens") and bp.description
 
 
 def test_unknown_blueprint_is_a_key_error_naming_it():
@@ -42,17 +42,13 @@ def test_param_count_grows_with_width(name):
 @pytest.mark.parametrize("name", sorted(BLUEPRINTS))
 def test_flops_are_positive_except_norm(name):
     bp = get_blueprint(name)
-    if bp.kind == "conv2d":
-        point = InjectionPoint("p", 16, "conv2d", (8, 8))
-        bigger = InjectionPoint("p", 32, "conv2d", (8, 8))
-    else:
-        point = InjectionPoint("p", 16, "vector")
-        bigger = InjectionPoint("p", 32, "vector")
+    point = InjectionPoint("p", 16, bp.kind, (8, 8) if bp.kind == "conv2d" else None, 8 if bp.kind == "tokens" else None)
+    bigger = InjectionPoint("p", 32, bp.kind, point.spatial, point.tokens)
     flops = bp.flops(point)
     assert isinstance(flops, int) and flops >= 0
-    if name == "norm":
+    if name in ("norm", "token_norm"):
         # torch.utils.flop_counter.FlopCounterMode only counts matmul/conv-family ops (mm, addmm, bmm,
-        # convolution, attention …); "norm" is GroupNorm + an elementwise scale/shift, so it counts 0.
+        # convolution, attention …); the norms are a normalisation + an elementwise scale/shift, so they count 0.
         assert flops == 0
         return
     assert flops > 0
@@ -68,7 +64,7 @@ def test_conv_flops_match_a_hand_count():
 @pytest.mark.parametrize("name", sorted(BLUEPRINTS))
 def test_fresh_branch_outputs_exactly_zero(name):
     bp = get_blueprint(name)
-    x = torch.randn(3, 8, 5, 5) if bp.kind == "conv2d" else torch.randn(3, 8)
+    x = torch.randn(InjectionPoint("p", 8, bp.kind, (5, 5), 6).feature_shape(3))
     y = bp.build(8)(x)
     assert y.shape == x.shape
     assert torch.count_nonzero(y) == 0

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from esper.kasmina.layers import Block, CausalSelfAttention, FeedForward, zero_output
 from esper.kasmina.protocol import InjectionPoint, PointKind
 
 
@@ -96,6 +97,66 @@ def _mlp(d: int) -> nn.Module:
     return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), _zero(nn.Linear(2 * d, d)))
 
 
+# ---------------------------------------------------------------------------------------------- token blueprints
+# Residual branches over (B, T, D) features of a transformer host; each adds exactly 0 at graft time.
+def _heads(d: int) -> int:
+    """Heads of a D-wide attention seed: 32-wide heads, at least one."""
+    return max(d // 32, 1)
+
+
+class _PreNorm(nn.Module):
+    """f(h) = body(LayerNorm(h)): a branch that reads normalised features, as transformer sublayers do."""
+
+    def __init__(self, d: int, body: nn.Module) -> None:
+        super().__init__()
+        self.norm, self.body = nn.LayerNorm(d), body
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(self.norm(x))
+
+
+def _token_mlp(d: int) -> nn.Module:
+    body = FeedForward(d)
+    zero_output(body.proj)
+    return _PreNorm(d, body)
+
+
+def _attention_head(d: int) -> nn.Module:
+    body = CausalSelfAttention(d, n_head=1, head_dim=d // _heads(d))  # one more head of the host's head width
+    zero_output(body.proj)
+    return _PreNorm(d, body)
+
+
+def _lora(d: int, rank: int = 8) -> nn.Module:
+    down, up = nn.Linear(d, rank, bias=False), nn.Linear(rank, d, bias=False)
+    zero_output(up)
+    return _PreNorm(d, nn.Sequential(down, up))
+
+
+class _BlockBranch(nn.Module):
+    """A whole transformer block as a seed (depth growth): f(h) = block(h) − h, zero at graft time."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.block = Block(d, _heads(d))
+        zero_output(self.block.attn.proj, self.block.mlp.proj)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block.residual(x)
+
+
+class _TokenNorm(nn.Module):
+    """γ ⊙ LayerNorm(x) + β with γ = β = 0: learns a re-normalised correction of the features."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d, elementwise_affine=False)
+        self.gamma, self.beta = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gamma * self.norm(x) + self.beta
+
+
 @dataclass(frozen=True)
 class Blueprint:
     """A recipe for a seed module at an injection point of a given width."""
@@ -117,8 +178,7 @@ class Blueprint:
         """Forward FLOPs for one sample at `point` (torch's FLOP counter; 1 multiply-add = 2 FLOPs)."""
         with torch.device("meta"):
             branch = self.build(point.channels)
-            shape = (1, point.channels, *(point.spatial or (1, 1))) if self.kind == "conv2d" else (1, point.channels)
-            x = torch.empty(shape)
+            x = torch.empty(point.feature_shape(1, fallback=1))
             with FlopCounterMode(display=False) as counter:
                 branch(x)
         return int(counter.get_total_flops())
@@ -134,6 +194,11 @@ BLUEPRINTS: dict[str, Blueprint] = {
         Blueprint("conv_light", "conv2d", _conv_light, "norm → ReLU → one 3×3 conv (zero-init)"),
         Blueprint("conv_heavy", "conv2d", _conv_heavy, "three 3×3 convs with norms (last zero-init)"),
         Blueprint("mlp", "vector", _mlp, "LayerNorm → Linear(D, 2D) → GELU → Linear(2D, D) (zero-init)"),
+        Blueprint("token_mlp", "tokens", _token_mlp, "LayerNorm → Linear(D, 4D) → GELU → Linear(4D, D) (zero-init)"),
+        Blueprint("attention_head", "tokens", _attention_head, "one more causal self-attention head (zero-init output)"),
+        Blueprint("lora", "tokens", _lora, "LayerNorm → rank-8 down → up (zero-init): a low-rank residual adapter"),
+        Blueprint("block", "tokens", _BlockBranch, "a whole pre-norm transformer block (zero-init outputs): depth growth"),
+        Blueprint("token_norm", "tokens", _TokenNorm, "LayerNorm re-scaling with a zero-initialised scale"),
     )
 }
 

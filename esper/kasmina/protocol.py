@@ -7,7 +7,7 @@ from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
 
 from torch import Tensor
 
-PointKind = Literal["conv2d", "vector"]
+PointKind = Literal["conv2d", "vector", "tokens"]
 Inject = Callable[[str, Tensor], Tensor]
 
 
@@ -18,11 +18,21 @@ class InjectionPoint:
     name: str
     """Unique name (no dots); also the slot's name."""
     channels: int
-    """Channels (conv2d: C of (B, C, H, W)) or width (vector: D of (B, D))."""
+    """Channels (conv2d: C of (B, C, H, W)) or width (vector: D of (B, D); tokens: D of (B, T, D))."""
     kind: PointKind = "conv2d"
     """Feature layout at this point; blueprints declare which kind they fit."""
     spatial: tuple[int, int] | None = None
-    """(H, W) of the features for the host's nominal input; used for FLOPs and the germination probe."""
+    """conv2d: (H, W) of the features for the host's nominal input; used for FLOPs and the germination probe."""
+    tokens: int | None = None
+    """tokens: T of the features for the host's nominal input (its context length); used likewise."""
+
+    def feature_shape(self, batch: int, fallback: int = 4) -> tuple[int, ...]:
+        """Shape of the features here for `batch` nominal inputs (an extent the host did not declare: `fallback`)."""
+        if self.kind == "conv2d":
+            return (batch, self.channels, *(self.spatial or (fallback, fallback)))
+        if self.kind == "tokens":
+            return (batch, self.tokens or fallback, self.channels)  # (B, T, D)
+        return (batch, self.channels)
 
 
 @runtime_checkable

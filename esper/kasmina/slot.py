@@ -256,8 +256,7 @@ class SeedSlot(nn.Module):
 
     def _probe(self, module: nn.Module, device, dtype) -> bool:
         """Germination probe: a random input must give a finite output of the same shape."""
-        spatial = self.point.spatial or (4, 4)
-        shape = (2, self.point.channels, *spatial) if self.point.kind == "conv2d" else (2, self.point.channels)
+        shape = self.point.feature_shape(2)
         # A private generator so probing never shifts the global RNG stream (runs stay reproducible).
         gen = torch.Generator(device=device or "cpu").manual_seed(0)
         with torch.no_grad():

@@ -51,7 +51,7 @@ def host_train_flops(model: MorphogeneticModel, sample: Tensor) -> float:
 def seed_train_flops(blueprint: str, point: InjectionPoint, through_graph: bool) -> float:
     """Per-sample training FLOPs of a `blueprint` seed at `point`: on a detached input (isolation, blending,
     holding) or inside the graph (fossilized: its input gradient is computed too)."""
-    shape = (PROBE_BATCH, point.channels, *(point.spatial or (1, 1))) if point.kind == "conv2d" else (PROBE_BATCH, point.channels)
+    shape = point.feature_shape(PROBE_BATCH, fallback=1)
     with torch.device("meta"):  # shapes are all the counter needs: no memory, no draw from the RNG streams
         seed = get_blueprint(blueprint).build(point.channels)
         x = torch.empty(shape, requires_grad=through_graph)
