@@ -7,7 +7,8 @@ from typing import Any, Callable
 from torch import nn
 
 from esper.kasmina.hosts.cnn import WIDTH_PRESETS, CNNHost
-from esper.leyline.config import CNNHostConfig
+from esper.kasmina.hosts.transformer import TransformerHost
+from esper.leyline.config import CNNHostConfig, TransformerHostConfig
 from esper.leyline.registry import HOST_CONFIGS, HostConfig
 
 HostBuilder = Callable[..., nn.Module]
@@ -41,5 +42,6 @@ def build_host(spec: HostConfig | dict[str, Any]) -> nn.Module:
 
 
 register_host(CNNHostConfig, CNNHost)
+register_host(TransformerHostConfig, TransformerHost)
 
-__all__ = ["WIDTH_PRESETS", "CNNHost", "build_host", "register_host"]
+__all__ = ["WIDTH_PRESETS", "CNNHost", "TransformerHost", "build_host", "register_host"]
