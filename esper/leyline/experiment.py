@@ -22,12 +22,15 @@ class TrainerConfig(EsperModel):
     """Epochs per run (one controller decision per epoch)."""
     batch_size: int = Field(128, ge=1)
     """Mini-batch size."""
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    """The host's optimiser (fossilized seeds join it): SGD with Nesterov momentum (CNNs), or AdamW with betas
+    (0.9, 0.99) (transformers, as nanoGPT trains them)."""
     lr: float = Field(0.05, gt=0)
-    """Peak learning rate of the host's SGD."""
+    """Peak learning rate of the host's optimiser."""
     momentum: float = Field(0.9, ge=0, lt=1)
-    """SGD momentum."""
+    """SGD momentum (unused by AdamW)."""
     weight_decay: float = Field(5e-4, ge=0)
-    """SGD weight decay (host and fossilized seeds)."""
+    """Weight decay of the host's optimiser (host and fossilized seeds)."""
     seed_lr: float = Field(0.01, gt=0)
     """Peak learning rate of each live seed's own Adam optimiser."""
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -94,6 +97,30 @@ class ImageDataConfig(TaskConfig):
         other directories, and the saved config should name the file that was actually read."""
         if value is None or not value.endswith(".parquet") or Path(value).is_absolute():
             return value
+        return str(Path(value).resolve())
+
+
+@TASK_CONFIGS.register
+class TextDataConfig(TaskConfig):
+    """Next-character prediction on a text file (esper.tolaria.text_task): nanoGPT's character-level setting."""
+
+    task: Literal["char_lm"] = "char_lm"
+    """Task family."""
+    source: str
+    """A UTF-8 text file (e.g. ../shared/data/tinyshakespeare/input.txt); its distinct characters are the vocabulary."""
+    limit: int | None = Field(None, ge=100)
+    """Characters used from the start of the file; None = all."""
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    """The last fraction of the text is validation (nanoGPT's split: 0.1)."""
+    block_size: int = Field(64, ge=2)
+    """Context length T of every window (at most the host's block_size)."""
+    val_windows: int = Field(200, ge=1)
+    """Fixed validation windows, evenly spaced over the validation text (the same for every run)."""
+
+    @field_validator("source")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        """Made absolute where the config is read (Ray workers and Tune trials run in other directories)."""
         return str(Path(value).resolve())
 
 

@@ -75,4 +75,4 @@ def build_task(config: TaskConfig, device: torch.device, val_examples: int | Non
     return build(config, device, val_examples)
 
 
-from esper.tolaria import image_task  # noqa: E402,F401  (the built-in task registers itself)
+from esper.tolaria import image_task, text_task  # noqa: E402,F401  (the built-in tasks register themselves)

@@ -67,9 +67,12 @@ class Trainer:
 
     def rebuild_host_optimizer(self, fossil_order: list[str], state: dict | None) -> None:
         """A fresh host SGD whose extra param groups are the fossils in `fossil_order` (Governor restores)."""
-        cfg = self.cfg
-        self.host_opt = torch.optim.SGD(self.model.host.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        cfg, params = self.cfg, self.model.host.parameters()
+        if cfg.optimizer == "adamw":
+            self.host_opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+        else:
+            self.host_opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                            nesterov=cfg.momentum > 0)
         self.fossil_group_order: list[str] = []
         self._fossil_modules: dict[str, nn.Module] = {}
         for name in fossil_order:

@@ -1,0 +1,110 @@
+"""Character-level language modelling, the second Task: random context windows of a text file, next-character
+cross-entropy; the metric is the negative validation loss (nats per character), so higher is better."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from esper.leyline.experiment import TextDataConfig
+from esper.tolaria.data import DataError
+from esper.tolaria.task import register_task
+
+EVAL_BATCH = 64  # validation windows per batch
+
+
+def read_text(path: str | Path, limit: int | None = None) -> str:
+    """The file's text (its first `limit` characters); a DataError names what is wrong with it."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"text file not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = text[:limit] if limit else text
+    if len(set(text)) < 2:
+        raise DataError(f"{p}: a character model needs at least 2 distinct characters")
+    return text
+
+
+class Windows:
+    """Random (B, T) windows of `ids` and their next characters; each `iter()` is one pass of `batches` batches,
+    drawn from a generator seeded once (so passes differ, and the whole stream is fixed by the seed)."""
+
+    def __init__(self, ids: Tensor, block_size: int, batch_size: int, seed: int) -> None:
+        if len(ids) <= block_size:
+            raise DataError(f"the training text ({len(ids)} characters) is not longer than a window ({block_size})")
+        self.ids, self.block_size, self.batch_size = ids, block_size, batch_size
+        self.batches = max(len(ids) // (batch_size * block_size), 1)  # one pass ≈ the text's characters once
+        self.gen = torch.Generator(device=ids.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        t = self.block_size
+        for _ in range(self.batches):
+            starts = torch.randint(len(self.ids) - t, (self.batch_size,), generator=self.gen, device=self.ids.device)
+            offsets = starts[:, None] + torch.arange(t + 1, device=self.ids.device)  # (B, T + 1)
+            chunk = self.ids[offsets]
+            yield chunk[:, :-1], chunk[:, 1:]
+
+
+class CharLanguageModel:
+    """Next-character prediction. Loss: cross-entropy per character; metric: −(validation loss), nats/char."""
+
+    name = "char_lm"
+    metric_name = "neg_loss"
+
+    def __init__(self, text: str, config: TextDataConfig, device: torch.device, val_windows: int | None = None) -> None:
+        self.vocab = sorted(set(text))
+        self.output_size = len(self.vocab)
+        self.chance_loss = math.log(self.output_size)
+        index = {c: i for i, c in enumerate(self.vocab)}
+        ids = torch.tensor([index[c] for c in text], dtype=torch.long, device=device)
+        cut = int(len(ids) * (1 - config.val_fraction))
+        self.train_ids, self.val_ids = ids[:cut], ids[cut:]
+        self.block_size = config.block_size
+        self.val_batches = self._fixed_windows(min(config.val_windows, val_windows or config.val_windows))
+        self.eval_batches = None
+
+    def _fixed_windows(self, n: int) -> list[tuple[Tensor, Tensor]]:
+        """`n` windows evenly spaced over the validation text: every run is judged on the same characters."""
+        t = self.block_size
+        if len(self.val_ids) <= t:
+            raise DataError(f"the validation text ({len(self.val_ids)} characters) is not longer than a window ({t})")
+        starts = torch.linspace(0, len(self.val_ids) - t - 1, n, device=self.val_ids.device).long()
+        chunk = self.val_ids[starts[:, None] + torch.arange(t + 1, device=starts.device)]  # (n, T + 1)
+        return [(chunk[i:i + EVAL_BATCH, :-1], chunk[i:i + EVAL_BATCH, 1:]) for i in range(0, n, EVAL_BATCH)]
+
+    def train_stream(self, batch_size: int, augment: bool, seed: int) -> Windows:
+        return Windows(self.train_ids, self.block_size, batch_size, seed)
+
+    def loss(self, output: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+        return F.cross_entropy(output.flatten(0, 1), target.flatten(), reduction=reduction)  # (B, T, V) → (B·T, V)
+
+    def metric_sums(self, outputs: Tensor, target: Tensor) -> Tensor:
+        k = outputs.shape[0]
+        nll = F.cross_entropy(outputs.flatten(0, 2), target.repeat(k, 1).flatten(), reduction="none")  # (K·B·T,)
+        return -nll.view(k, -1).sum(dim=1).float().cpu()  # (K,): −Σ loss per configuration
+
+    def count(self, target: Tensor) -> int:
+        return target.numel()
+
+    def nominal_input(self) -> Tensor:
+        return torch.zeros((1, self.block_size), dtype=torch.long, device=self.train_ids.device)
+
+    def decode(self, ids: Tensor) -> str:
+        return "".join(self.vocab[i] for i in ids.tolist())
+
+
+def build_text_task(config: TextDataConfig, device: torch.device, val_examples: int | None) -> CharLanguageModel:
+    return CharLanguageModel(read_text(config.source, config.limit), config, device, val_examples)
+
+
+register_task(TextDataConfig, build_text_task)
