@@ -51,8 +51,10 @@ class HeuristicConfig(EsperModel):
     (`TrainingSignals.budget_spent`), instead of on a plateau or the deadline; None = plateau rules. Meant for
     equal-compute runs with `kasmina.lifecycle: graft`, where growing a third of the way in beat the big control
     (docs/results.md §10)."""
-    blueprint_preference: tuple[str, ...] = ("conv_light", "bottleneck", "depthwise", "attention", "norm", "conv_heavy", "mlp")
-    """Blueprints in order of preference."""
+    blueprint_preference: tuple[str, ...] = ("conv_light", "bottleneck", "depthwise", "attention", "norm", "conv_heavy",
+                                             "mlp", "block", "attention_head", "token_mlp", "lora", "token_norm")
+    """Blueprints in order of preference (the first the plane offers is used: conv ones on a CNN, token ones on
+    a transformer — a whole block first, depth growth being what pays on text)."""
     tempo: int = Field(3, ge=1)
     """Blend tempo (must be one of the plane's tempos, else the nearest is used)."""
     curve: str = "linear"
