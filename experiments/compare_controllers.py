@@ -187,6 +187,17 @@ def _table(summary: list[dict], has_eval: bool, metric: str) -> str:
     return "\n".join(lines)
 
 
+def _samples(curves: list[dict], arms: list[str]) -> str:
+    """Generated text of each arm's best run (tasks that can generate), for reading rather than a loss number."""
+    out = []
+    for arm in arms:
+        rs = [c for c in curves if c["arm"] == arm and c.get("sample")]
+        if rs:
+            best = max(rs, key=lambda c: c["val_metric"])
+            out.append(f"### {arm} (seed {best['seed']}, val {best['val_metric']:.4f})\n\n```\n{best['sample']}\n```\n")
+    return "\n## Samples (300 characters, temperature 0.8)\n\n" + "\n".join(out) if out else ""
+
+
 def _plot(rows: list[dict], arms: list[str], metric: str, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -242,9 +253,11 @@ def main() -> None:
             run.listen(hub)
             result = run_training(run, _controller(arm, cfg, run.model))
             hub.close()
+            sample = task.generate(run.model, 300, seed) if hasattr(task, "generate") else None  # text: read it
             curves.append({"arm": arm, "seed": seed, "val_metric": result.val_metric, "eval_metric": result.eval_metric,
                            "train_flops": result.train_flops, "metric_history": result.metric_history,
-                           "eval_metric_history": result.eval_metric_history, "flops_history": result.flops_history})
+                           "eval_metric_history": result.eval_metric_history, "flops_history": result.flops_history,
+                           "sample": sample})
             rows.append({"arm": arm, "seed": seed, "metric": metric, "val_metric": result.val_metric,
                          "eval_metric": result.eval_metric, "params_total": result.params_total,
                          "excess_ratio": result.excess_ratio, "rollbacks": result.rollbacks,
@@ -266,7 +279,7 @@ def main() -> None:
     table = _table(summary, has_eval, metric)
     split = "eval" if has_eval else "val"  # with --eval-data, compute-to-target is judged on the external set
     to_target, target = compute_to_target(curves, cfg.arms, metric, split)
-    (args.out / "table.md").write_text(table + "\n\n## Compute to target\n\n" + to_target + "\n")
+    (args.out / "table.md").write_text(table + "\n\n## Compute to target\n\n" + to_target + "\n" + _samples(curves, cfg.arms))
     _plot(rows, cfg.arms, metric, args.out / "acc_vs_params.png")
     plot_curves(curves, cfg.arms, metric, target, args.out / "metric_vs_flops.png", split)
     print("\n" + table + "\n\n" + to_target + f"\n\nwrote {args.out}/(config.yaml, results.csv, summary.json, table.md, "

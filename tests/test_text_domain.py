@@ -98,3 +98,14 @@ def test_the_host_refuses_a_longer_context_and_a_bad_shape():
     with pytest.raises(pydantic.ValidationError, match="set preset: custom"):
         TransformerHostConfig(preset="tiny", n_layer=3)
     assert TrainerConfig(optimizer="adamw").optimizer == "adamw" and TextDataConfig(source="x.txt").task == "char_lm"
+
+
+def test_a_trained_text_model_writes_text_from_its_vocabulary_reproducibly(corpus):
+    world = _world(corpus)
+    task = build_world_task(world, torch.device("cpu"))
+    run = build_run(world, task, seed=0, device=torch.device("cpu"))
+    run_training(run, StaticTamiyo())
+    state = torch.get_rng_state()
+    text = task.generate(run.model, 40, seed=3)
+    assert torch.equal(state, torch.get_rng_state()), "sampling draws from its own generator"
+    assert len(text) == 40 and set(text) <= set(TEXT) and text == task.generate(run.model, 40, seed=3)

@@ -102,6 +102,20 @@ class CharLanguageModel:
     def decode(self, ids: Tensor) -> str:
         return "".join(self.vocab[i] for i in ids.tolist())
 
+    @torch.no_grad()
+    def generate(self, model: torch.nn.Module, n_chars: int = 300, seed: int = 0, temperature: float = 0.8) -> str:
+        """`n_chars` characters sampled from `model` after a newline (its own generator: no global RNG drawn)."""
+        device = self.train_ids.device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        ids = torch.tensor([[self.vocab.index("\n") if "\n" in self.vocab else 0]], device=device)
+        was_training = model.training
+        model.eval()
+        for _ in range(n_chars):
+            logits = model(ids[:, -self.block_size:])[:, -1] / temperature  # (1, T, V) → (1, V)
+            ids = torch.cat([ids, torch.multinomial(logits.softmax(-1), 1, generator=gen)], dim=1)
+        model.train(was_training)
+        return self.decode(ids[0, 1:])
+
 
 def build_text_task(config: TextDataConfig, device: torch.device, val_examples: int | None) -> CharLanguageModel:
     return CharLanguageModel(read_text(config.source, config.limit), config, device, val_examples)
