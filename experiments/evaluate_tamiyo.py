@@ -50,12 +50,33 @@ def _parse() -> argparse.Namespace:
 
 def main() -> None:
     args = _parse()
+    from esper.tamiyo.neural import NeuralTamiyo
+
+    agent, make, names, envs, worlds = _setup(args)
+    seeds = [args.seed_base + i for i in range(args.episodes)]
+    report, rows = _evaluate(args, envs, worlds, make, names, seeds)
+    out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
+    out.mkdir(parents=True, exist_ok=True)
+    table = ""
+    if args.plan_space:
+        report["plan_search"], table = _plan_search(report["results"] if args.worlds is None else report["pooled"]["results"])
+    report["episodes"] = rows
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    md = _markdown(report, len(seeds)) + table
+    (out / "evaluation.md").write_text(md)
+    print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
+    if agent is not None:
+        _plot_episode(next(iter(envs.values())), NeuralTamiyo(agent), seeds[0], out / "agent_episode.png")
+
+
+def _setup(args):
+    """The agent, the controller factories, controller names and the envs (by world name) to play — or a
+    one-line error naming what is wrong."""
     from _config import load_preset
     from esper.leyline.experiment import ConfigError
     from esper.leyline.features import feature_names
     from esper.simic.config import TrainTamiyoConfig
     from esper.simic.env import EsperEnv
-    from esper.simic.evaluate import summarise
     from esper.tamiyo import HeuristicTamiyo, PlanTamiyo, RandomTamiyo, StaticTamiyo
     from esper.tamiyo.agent_file import AgentFileError, load_agent
     from esper.tamiyo.neural import NeuralTamiyo
@@ -68,10 +89,13 @@ def main() -> None:
         else:
             cfg = TrainTamiyoConfig.model_validate(agent.provenance["config"])
         env = EsperEnv(cfg.world)
-    except (ConfigError, AgentFileError, DataError) as exc:
+        worlds = _worlds(args.worlds, cfg.world) if args.worlds else {"world": cfg.world}
+        envs = {name: env if args.worlds is None else EsperEnv(world) for name, world in worlds.items()}
+    except (ConfigError, AgentFileError, DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    if agent is not None and agent.feature_names != feature_names(env.action_spec):
-        sys.exit("error: the agent's observation features do not match this world's (different slots/blueprints?)")
+    mismatched = [w for w, e in envs.items() if agent is not None and agent.feature_names != feature_names(e.action_spec)]
+    if mismatched:
+        sys.exit(f"error: the agent's observation features do not match world(s) {mismatched} (different slots/blueprints?)")
     make = {"ppo": lambda: NeuralTamiyo(agent), "ppo-sampled": lambda: NeuralTamiyo(agent, sample=True),
             "random": lambda: RandomTamiyo(seed=0), "wait": StaticTamiyo, "heuristic": HeuristicTamiyo}
     names = [c for c in args.controllers if agent is not None or not c.startswith("ppo")]
@@ -84,15 +108,13 @@ def main() -> None:
     unknown = [c for c in names if c not in make]
     if unknown:
         sys.exit(f"error: unknown controllers {unknown}; known: {list(make)}")
-    seeds = [args.seed_base + i for i in range(args.episodes)]
-    try:
-        worlds = _worlds(args.worlds, cfg.world) if args.worlds else {"world": cfg.world}
-        envs = {name: env if args.worlds is None else EsperEnv(world) for name, world in worlds.items()}
-    except (ConfigError, DataError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
-    mismatched = [w for w, e in envs.items() if agent is not None and agent.feature_names != feature_names(e.action_spec)]
-    if mismatched:
-        sys.exit(f"error: the agent's observation features do not match world(s) {mismatched} (different slots/blueprints?)")
+    return agent, make, names, envs, worlds
+
+
+def _evaluate(args, envs: dict, worlds: dict, make: dict, names: list[str], seeds: list[int]) -> tuple[dict, list]:
+    """Every controller on the same seeds of every world: the report (per world and pooled) and the episodes."""
+    from esper.simic.evaluate import summarise
+
     report, rows, pooled = {"command": " ".join(["python", *sys.argv]), "seeds": seeds}, [], {}
     for wname, wenv in envs.items():
         results, played = _play(wenv, {n: make[n] for n in names}, seeds, prefix="" if args.worlds is None else f"{wname}: ")
@@ -107,24 +129,16 @@ def main() -> None:
     if args.worlds is not None:
         report["pooled"] = {"results": {n: summarise(sts) for n, sts in pooled.items()}, "paired": _paired(pooled)}
         report["rent_response"] = _rent_response(report["worlds"])
-    out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
-    out.mkdir(parents=True, exist_ok=True)
-    if args.plan_space:
-        report["plan_search"], table = _plan_search(report["results"] if args.worlds is None else report["pooled"]["results"])
-    report["episodes"] = rows
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
-    if args.worlds is None:
-        md = _table(report["results"], len(seeds)) + _paired_table(report["paired"])
-    else:
-        md = "".join(f"## {w}\n\n" + _table(e["results"], len(seeds)) + _paired_table(e["paired"]) + "\n"
-                     for w, e in report["worlds"].items())
-        md += f"## Pooled over {len(worlds)} worlds\n\n" + _table(report["pooled"]["results"], len(seeds) * len(worlds)) \
-            + _paired_table(report["pooled"]["paired"]) + _rent_table(report["rent_response"])
-    md += table if args.plan_space else ""
-    (out / "evaluation.md").write_text(md)
-    print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
-    if agent is not None:
-        _plot_episode(next(iter(envs.values())), NeuralTamiyo(agent), seeds[0], out / "agent_episode.png")
+    return report, rows
+
+
+def _markdown(report: dict, n: int) -> str:
+    if "worlds" not in report:
+        return _table(report["results"], n) + _paired_table(report["paired"])
+    md = "".join(f"## {w}\n\n" + _table(e["results"], n) + _paired_table(e["paired"]) + "\n"
+                 for w, e in report["worlds"].items())
+    return md + f"## Pooled over {len(report['worlds'])} worlds\n\n" + _table(report["pooled"]["results"], n * len(report["worlds"])) \
+        + _paired_table(report["pooled"]["paired"]) + _rent_table(report["rent_response"])
 
 
 def _rent_response(worlds: dict) -> dict:
