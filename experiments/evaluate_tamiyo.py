@@ -8,7 +8,7 @@
         # held-out worlds of a family: per-world and pooled paired differences
 
 Every controller plays the same evaluation episodes (same world, same episode seeds: identical host init
-and data order). Reports mean ± std (and standard error) of final accuracy, return, seeds germinated /
+and data order). Reports mean ± std (and standard error) of the final metric, return, seeds germinated /
 fossilized / culled and final parameter ratio; writes JSON + Markdown and plots one agent episode's lifecycle.
 """
 
@@ -134,11 +134,15 @@ def _evaluate(args, envs: dict, worlds: dict, make: dict, names: list[str], seed
 
 def _markdown(report: dict, n: int) -> str:
     if "worlds" not in report:
-        return _table(report["results"], n) + _paired_table(report["paired"])
-    md = "".join(f"## {w}\n\n" + _table(e["results"], n) + _paired_table(e["paired"]) + "\n"
+        metric = next(iter(report["results"].values()))["metric_name"]
+        return _table(report["results"], n) + _paired_table(report["paired"], metric)
+    md = "".join(f"## {w}\n\n" + _table(e["results"], n)
+                 + _paired_table(e["paired"], next(iter(e["results"].values()))["metric_name"]) + "\n"
                  for w, e in report["worlds"].items())
-    return md + f"## Pooled over {len(report['worlds'])} worlds\n\n" + _table(report["pooled"]["results"], n * len(report["worlds"])) \
-        + _paired_table(report["pooled"]["paired"]) + _rent_table(report["rent_response"])
+    pooled = report["pooled"]
+    metric = next(iter(pooled["results"].values()))["metric_name"]  # one family, one plane: one kind of task
+    return md + f"## Pooled over {len(report['worlds'])} worlds\n\n" + _table(pooled["results"], n * len(report["worlds"])) \
+        + _paired_table(pooled["paired"], metric) + _rent_table(report["rent_response"])
 
 
 def _rent_response(worlds: dict) -> dict:
@@ -190,7 +194,7 @@ def _worlds(path: Path, base) -> dict:
 
 def _play(env, make: dict, seeds: list[int], prefix: str = "") -> tuple[dict, dict]:
     """Every controller on the same episode seeds of `env`: summaries and the episodes, by controller."""
-    from esper.simic.evaluate import run_episode, summarise
+    from esper.simic.evaluate import format_metric, run_episode, summarise
 
     results, played = {}, {}
     for name, factory in make.items():
@@ -200,7 +204,8 @@ def _play(env, make: dict, seeds: list[int], prefix: str = "") -> tuple[dict, di
             print(f"\r{prefix}{name:<12} episode {i + 1}/{len(seeds)}", end="", flush=True)
         results[name], played[name] = summarise(stats), stats
         r = results[name]
-        print(f"\r{prefix}{name:<12} final_acc {r['final_accuracy']['mean']:.2%} ± {r['final_accuracy']['std']:.2%}  "
+        fm = lambda v: format_metric(v, r["metric_name"])
+        print(f"\r{prefix}{name:<12} final {r['metric_name']} {fm(r['final_metric']['mean'])} ± {fm(r['final_metric']['std'])}  "
               f"return {r['episode_return']['mean']:+.3f} ± {r['episode_return']['std']:.3f}  "
               f"germinated {r['germinated']['mean']:.1f}  ops {', '.join(f'{k} {v:.0%}' for k, v in r['op_fraction'].items())}")
     return results, played
@@ -221,12 +226,16 @@ def _plan_space(spec, k: int) -> list[str]:
 
 def _plan_search(results: dict) -> tuple[list[dict], str]:
     """Plans (and WAIT, the empty plan) ranked by mean return: the best single fixed plan first."""
+    from esper.simic.evaluate import format_metric
+
     ranked = sorted(({"controller": n, "return": r["episode_return"]["mean"], "se": r["episode_return"]["se"],
-                      "final_accuracy": r["final_accuracy"]["mean"]} for n, r in results.items()
+                      "final_metric": r["final_metric"]["mean"]} for n, r in results.items()
                      if n.startswith("plan:") or n == "wait"), key=lambda x: -x["return"])
+    metric = next(iter(results.values()))["metric_name"]
     lines = ["", f"Plan search ({len(ranked)} fixed plans incl. WAIT), by mean return; best: {ranked[0]['controller']}", "",
-             "| plan | return [SE] | final accuracy |", "|---|---:|---:|"]
-    lines += [f"| {x['controller']} | {x['return']:+.3f} [{x['se']:.3f}] | {x['final_accuracy']:.2%} |" for x in ranked]
+             f"| plan | return [SE] | final {metric} |", "|---|---:|---:|"]
+    lines += [f"| {x['controller']} | {x['return']:+.3f} [{x['se']:.3f}] | {format_metric(x['final_metric'], metric)} |"
+              for x in ranked]
     return ranked, "\n".join(lines) + "\n"
 
 
@@ -238,12 +247,16 @@ def _plan(plan_class, name: str, spec):
 
 
 def _table(results: dict, n: int) -> str:
+    from esper.simic.evaluate import format_metric
+
+    metric = next(iter(results.values()))["metric_name"]
     lines = [f"{n} evaluation episodes per controller (same seeds); mean ± std (standard error in brackets)", "",
-             "| controller | final accuracy | return | germinated | fossilized | culled | final excess params |",
+             f"| controller | final {metric} | return | germinated | fossilized | culled | final excess params |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         f = lambda k, fmt: f"{format(r[k]['mean'], fmt)} ± {format(r[k]['std'], fmt.lstrip('+'))}"
-        lines.append(f"| {name} | {f('final_accuracy', '.2%')} [{r['final_accuracy']['se']:.2%}] | "
+        fm = lambda k: format_metric(r["final_metric"][k], metric)
+        lines.append(f"| {name} | {fm('mean')} ± {fm('std')} [{fm('se')}] | "
                      f"{f('episode_return', '+.3f')} [{r['episode_return']['se']:.3f}] | {f('germinated', '.2f')} | "
                      f"{f('fossilized', '.2f')} | {f('culled', '.2f')} | {f('final_excess_ratio', '.2f')} |")
     return "\n".join(lines) + "\n"
@@ -259,19 +272,22 @@ def _paired(played: dict) -> dict:
         plans = [b for b in played if b.startswith("plan:")] if name.startswith("ppo") else []
         for base in [b for b in ("random", "wait", "heuristic", *plans) if b in played and b != name]:
             out[f"{name} - {base}"] = {key: paired_difference(played[name], played[base], key)
-                                        for key in ("final_accuracy", "episode_return")}
+                                        for key in ("final_metric", "episode_return")}
     return out
 
 
-def _paired_table(paired: dict) -> str:
+def _paired_table(paired: dict, metric: str) -> str:
+    from esper.simic.evaluate import format_metric
+
     if not paired:
         return ""
     lines = ["", "Paired differences (same episode seeds): mean [standard error]; ✓ = ahead by more than 2 SE", "",
-             "| comparison | Δ final accuracy | Δ return |", "|---|---:|---:|"]
+             f"| comparison | Δ final {metric} | Δ return |", "|---|---:|---:|"]
     for pair, d in paired.items():
-        a, r = d["final_accuracy"], d["episode_return"]
+        a, r = d["final_metric"], d["episode_return"]
         mark = lambda x: " ✓" if x["beats_by_2se"] else ""
-        lines.append(f"| {pair} | {a['mean']:+.2%} [{a['se']:.2%}]{mark(a)} | {r['mean']:+.3f} [{r['se']:.3f}]{mark(r)} |")
+        lines.append(f"| {pair} | {format_metric(a['mean'], metric, signed=True)} [{format_metric(a['se'], metric)}]"
+                     f"{mark(a)} | {r['mean']:+.3f} [{r['se']:.3f}]{mark(r)} |")
     return "\n".join(lines) + "\n"
 
 

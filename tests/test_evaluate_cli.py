@@ -26,9 +26,9 @@ def test_plans_are_played_and_paired_with_the_baselines(tmp_path):
     assert plan["germinated"]["mean"] == 1.0 and report["results"]["wait"]["germinated"]["mean"] == 0.0
     paired = report["paired"]["plan:conv_light@block3 - wait"]
     played = {(r["controller"], r["seed"]): r for r in report["episodes"]}
-    by_hand = sum(played[("plan:conv_light@block3", s)]["final_accuracy"] - played[("wait", s)]["final_accuracy"]
+    by_hand = sum(played[("plan:conv_light@block3", s)]["final_metric"] - played[("wait", s)]["final_metric"]
                   for s in report["seeds"]) / len(report["seeds"])
-    assert abs(paired["final_accuracy"]["mean"] - by_hand) < 1e-9
+    assert abs(paired["final_metric"]["mean"] - by_hand) < 1e-9
     assert "plan:conv_light@block3 - wait" in (tmp_path / "evaluation.md").read_text()
 
 

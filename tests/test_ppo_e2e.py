@@ -9,7 +9,7 @@ from esper.leyline.features import feature_names
 from esper.simic.config import TrainTamiyoConfig
 from esper.runtime.resources import plan_runners
 from esper.simic.env import EsperEnv
-from esper.simic.ppo import FINAL_ACCURACY, build_ppo_config
+from esper.simic.ppo import FINAL_METRIC, build_ppo_config
 from esper.tamiyo.agent_file import load_agent, save_agent
 
 CFG = {
@@ -28,7 +28,7 @@ def test_one_ppo_iteration_and_agent_export(ray_session, tmp_path):
         result = algo.train()
         runners = result["env_runners"]
         assert runners["num_episodes"] >= 1 and runners["episode_len_mean"] == 4
-        assert 0.0 <= runners[FINAL_ACCURACY] <= 1.0
+        assert 0.0 <= runners[FINAL_METRIC] <= 1.0
         learner = result["learners"]["default_policy"]
         assert np.isfinite(learner["entropy"]) and learner["entropy"] > 0
         net = algo.get_module().net

@@ -78,7 +78,7 @@ def _tensorboard_shows_every_trial(folder: Path, trials: list[str]) -> None:
         runs = requests.get(board.url + "/data/runs", timeout=10).json()
     assert set(trials) <= set(runs), (trials, runs)
     for trial in trials:
-        assert {"esper/objective", "train/final_accuracy", "train/excess_param_ratio", "world/rent_lambda",
+        assert {"esper/objective", "train/final_metric", "train/excess_param_ratio", "world/rent_lambda",
                 "ops/germinate"} <= set(tags[trial]), sorted(tags[trial])
         assert not any(tag.startswith("ray/tune/") for tag in tags[trial])
     assert board.proc.poll() is not None, "TensorBoard still running"

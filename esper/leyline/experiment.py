@@ -4,7 +4,7 @@ command-line overrides (`--set world.trainer.epochs=12`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -81,6 +81,7 @@ class ImageDataConfig(TaskConfig):
 
     task: Literal["image_classification"] = "image_classification"
     """Task family."""
+    metric_name: ClassVar[str] = "accuracy"
     source: str = "synthetic"
     """'synthetic' (built-in task), 'cifar10' (torchvision download) or a .parquet path."""
     limit: int | None = Field(6000, ge=20)
@@ -106,6 +107,7 @@ class TextDataConfig(TaskConfig):
 
     task: Literal["char_lm"] = "char_lm"
     """Task family."""
+    metric_name: ClassVar[str] = "neg_loss"  # −(validation loss, nats per character): higher is better
     source: str
     """A UTF-8 text file (e.g. ../shared/data/tinyshakespeare/input.txt); its distinct characters are the vocabulary."""
     limit: int | None = Field(None, ge=100)

@@ -7,7 +7,7 @@ of their name field, so a new host or task registers its config class and every 
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -68,6 +68,8 @@ class TaskConfig(EsperModel):
 
     task: str
     """Task family."""
+    metric_name: ClassVar[str] = "metric"
+    """What the task's primary metric is called (its Task reports it; tables format by it)."""
 
 
 HOST_CONFIGS: ConfigFamily[HostConfig] = ConfigFamily("host", key="name", default="cnn")

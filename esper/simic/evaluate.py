@@ -14,8 +14,8 @@ from esper.simic.env import EsperEnv
 class EpisodeStats:
     controller: str
     seed: int
-    final_accuracy: float
-    """The task's final validation metric (accuracy for image classification; the Tune keys keep this name)."""
+    final_metric: float
+    """The task's final validation metric (accuracy for image classification, −loss for text)."""
     episode_return: float
     germinated: int
     fossilized: int
@@ -25,6 +25,8 @@ class EpisodeStats:
     ops: dict[str, int]
     germinations: list[str] = field(default_factory=list)
     """What was grown, in order: "blueprint@slot" per executed GERMINATE."""
+    metric_name: str = "accuracy"
+    """What final_metric is (the task's metric name)."""
 
 
 def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None) -> EpisodeStats:
@@ -46,13 +48,18 @@ def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None
     c = info["counts"]
     return EpisodeStats(controller.name, seed, info["val_metric"], ret, c["germinate"], c["fossilized"], c["culled"],
                         info["excess_ratio"], info["rolled_back"], {op.name.lower(): c[op.name.lower()] for op in Op},
-                        grown)
+                        grown, env.run.task.metric_name)
+
+
+def format_metric(value: float, metric: str, signed: bool = False) -> str:
+    """A task metric for tables: accuracy (a fraction) in %, any other metric to 4 decimals."""
+    return format(value, ("+" if signed else "") + (".2%" if metric == "accuracy" else ".4f"))
 
 
 def summarise(stats: list[EpisodeStats]) -> dict:
     """mean, std and standard error per numeric field."""
-    out: dict = {"episodes": len(stats)}
-    for key in ("final_accuracy", "episode_return", "germinated", "fossilized", "culled", "final_excess_ratio"):
+    out: dict = {"episodes": len(stats), "metric_name": stats[0].metric_name if stats else "accuracy"}
+    for key in ("final_metric", "episode_return", "germinated", "fossilized", "culled", "final_excess_ratio"):
         vals = [float(getattr(s, key)) for s in stats]
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
         out[key] = {"mean": statistics.fmean(vals), "std": std, "se": std / max(len(vals), 1) ** 0.5}

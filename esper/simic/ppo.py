@@ -15,7 +15,7 @@ from esper.simic.vector_env import make_esper_env
 from esper.simic.rl_module import TamiyoRLModule
 
 # Namespaced metric keys reported per episode by the env runners.
-FINAL_ACCURACY = "esper/final_accuracy"
+FINAL_METRIC = "esper/final_metric"
 EXCESS_RATIO = "esper/final_excess_ratio"
 ROLLBACKS = "esper/rollbacks"
 OP_FRACTION = "esper/op_fraction/"
@@ -27,7 +27,7 @@ EPISODE_WINDOW = 50  # metrics are means over the last 50 episodes (not RLlib's 
 
 
 class EsperMetricsCallback(RLlibCallback):
-    """Logs final accuracy, parameter ratio, op distribution and seed counts at each episode's end."""
+    """Logs the final metric, parameter ratio, op distribution and seed counts at each episode's end."""
 
     def on_episode_end(self, *, episode, metrics_logger=None, env=None, **kwargs) -> None:
         if metrics_logger is None:
@@ -37,7 +37,7 @@ class EsperMetricsCallback(RLlibCallback):
         if "val_metric" not in last:
             return
         log = lambda key, value: metrics_logger.log_value(key, value, window=EPISODE_WINDOW)
-        log(FINAL_ACCURACY, last["val_metric"])
+        log(FINAL_METRIC, last["val_metric"])
         log(EXCESS_RATIO, last["excess_ratio"])
         log(ROLLBACKS, float(last["rolled_back"]))
         ops = Counter(i["op"] for i in infos if "op" in i)
@@ -52,11 +52,11 @@ class EsperMetricsCallback(RLlibCallback):
 
 def training_scalars(result: dict, kl_penalty: bool = False) -> dict[str, float]:
     """One PPO iteration's dashboard scalars, named as PPO runs and Tune trials both write them to TensorBoard
-    (docs/tune.md): train/… what the sampled policy achieved (means over the last EPISODE_WINDOW episodes;
-    accuracy and the parameter ratio are fractions, 1.0 = 100 %), policy/… the learner, ops/… the fraction of
-    decisions of each op. RLlib reports the KL only when the KL penalty is on (`kl_penalty`); NaN = not reported."""
+    (docs/tune.md): train/… what the sampled policy achieved (means over the last EPISODE_WINDOW episodes; the
+    final metric is the task's — accuracy as a fraction, 1.0 = 100 %, or −loss for text; the parameter ratio is a
+    fraction), policy/… the learner, ops/… the fraction of decisions of each op. RLlib reports the KL only when the KL penalty is on (`kl_penalty`); NaN = not reported."""
     er, lr = result.get("env_runners", {}), result.get("learners", {}).get("default_policy", {})
-    out = {"train/return_mean": er.get("episode_return_mean"), "train/final_accuracy": er.get(FINAL_ACCURACY),
+    out = {"train/return_mean": er.get("episode_return_mean"), "train/final_metric": er.get(FINAL_METRIC),
            "train/excess_param_ratio": er.get(EXCESS_RATIO), "train/episode_len": er.get("episode_len_mean"),
            "train/germinated": er.get(GERMINATED), "train/fossilized": er.get(FOSSILIZED),
            "policy/entropy": lr.get("entropy"), "policy/value_loss": lr.get("vf_loss")}

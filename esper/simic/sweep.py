@@ -32,7 +32,7 @@ STATE_FILE = "esper_trial.json"
 
 class DashboardLogger(TBXLoggerCallback):
     """Tune's TensorBoard logger writing the tags PPO runs write: Tune prefixes every tag with 'ray/tune/', so
-    without this a sweep's `train/final_accuracy` and a PPO run's never share a chart in `tensorboard --logdir runs`."""
+    without this a sweep's `train/final_metric` and a PPO run's never share a chart in `tensorboard --logdir runs`."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,7 +82,7 @@ def _objective(accuracy: float, excess_ratio: float, episode_return: float, obje
 def _train_metrics(result: dict, objective_rent: float | None, rent_lambda: float) -> dict:
     """The PPO run's dashboard scalars (same names in TensorBoard), the trial's λ and its training objective."""
     out = keys.training_scalars(result)
-    out[TRAIN_OBJECTIVE] = _objective(out["train/final_accuracy"], out["train/excess_param_ratio"],
+    out[TRAIN_OBJECTIVE] = _objective(out["train/final_metric"], out["train/excess_param_ratio"],
                                       out["train/return_mean"], objective_rent)  # NaN if unknown
     out[keys.RENT_SCALAR] = rent_lambda
     return out
@@ -102,10 +102,10 @@ def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float
                cfg.model_dump(mode="json"), version)
     agent = load_agent(folder / "agent.pt")
     summary, _ = evaluate(env, NeuralTamiyo(agent), [EVAL_SEED_BASE + i for i in range(episodes)])
-    acc, ex = summary["final_accuracy"]["mean"], summary["final_excess_ratio"]["mean"]
-    out = {EVAL_PREFIX + k: summary[k]["mean"] for k in ("final_accuracy", "episode_return", "germinated", "fossilized",
+    acc, ex = summary["final_metric"]["mean"], summary["final_excess_ratio"]["mean"]
+    out = {EVAL_PREFIX + k: summary[k]["mean"] for k in ("final_metric", "episode_return", "germinated", "fossilized",
                                                          "culled", "final_excess_ratio")}
-    out[EVAL_PREFIX + "final_accuracy_se"] = summary["final_accuracy"]["se"]
+    out[EVAL_PREFIX + "final_metric_se"] = summary["final_metric"]["se"]
     out[OBJECTIVE] = _objective(acc, ex, summary["episode_return"]["mean"], objective_rent)
     return out
 

@@ -13,7 +13,7 @@ from esper.simic.sweep import EVAL_PREFIX, OBJECTIVE
 
 RENT = "world.reward.rent_lambda"
 COLUMNS = {  # report column → Tune result column
-    "objective": OBJECTIVE, "eval_accuracy": EVAL_PREFIX + "final_accuracy", "eval_accuracy_se": EVAL_PREFIX + "final_accuracy_se",
+    "objective": OBJECTIVE, "eval_metric": EVAL_PREFIX + "final_metric", "eval_metric_se": EVAL_PREFIX + "final_metric_se",
     "excess_ratio": EVAL_PREFIX + "final_excess_ratio", "germinated": EVAL_PREFIX + "germinated",
     "fossilized": EVAL_PREFIX + "fossilized", "culled": EVAL_PREFIX + "culled", "eval_return": EVAL_PREFIX + "episode_return",
     "train_return": "train/return_mean", "iterations": "training_iteration",
@@ -41,7 +41,7 @@ def _markdown(df, sweep: SweepConfig) -> str:
     lines = [head, "|" + "---:|" * (len(keys) + 6)]
     for idx, r in df.iterrows():
         vals = [f"{r[k]:.4g}" for k in keys]
-        lines.append("| " + " | ".join(vals + [f"{r.eval_accuracy:.2%} ± {r.eval_accuracy_se:.2%}", f"{r.excess_ratio:.2f}",
+        lines.append("| " + " | ".join(vals + [f"{r.eval_metric:.2%} ± {r.eval_metric_se:.2%}", f"{r.excess_ratio:.2f}",
                                                f"{r.germinated:.2f}", f"{r.fossilized:.2f}", f"{r.eval_return:+.3f}",
                                                f"**{r.objective:.4f}**" if idx == df.index[0] else f"{r.objective:.4f}"]) + " |")
     return "\n".join(lines)
@@ -50,14 +50,14 @@ def _markdown(df, sweep: SweepConfig) -> str:
 def _rent_effect(df) -> str:
     if RENT not in df:
         return ""
-    cols = ["eval_accuracy", "excess_ratio", "germinated", "fossilized", "objective"]
+    cols = ["eval_metric", "excess_ratio", "germinated", "fossilized", "objective"]
     by_rent = df.groupby(RENT)[cols]
     g, sd, n = by_rent.mean().sort_index(), by_rent.std(ddof=1).sort_index().fillna(0.0), by_rent.size().sort_index()
     pm = lambda lam, col, fmt: f"{format(g.loc[lam, col], fmt)} ± {format(sd.loc[lam, col], fmt)}"
     lines = ["", "Mean ± std over the trials of each rent λ:", "",
              "| rent λ | trials | eval accuracy | excess params | germinated | fossilized | objective |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {lam:g} | {n[lam]} | {pm(lam, 'eval_accuracy', '.2%')} | {pm(lam, 'excess_ratio', '.2f')} | "
+    lines += [f"| {lam:g} | {n[lam]} | {pm(lam, 'eval_metric', '.2%')} | {pm(lam, 'excess_ratio', '.2f')} | "
               f"{pm(lam, 'germinated', '.2f')} | {pm(lam, 'fossilized', '.2f')} | {pm(lam, 'objective', '.4f')} |"
               for lam in g.index]
     tied = [f"{lam:g}" for lam in g.index[np.isclose(g["objective"], g["objective"].max())]]
@@ -78,10 +78,10 @@ def _plots(df, sweep: SweepConfig, out: Path) -> None:
     colour_key = RENT if RENT in sweep.search else next(iter(sweep.search))
     done = df.dropna(subset=["objective"])
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    sc = ax.scatter(done.excess_ratio, done.eval_accuracy, c=done[colour_key].astype(float), cmap="viridis", s=60)
+    sc = ax.scatter(done.excess_ratio, done.eval_metric, c=done[colour_key].astype(float), cmap="viridis", s=60)
     front = done.sort_values("excess_ratio")
-    front = front[front.eval_accuracy >= front.eval_accuracy.cummax()]  # nobody more accurate with fewer params
-    ax.plot(front.excess_ratio, front.eval_accuracy, "k--", lw=1, label="Pareto front")
+    front = front[front.eval_metric >= front.eval_metric.cummax()]  # nobody more accurate with fewer params
+    ax.plot(front.excess_ratio, front.eval_metric, "k--", lw=1, label="Pareto front")
     ax.set(xlabel="final excess parameter ratio (seeds / host)", ylabel="evaluation accuracy", title="Accuracy vs parameters")
     fig.colorbar(sc, label=colour_key)
     ax.legend()
@@ -110,7 +110,7 @@ def _training_curves(grid, sweep: SweepConfig, out: Path) -> bool:
         return False
     lo, hi = min(v for v, _ in curves), max(v for v, _ in curves)
     colour = lambda v: plt.cm.viridis(0.0 if hi == lo else (v - lo) / (hi - lo))
-    panels = [("train/excess_param_ratio", "excess parameter ratio"), ("train/final_accuracy", "final accuracy"),
+    panels = [("train/excess_param_ratio", "excess parameter ratio"), ("train/final_metric", "final accuracy"),
               ("train/germinated", "seeds germinated / episode"), ("train/return_mean", "return (its own λ)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
     for ax, (col, label) in zip(axes, panels):

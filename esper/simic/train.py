@@ -18,6 +18,7 @@ from esper.runtime.cluster import grow_cluster, release_request, runner_bundles,
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
 from esper.simic.config import TrainTamiyoConfig
+from esper.simic.evaluate import format_metric
 from esper.simic.ppo import build_ppo_config, warm_start
 
 EVAL_SEED_BASE = 100_000  # evaluation episodes use seeds disjoint from training's
@@ -27,14 +28,14 @@ log = logging.getLogger(__name__)  # progress at INFO: ppo_multislot.py prints i
 OP_NAMES = [op.name.lower() for op in Op]
 
 
-def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool) -> dict:
+def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool, metric: str) -> dict:
     """One progress row (printed, and appended to progress.jsonl). RLlib reports the KL only when the KL penalty
     is on (ppo.kl_coeff > 0); otherwise the column shows "—" rather than RLlib's placeholder 0."""
     er, lr = r.get("env_runners", {}), r.get("learners", {}).get("default_policy", {})
     row = {
         "iteration": it, "seconds": round(seconds, 1),
         "return_mean": er.get("episode_return_mean"), "episode_len_mean": er.get("episode_len_mean"),
-        "final_accuracy": er.get(keys.FINAL_ACCURACY), "excess_ratio": er.get(keys.EXCESS_RATIO),
+        "final_metric": er.get(keys.FINAL_METRIC), "excess_ratio": er.get(keys.EXCESS_RATIO),
         "entropy": lr.get("entropy"), "kl": lr.get("mean_kl_loss") if kl_penalty else None, "vf_loss": lr.get("vf_loss"),
         "op_fraction": {op: er.get(keys.OP_FRACTION + op) for op in OP_NAMES},
         "env_steps": er.get("num_env_steps_sampled_lifetime"),
@@ -42,7 +43,7 @@ def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool) ->
     f = lambda v, fmt: "—" if v is None or v != v else format(v, fmt)  # None or NaN (no episode finished yet)
     ops = " ".join(f"{k[:4]} {f(v, '.0%')}" for k, v in row["op_fraction"].items())
     log.info(f"iter {it:3d}/{total}  return {f(row['return_mean'], '+.3f')}  len {f(row['episode_len_mean'], '.1f')}  "
-             f"final_acc {f(row['final_accuracy'], '.2%')}  ops [{ops}]  entropy {f(row['entropy'], '.3f')}  "
+             f"final {metric} {'—' if row['final_metric'] is None else format_metric(row['final_metric'], metric)}  ops [{ops}]  entropy {f(row['entropy'], '.3f')}  "
              f"kl {f(row['kl'], '.4f')}  ({seconds:.0f}s)")
     return row
 
@@ -174,7 +175,8 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         log.info(f"TensorBoard: {tensorboard_command(out)}  (or --logdir runs/ for every run and sweep)")
         for it in range(len(history) + 1, cfg.ppo.iterations + 1):
             result = algo.train()
-            history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0))
+            history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0,
+                                     cfg.world.data.metric_name))
             scalars = keys.training_scalars(result, cfg.ppo.kl_coeff > 0) | {keys.RENT_SCALAR: cfg.world.reward.rent_lambda}
             for tag, value in scalars.items():
                 if value == value:  # NaN: not reported yet (no episode finished)
@@ -207,14 +209,16 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
 
 
 def _markdown(cfg: TrainTamiyoConfig, out: Path, s: dict) -> str:
+    metric = cfg.world.data.metric_name
     lines = [f"# Tamiyo PPO run — world `{cfg.world.name}`", "",
              f"{len(s['history'])} iterations, {s['wall_seconds'] / 60:.1f} min; {s['plan']}; code {s['code_version']}.",
              f"Outputs: `{out}/agent.pt`, `{out}/checkpoint/`, `{out}/progress.jsonl`.", ""]
     if s["evaluation"]:
         lines += [f"Greedy evaluation on {cfg.eval_episodes} fixed seeds (mean ± std):", "",
-                  "| controller | final accuracy | return | germinated | fossilized | excess params |", "|---|---:|---:|---:|---:|---:|"]
+                  f"| controller | final {metric} | return | germinated | fossilized | excess params |", "|---|---:|---:|---:|---:|---:|"]
         for name, e in s["evaluation"].items():
             m = lambda k, fmt: f"{format(e[k]['mean'], fmt)} ± {format(e[k]['std'], fmt)}"
-            lines.append(f"| {name} | {m('final_accuracy', '.2%')} | {m('episode_return', '+.3f')} | {m('germinated', '.1f')} | "
+            fm = " ± ".join(format_metric(e["final_metric"][k], metric) for k in ("mean", "std"))
+            lines.append(f"| {name} | {fm} | {m('episode_return', '+.3f')} | {m('germinated', '.1f')} | "
                          f"{m('fossilized', '.1f')} | {m('final_excess_ratio', '.2f')} |")
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ class ImageClassification:
     """Classes of a DataBundle; the metric is accuracy (a fraction), the loss cross-entropy."""
 
     name = "image_classification"
-    metric_name = "accuracy"
+    metric_name = ImageDataConfig.metric_name
 
     def __init__(self, bundle: DataBundle, val_examples: int | None = None) -> None:
         self.bundle = bundle

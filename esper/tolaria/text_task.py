@@ -59,7 +59,7 @@ class CharLanguageModel:
     """Next-character prediction. Loss: cross-entropy per character; metric: −(validation loss), nats/char."""
 
     name = "char_lm"
-    metric_name = "neg_loss"
+    metric_name = TextDataConfig.metric_name
 
     def __init__(self, text: str, config: TextDataConfig, device: torch.device, val_windows: int | None = None) -> None:
         self.vocab = sorted(set(text))
