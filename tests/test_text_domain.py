@@ -109,3 +109,26 @@ def test_a_trained_text_model_writes_text_from_its_vocabulary_reproducibly(corpu
     text = task.generate(run.model, 40, seed=3)
     assert torch.equal(state, torch.get_rng_state()), "sampling draws from its own generator"
     assert len(text) == 40 and set(text) <= set(TEXT) and text == task.generate(run.model, 40, seed=3)
+
+
+def test_booked_transformer_flops_match_the_counter_over_a_real_epoch(corpus):
+    """The compute accounting holds for (B, T, D) points: host + a grafted block and an attention head, booked
+    from per-window costs, equal torch's counter over a whole epoch (within 5 %)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from esper.tolaria.trainer import Trainer
+
+    world = _world(corpus)
+    task = build_world_task(world, torch.device("cpu"))
+    torch.manual_seed(0)
+    run = build_run(world, task, seed=0, device=torch.device("cpu"))
+    spec = run.model.action_spec
+    for slot, bp in (("block1", "block"), ("block2", "attention_head")):
+        run.apply(FactoredAction(Op.GERMINATE, spec.slots.index(slot), spec.blueprints.index(bp), 0))
+    trainer: Trainer = run.trainer
+    trainer.train_epoch()
+    before = trainer.train_flops
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_epoch()
+    booked, counted = trainer.train_flops - before, counter.get_total_flops()
+    assert counted > 0 and booked == pytest.approx(counted, rel=0.05), (booked, counted)

@@ -16,11 +16,24 @@ import itertools
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
 
 from esper.kasmina import MorphogeneticModel, get_blueprint
 from esper.kasmina.protocol import InjectionPoint
 from esper.leyline import Stage
+
+
+# torch's counter has no formula for the CPU flash-attention kernels, so on a CPU attention would count 0 (on the
+# meta device and on GPUs it counts as the usual 4·B·H·T²·d). The same formulas, for the CPU kernels:
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, get_raw=True)
+def _cpu_attention_flops(query, key, value, *args, out_val=None, **kwargs) -> int:
+    return sdpa_flop_count(query.shape, key.shape, value.shape)
+
+
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, get_raw=True)
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
+
 
 DETACHED_STAGES = frozenset({Stage.TRAINING, Stage.BLENDING, Stage.HOLDING})
 PROBE_BATCH = 4  # samples per measurement (BatchNorm needs more than one); costs are divided back to one sample
