@@ -127,7 +127,7 @@ def test_manifest_host_spec_rebuilds_the_same_host():
     assert isinstance(rebuilt, CNNHost) and rebuilt.config == host.config
     assert [p for p in rebuilt.injection_points()] == [p for p in host.injection_points()]
     with pytest.raises(ValueError, match="unknown host"):
-        build_host({"name": "transformer"})
+        build_host({"name": "warp_drive"})
 
 
 def test_loading_something_else_is_a_value_error(tmp_path):

@@ -132,3 +132,20 @@ def test_booked_transformer_flops_match_the_counter_over_a_real_epoch(corpus):
         trainer.train_epoch()
     booked, counted = trainer.train_flops - before, counter.get_total_flops()
     assert counted > 0 and booked == pytest.approx(counted, rel=0.05), (booked, counted)
+
+
+def test_a_grown_transformer_saves_and_reloads_exactly(corpus, tmp_path):
+    task = build_world_task(_world(corpus), torch.device("cpu"))
+    config = TransformerHostConfig(preset="custom", n_layer=2, n_head=2, n_embd=16, block_size=16, vocab_size=task.output_size)
+    model = MorphogeneticModel(build_host(config), KasminaConfig(gate_profile="permissive", lifecycle="graft"))
+    spec = model.action_spec
+    model.apply(FactoredAction(Op.GERMINATE, spec.slots.index("block2"), spec.blueprints.index("block"), 0))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # as if trained: the seed's output is no longer zero
+    model.save(tmp_path / "grown.pt")
+    from esper.kasmina.model import read_manifest
+
+    loaded = MorphogeneticModel.load(tmp_path / "grown.pt", build_host(read_manifest(tmp_path / "grown.pt").host))
+    x, _ = task.val_batches[0]
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
