@@ -89,8 +89,45 @@ def _assert_same(a, b, where: str) -> None:
         assert np.array_equal(np.asarray(ma, np.float32), np.asarray(mb, np.float32)), f"{where}: mask differs at step {t}"
 
 
+def _text_world_agent(tmp_path) -> tuple:
+    """A character-transformer world on a tiny corpus, and an agent for its plane (a random sharpened net)."""
+    from _serve_support import sharp_net
+
+    from esper.leyline.features import feature_names
+    from esper.leyline.world import WorldConfig
+    from esper.tamiyo.agent_file import save_agent
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{i % 5}: to be or not to be, that is the question.\n" for i in range(80)))
+    world = WorldConfig.model_validate({
+        "data": {"task": "char_lm", "source": str(corpus), "block_size": 16, "val_windows": 8},
+        "host": {"name": "transformer", "preset": "custom", "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16,
+                 "vocab_size": 22},
+        "kasmina": {"blueprints": ["block", "attention_head"], "blend": {"tempos": [3], "curves": ["linear"]},
+                    "lifecycle": "graft"},
+        "trainer": {"epochs": EPOCHS, "batch_size": 8, "max_batches_per_epoch": 2, "optimizer": "adamw", "lr": 3e-3,
+                    "augment": False},
+        "val_images": None, "device": "cpu"})
+    spec = EsperEnv(world).action_spec
+    path = tmp_path / "agent.pt"
+    save_agent(path, sharp_net(spec, seed=1), spec, feature_names(spec), {"world": world.model_dump(mode="json")})
+    return world, path
+
+
 def test_env_run_training_and_http_observations_are_identical():
-    world, agent = _world(), load_agent(AGENT)
+    _check_identity(_world(), AGENT)
+
+
+def test_a_text_world_agent_is_served_and_decides_over_http_as_in_process(tmp_path):
+    """The second domain through the same seams: a text world's agent served over HTTP decides, bit for bit, as
+    it does in the env and in run_training."""
+    world, agent = _text_world_agent(tmp_path)
+    assert world.data.task == "char_lm"
+    _check_identity(world, agent)
+
+
+def _check_identity(world, agent_path) -> None:
+    agent = load_agent(agent_path)
     env, episode_seed, env_seen, ops = _env_observations(world, agent, seed=11)
     assert Op.GERMINATE in ops, "the episode must grow something, or the check is too easy"
     cpu = torch.device("cpu")
@@ -99,7 +136,7 @@ def test_env_run_training_and_http_observations_are_identical():
     run_training(build_run(world, env.task, seed=episode_seed, device=cpu), local)
     _assert_same(env_seen, local.seen, "run_training vs env")
 
-    recorder = BodyRecorder(guarded(build_api(InProcessBackend(ServedPolicy(AGENT))), TOKEN, MAX_BODY))
+    recorder = BodyRecorder(guarded(build_api(InProcessBackend(ServedPolicy(agent_path))), TOKEN, MAX_BODY))
     with live_server(recorder, free_port()) as url:
         remote = RemoteTamiyo(TamiyoClient(url, token=TOKEN, timeout_s=10.0, retries=0))
         result = run_training(build_run(world, env.task, seed=episode_seed, device=cpu), remote)

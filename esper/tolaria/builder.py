@@ -53,4 +53,4 @@ def check_output_size(model: MorphogeneticModel, task: Task) -> None:
     model.train(was_training)
     if size != task.output_size:
         raise ConfigError(f"host: the host outputs {size} values per example but task {task.name!r} needs "
-                          f"{task.output_size} (host.num_classes or the host's output size)")
+                          f"{task.output_size} (host.num_classes for a CNN, host.vocab_size for a transformer)")
