@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-STAGES = ("train", "plans", "heldout", "verdict")
+STAGES = ("train", "plans", "heldout", "verdict")  # in order; each is the function of that name below
 
 
 def _parse() -> argparse.Namespace:
@@ -101,9 +101,10 @@ def verdict(args) -> None:
 def main() -> None:
     args = _parse()
     args.out.mkdir(parents=True, exist_ok=True)
+    run = {"train": train, "plans": plans, "heldout": heldout, "verdict": verdict}
     for stage in [args.stage] if args.stage else STAGES:
         print(f"\n=== {stage}", flush=True)
-        globals()[stage](args)
+        run[stage](args)
 
 
 if __name__ == "__main__":
