@@ -51,7 +51,7 @@ class Trainer:
     # ------------------------------------------------------------------ optimisers
     def sync_optimizers(self) -> None:
         """Match optimisers to the plane after the controller acted: a new live seed gets its own Adam;
-        a culled seed's optimiser is dropped; a fossilized seed joins the host's SGD (it is host now)."""
+        a culled seed's optimiser is dropped; a fossilized seed joins the host's optimiser (it is host now)."""
         live = {n: s.seed for n, s in self.model.slots.items() if s.seed is not None and s.stage in LIVE_STAGES}
         for name in list(self.seed_opts):
             if name not in live or self.seed_opts[name][0] is not live[name]:
@@ -66,7 +66,8 @@ class Trainer:
                 self._fossil_modules[name] = slot.seed
 
     def rebuild_host_optimizer(self, fossil_order: list[str], state: dict | None) -> None:
-        """A fresh host SGD whose extra param groups are the fossils in `fossil_order` (Governor restores)."""
+        """A fresh host optimiser (trainer.optimizer) whose extra param groups are the fossils in `fossil_order`
+        (Governor restores)."""
         cfg, params = self.cfg, self.model.host.parameters()
         if cfg.optimizer == "adamw":
             self.host_opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
@@ -132,7 +133,7 @@ class Trainer:
         return [self.host_opt] + [opt for _, opt in self.seed_opts.values()]
 
     def train_batch(self, opts: list[torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One SGD step on (x, y); returns the detached loss (no host sync)."""
+        """One optimiser step on (x, y); returns the detached loss (no host sync)."""
         if self.budget is not None:
             self._set_lrs()  # the schedule follows the FLOPs spent, batch by batch
         self._epoch_samples += x.shape[0]
