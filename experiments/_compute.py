@@ -1,4 +1,4 @@
-"""Equal-compute reporting for compare_controllers.py: the FLOPs budget, metric-vs-FLOPs curves, compute-to-target."""
+"""Equal-compute reporting for compare_controllers.py: metric-vs-FLOPs curves and the compute-to-target table."""
 
 from __future__ import annotations
 
@@ -6,17 +6,6 @@ import statistics
 from pathlib import Path
 
 BIG_CONTROL = "capacity"  # the final grown architecture trained from scratch: the target every arm is measured against
-
-
-def host_epoch_flops(world, task, device) -> float:
-    """Training FLOPs of one epoch of `world`'s bare host: the unit of `trainer.budget_host_epochs` (what a Run's
-    trainer computes for itself, here before any run is built, for the log)."""
-    from esper.tolaria.builder import build_model
-    from esper.tolaria.flops import epoch_samples, host_train_flops
-
-    cfg = world.trainer
-    samples = epoch_samples(task.train_stream(cfg.batch_size, False, 0), cfg.max_batches_per_epoch)
-    return host_train_flops(build_model(world).to(device), task.nominal_input()) * samples
 
 
 def _first_reach(metrics: list[float], flops: list[float], target: float) -> float | None:

@@ -46,13 +46,14 @@ from esper.provenance import code_version
 from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
 from esper.tamiyo.agent_file import AgentFileError, load_agent
 from esper.tamiyo.neural import NeuralTamiyo
-from esper.tolaria.builder import build_run, build_world_task
+from esper.tolaria.builder import build_model, build_run, build_world_task
+from esper.tolaria.flops import host_epoch_flops
 from esper.tolaria.data import DataError
 from esper.tolaria.run import run_training
 from esper.tolaria.trainer import pick_device
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _compute import compute_to_target, host_epoch_flops, plot_curves  # noqa: E402
+from _compute import compute_to_target, plot_curves  # noqa: E402
 
 
 class ExperimentConfig(EsperModel):
@@ -234,7 +235,8 @@ def main() -> None:
         except AgentFileError as exc:
             sys.exit(f"error: {exc}")
     if w.trainer.budget_host_epochs is not None:
-        n, epoch = w.trainer.budget_host_epochs, host_epoch_flops(w, task, device)
+        n = w.trainer.budget_host_epochs
+        _, epoch = host_epoch_flops(build_model(w).to(device), task, w.trainer.batch_size, w.trainer.max_batches_per_epoch)
         print(f"equal compute: {n * epoch / 1e12:.4g} TFLOPs each (the static host's {n:g} epochs)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -87,3 +87,9 @@ def seeds_train_flops(model: MorphogeneticModel) -> float:
 def epoch_samples(stream, max_batches: int | None) -> int:
     """Samples one epoch of `stream` (a task's training batches) trains on, cut at `max_batches`."""
     return sum(x.shape[0] for x, _ in itertools.islice(iter(stream), max_batches))
+
+
+def host_epoch_flops(model: MorphogeneticModel, task, batch_size: int, max_batches: int | None) -> tuple[float, float]:
+    """(per-sample, per-epoch) training FLOPs of the model's host alone on `task`: the unit of budget_host_epochs."""
+    per_sample = host_train_flops(model, task.nominal_input())
+    return per_sample, per_sample * epoch_samples(task.train_stream(batch_size, False, 0), max_batches)

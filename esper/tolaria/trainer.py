@@ -12,7 +12,7 @@ from torch import nn
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import LIVE_STAGES, Stage
 from esper.leyline.experiment import TrainerConfig
-from esper.tolaria.flops import epoch_samples, host_train_flops, seeds_train_flops
+from esper.tolaria.flops import host_epoch_flops, seeds_train_flops
 from esper.tolaria.task import Task
 
 
@@ -33,11 +33,9 @@ class Trainer:
         self.loss_fn = task.loss
         self.train_flops = 0.0
         """Training FLOPs spent so far (forward + backward of the host and every live seed, esper/tolaria/flops.py)."""
-        self.host_flops = host_train_flops(model, task.nominal_input())
-        """Per-sample training FLOPs of the host alone."""
-        self.host_epoch_flops = self.host_flops * epoch_samples(task.train_stream(cfg.batch_size, False, seed),
-                                                                cfg.max_batches_per_epoch)
-        """What one epoch of the host alone costs: the unit of `budget_host_epochs`."""
+        self.host_flops, self.host_epoch_flops = host_epoch_flops(model, task, cfg.batch_size, cfg.max_batches_per_epoch)
+        """Per-sample training FLOPs of the host alone, and what one epoch of it costs (the unit of
+        `budget_host_epochs`)."""
         self.budget: float | None = cfg.budget_flops if cfg.budget_host_epochs is None else \
             cfg.budget_host_epochs * self.host_epoch_flops
         """The training FLOPs this run may spend (None: equal epochs)."""
