@@ -11,7 +11,9 @@ Arms (every arm: identical epochs, optimiser, LR schedule, host init and data or
   static      the host alone (WAIT-only controller)
   capacity    the host with the heuristic's preferred blueprint already fossilized in its preferred slot at
               epoch 0, trained jointly from the start (capacity control: same extra parameters, no growth)
-  schedule    germinate that blueprint in that slot at epoch `schedule_epoch`, fixed tempo, advance on gates
+  schedule    germinate that blueprint in that slot at epoch `schedule_epoch`, fixed tempo, advance on gates;
+              `schedule_plan: block_copy@block1+block_copy@block2` grows several seeds instead (one per
+              decision from `schedule_epoch`; the capacity arm then starts with all of them)
   heuristic   heuristic Tamiyo (esper/tamiyo/heuristic.py)
   ppo         a trained Tamiyo: --set agent=runs/ppo/<run>/agent.pt --set 'arms=[static,heuristic,ppo]'
 Every arm is a Run of the same world (the one every controller and the RL env use). Writes results.csv,
@@ -33,7 +35,7 @@ from typing import Literal
 
 import torch
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import Stage
@@ -43,7 +45,7 @@ from esper.leyline.features import feature_names
 from esper.leyline.world import WorldConfig
 from esper.nissa import ConsoleBackend, ParquetBackend, TelemetryHub
 from esper.provenance import code_version
-from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, PlanTamiyo, StaticTamiyo
 from esper.tamiyo.agent_file import AgentFileError, load_agent
 from esper.tamiyo.neural import NeuralTamiyo
 from esper.tolaria.builder import build_model, build_run, build_world_task
@@ -71,7 +73,17 @@ class ExperimentConfig(EsperModel):
     agent: str | None = None
     """agent.pt for the 'ppo' arm (its features must match this plane's slots and blueprints)."""
     schedule_epoch: int = Field(2, ge=0)
-    """Germination epoch of the fixed-schedule arm."""
+    """Germination epoch of the fixed-schedule arm (its first seed's, with `schedule_plan`)."""
+    schedule_plan: str | None = None
+    """The seeds the schedule and capacity arms grow, 'blueprint@slot+…' in order (default: the heuristic's one
+    preferred blueprint in its preferred slot)."""
+
+    @field_validator("schedule_plan")
+    @classmethod
+    def _plan_parses(cls, text: str | None) -> str | None:
+        if text is not None:
+            PlanTamiyo.parse_pairs(text)  # a malformed plan fails at start-up (checked against the plane at run time)
+        return text
 
     @model_validator(mode="after")
     def _agent_for_ppo(self) -> "ExperimentConfig":
@@ -130,21 +142,24 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
     return args, cfg
 
 
-def _growth_choice(model: MorphogeneticModel, heuristic: HeuristicConfig) -> tuple[str, str]:
-    """The slot and blueprint the capacity and schedule arms use: the heuristic's own rules."""
+def _growth_plan(model: MorphogeneticModel, cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """The (slot, blueprint) seeds the capacity and schedule arms use: `schedule_plan`, else the heuristic's own
+    rules (its preferred blueprint in the widest slot)."""
+    if cfg.schedule_plan is not None:
+        return PlanTamiyo.parse_pairs(cfg.schedule_plan)
     slot = max(model.action_spec.slots, key=lambda s: model.slot(s).point.channels)
-    blueprint = next(b for b in heuristic.blueprint_preference if b in model.config.blueprints)
-    return slot, blueprint
+    blueprint = next(b for b in cfg.heuristic.blueprint_preference if b in model.config.blueprints)
+    return [(slot, blueprint)]
 
 
 def _pregrown(cfg: ExperimentConfig):
-    """The capacity control's model preparation: the growth choice already fossilized at epoch 0."""
+    """The capacity control's model preparation: the growth plan already fossilized at epoch 0."""
     def prepare(model: MorphogeneticModel) -> None:
         h = cfg.heuristic
-        slot, blueprint = _growth_choice(model, h)
         manifest = model.manifest()
-        m = next(s for s in manifest.slots if s.name == slot)
-        m.stage, m.blueprint, m.tempo, m.curve, m.alpha = Stage.FOSSILIZED.name, blueprint, h.tempo, h.curve, 1.0
+        for slot, blueprint in _growth_plan(model, cfg):
+            m = next(s for s in manifest.slots if s.name == slot)
+            m.stage, m.blueprint, m.tempo, m.curve, m.alpha = Stage.FOSSILIZED.name, blueprint, h.tempo, h.curve, 1.0
         model.load_manifest(manifest)
     return prepare
 
@@ -154,8 +169,7 @@ def _controller(arm: str, cfg: ExperimentConfig, model: MorphogeneticModel):
     if arm in ("static", "capacity"):
         return StaticTamiyo()
     if arm == "schedule":
-        slot, blueprint = _growth_choice(model, h)
-        return ScheduleTamiyo(cfg.schedule_epoch, slot, blueprint, h.tempo, h.curve)
+        return PlanTamiyo(_growth_plan(model, cfg), h.tempo, h.curve, start_epoch=cfg.schedule_epoch)
     if arm == "heuristic":
         return HeuristicTamiyo(h)
     agent = load_agent(cfg.agent, expected_features=feature_names(model.action_spec))  # the 'ppo' arm
@@ -234,6 +248,12 @@ def main() -> None:
             load_agent(cfg.agent)  # fail now, not after the first arms have run
         except AgentFileError as exc:
             sys.exit(f"error: {exc}")
+    if {"schedule", "capacity"} & set(cfg.arms):
+        try:  # fail now, naming the field, not after the first arms have run
+            model = build_model(w)
+            PlanTamiyo(_growth_plan(model, cfg), cfg.heuristic.tempo, cfg.heuristic.curve).check(model.action_spec)
+        except ValueError as exc:
+            sys.exit(f"error: schedule_plan: {exc}")
     if w.trainer.budget_host_epochs is not None:
         n = w.trainer.budget_host_epochs
         _, epoch = host_epoch_flops(build_model(w).to(device), task, w.trainer.batch_size, w.trainer.max_batches_per_epoch)

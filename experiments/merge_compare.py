@@ -31,38 +31,44 @@ def _entry(spec: str) -> tuple[str, Path, str | None]:
     return label, Path(folder), arm or None
 
 
-def _curves(label: str, folder: Path, arm: str | None) -> list[dict]:
+def _curves(label: str, folder: Path, arm: str | None) -> tuple[list[dict], str]:
+    """The runs of `arm` in `folder`, relabelled `label`, and the task's metric name they report."""
     path = folder / "summary.json"
     if not path.is_file():
         sys.exit(f"error: {path} not found (a compare_controllers.py output folder has one)")
-    curves = json.loads(path.read_text())["curves"]
+    summary = json.loads(path.read_text())
+    curves, metric = summary["curves"], summary["runs"][0].get("metric", "accuracy")
     arms = sorted({c["arm"] for c in curves})
     if arm is None and len(arms) != 1:
         sys.exit(f"error: {folder} has arms {arms}: name one as {label}={folder}:ARM")
     arm = arm or arms[0]
     if arm not in arms:
         sys.exit(f"error: {folder} has no arm {arm!r} (arms: {arms})")
-    return [dict(c, arm=label) for c in curves if c["arm"] == arm]
+    return [dict(c, arm=label) for c in curves if c["arm"] == arm], metric
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("entries", nargs="+", type=_entry, metavar="LABEL=FOLDER[:ARM]")
     p.add_argument("--out", type=Path, required=True, help="folder for merged_table.md and merged_metric_vs_flops.png")
-    p.add_argument("--metric", default="accuracy", help="the task's metric name, for labels (default accuracy)")
     args = p.parse_args()
-    rows, labels = [], []
+    rows, labels, metrics = [], [], set()
     for label, folder, arm in args.entries:
-        rows += _curves(label, folder, arm)
+        curves, metric = _curves(label, folder, arm)
+        rows += curves
         labels.append(label)
+        metrics.add(metric)
+    if len(metrics) != 1:
+        sys.exit(f"error: the entries report different metrics {sorted(metrics)}: they cannot share one table")
+    metric = metrics.pop()
     seeds = {label: sorted(r["seed"] for r in rows if r["arm"] == label) for label in labels}
     if len({tuple(s) for s in seeds.values()}) != 1:
         sys.exit(f"error: the entries ran different seeds {seeds}: they cannot share one table")
-    table, target = compute_to_target(rows, labels, args.metric)
+    table, target = compute_to_target(rows, labels, metric)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "merged_table.md").write_text(
         "Merged with: python " + " ".join(sys.argv) + "\n\n" + table + "\n")
-    plot_curves(rows, labels, args.metric, target, args.out / "merged_metric_vs_flops.png")
+    plot_curves(rows, labels, metric, target, args.out / "merged_metric_vs_flops.png")
     print(table + f"\n\nwrote {args.out}/merged_table.md and merged_metric_vs_flops.png")
 
 

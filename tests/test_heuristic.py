@@ -325,7 +325,7 @@ def test_schedule_germinates_at_its_epoch_then_advances():
     model = tiny_model()
     ctl = ScheduleTamiyo(2, "block3", "conv_light", 3)
     spec = model.action_spec
-    for epoch in (0, 1, 3):
+    for epoch in (0, 1):
         assert ctl.decide(_obs(model, _signals(epoch=epoch))).action.op is Op.WAIT
     decision = ctl.decide(_obs(model, _signals(epoch=2)))
     expected_blend = spec.blend_index(3, spec.curves[0])
@@ -367,6 +367,18 @@ def test_plan_germinates_in_order_one_per_decision_then_advances():
     plan.reset()
     fresh = tiny_model(open_gates())
     assert plan.decide(_obs(fresh, _signals(epoch=0))).action.op is Op.GERMINATE, "reset() starts the plan over"
+
+
+def test_a_plan_with_a_start_epoch_waits_for_it_then_grows_one_seed_per_decision():
+    model = tiny_model(open_gates())
+    spec = model.action_spec
+    plan = PlanTamiyo.parse("conv_light@block3+bottleneck@block1", start_epoch=2)
+    taken = []
+    for epoch in range(4):
+        action = plan.decide(_obs(model, _signals(epoch=epoch))).action
+        model.apply(action)
+        taken.append((action.op, None if action.op is Op.WAIT else spec.slots[action.slot]))
+    assert taken == [(Op.WAIT, None), (Op.WAIT, None), (Op.GERMINATE, "block3"), (Op.GERMINATE, "block1")]
 
 
 @pytest.mark.parametrize("text", ["", "conv_light", "conv_light@", "@block1", "a@b@c", "conv_light@block3+"])

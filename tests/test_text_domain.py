@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from esper.kasmina import MorphogeneticModel
+from esper.kasmina.slot import IllegalCommandError
 from esper.kasmina.hosts import build_host
 from esper.leyline import FactoredAction, KasminaConfig, Op, Stage
 from esper.leyline.config import TransformerHostConfig
@@ -70,11 +71,42 @@ def test_a_transformer_grows_token_seeds_without_changing_its_output(corpus):
     x, _ = task.val_batches[0]
     before = model(x)
     spec = model.action_spec
-    assert set(spec.blueprints) == {"token_mlp", "attention_head", "lora", "block", "token_norm"}
+    assert set(spec.blueprints) == {"token_mlp", "attention_head", "lora", "block", "token_norm", "block_copy"}
     for slot, bp in (("block1", "attention_head"), ("block2", "block")):
         model.apply(FactoredAction(Op.GERMINATE, spec.slots.index(slot), spec.blueprints.index(bp), 0))
         assert model.slot(slot).stage is Stage.FOSSILIZED
     assert torch.allclose(model(x), before, atol=0, rtol=0), "grafts are function-preserving"
+
+
+def test_block_copy_stacks_a_copy_of_the_host_block_and_a_restore_keeps_it(corpus):
+    """Depth stacking: a `block_copy` seed grafted after block 1 makes the model compute blocks [1, 1, 2] exactly —
+    a copy, not a shared module — and a snapshot restore rebuilds it with the host block's structure (2 heads)."""
+    task = build_world_task(_world(corpus), torch.device("cpu"))
+    host = build_host(TransformerHostConfig(preset="custom", n_layer=2, n_head=2, n_embd=16, block_size=16,
+                                            vocab_size=task.output_size))
+    model = MorphogeneticModel(host, KasminaConfig(gate_profile="permissive", lifecycle="graft")).eval()
+    x, _ = task.val_batches[0]
+    model.germinate("block1", "block_copy", tempo=1)
+    copy = model.slot("block1").seed.block
+    assert copy is not host.blocks[0] and copy.attn.n_head == 2
+    assert all(torch.equal(a, b) for a, b in zip(copy.parameters(), host.blocks[0].parameters()))
+    with torch.no_grad():
+        h = host.tok_emb(x) + host.pos_emb(torch.arange(x.shape[1]))
+        stacked = host.head(host.ln_f(host.blocks[1](host.blocks[0](host.blocks[0](h)))))
+        assert torch.allclose(model(x), stacked, atol=1e-6)
+        snapshot, out = model.snapshot(), model(x)
+        for p in model.parameters():
+            p.add_(0.05)
+        model.restore(snapshot)
+        assert torch.equal(model(x), out)
+
+    class NoTemplates(type(host)):
+        template_at = None
+
+    bare = MorphogeneticModel(NoTemplates(host.config), KasminaConfig(gate_profile="permissive"))
+    with pytest.raises(IllegalCommandError, match="host offers none"):
+        bare.germinate("block2", "block_copy")
+    assert bare.slot("block2").stage is Stage.DORMANT
 
 
 def test_a_text_run_learns_and_a_grown_one_books_its_seed_compute(corpus):

@@ -1,7 +1,9 @@
-"""Seed blueprints: residual branches that start function-preserving (their output is zero at graft time)."""
+"""Seed blueprints: residual branches that start function-preserving (their output is zero at graft time) — except
+`block_copy`, which starts as a copy of the host block before its point (depth stacking)."""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -145,6 +147,13 @@ class _BlockBranch(nn.Module):
         return self.block.residual(x)
 
 
+def _copy_block(branch: _BlockBranch, template: nn.Module) -> None:
+    """`block_copy`: the branch becomes a copy of the host block that feeds its point (depth stacking)."""
+    if not isinstance(template, Block):
+        raise TypeError(f"block_copy copies a transformer Block, the host offered a {type(template).__name__}")
+    branch.block = copy.deepcopy(template)
+
+
 class _TokenNorm(nn.Module):
     """γ ⊙ LayerNorm(x) + β with γ = β = 0: learns a re-normalised correction of the features."""
 
@@ -165,10 +174,18 @@ class Blueprint:
     kind: PointKind
     build_branch: Callable[[int], nn.Module]
     description: str
+    init_from_host: Callable[[nn.Module, nn.Module], None] | None = None
+    """For a seed initialised from the host (not zero): copies `template` — the host module whose output feeds
+    the point (`host.template_at(point)`) — into a freshly built branch. Such a seed changes the model's output
+    as soon as α > 0 (under `lifecycle: graft`, at once: stacking), unlike every zero-initialised blueprint."""
 
-    def build(self, channels: int) -> nn.Module:
-        """The residual branch f; the slot outputs h + α·f(h). f(h) == 0 at build time."""
-        return self.build_branch(channels)
+    def build(self, channels: int, template: nn.Module | None = None) -> nn.Module:
+        """The residual branch f; the slot outputs h + α·f(h). f(h) == 0 at build time, unless the blueprint
+        initialises from the host and `template` is given (without one, the branch has its structure, zero output)."""
+        branch = self.build_branch(channels)
+        if template is not None and self.init_from_host is not None:
+            self.init_from_host(branch, template)
+        return branch
 
     def param_count(self, channels: int) -> int:
         with torch.device("meta"):
@@ -199,6 +216,8 @@ BLUEPRINTS: dict[str, Blueprint] = {
         Blueprint("lora", "tokens", _lora, "LayerNorm → rank-8 down → up (zero-init): a low-rank residual adapter"),
         Blueprint("block", "tokens", _BlockBranch, "a whole pre-norm transformer block (zero-init outputs): depth growth"),
         Blueprint("token_norm", "tokens", _TokenNorm, "LayerNorm re-scaling with a zero-initialised scale"),
+        Blueprint("block_copy", "tokens", _BlockBranch, "a copy of the host block before this point: depth "
+                  "stacking (not function-preserving)", init_from_host=_copy_block),
     )
 }
 

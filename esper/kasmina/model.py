@@ -111,7 +111,7 @@ class MorphogeneticModel(nn.Module):
         if blueprint not in self.config.blueprints:
             raise IllegalCommandError(f"blueprint {blueprint!r} is not enabled; enabled: {list(self.config.blueprints)}")
         p = self._first_param()
-        self.slot(slot).germinate(blueprint, tempo, curve, device=p.device, dtype=p.dtype)
+        self.slot(slot).germinate(blueprint, tempo, curve, device=p.device, dtype=p.dtype, template=self._template(slot))
         if self.config.lifecycle == "graft":
             self.slot(slot).graft()
 
@@ -193,7 +193,7 @@ class MorphogeneticModel(nn.Module):
             raise ValueError(f"manifest slots {[m.name for m in manifest.slots]} ≠ host slots {list(self._slot_by_name)}")
         p = self._first_param()
         for m in manifest.slots:
-            self._slot_by_name[m.name].load_manifest(m, device=p.device, dtype=p.dtype)
+            self._slot_by_name[m.name].load_manifest(m, device=p.device, dtype=p.dtype, template=self._template(m.name))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write manifest + weights atomically (tmp file + rename); loadable with weights_only=True."""
@@ -227,6 +227,11 @@ class MorphogeneticModel(nn.Module):
         self.load_state_dict(snapshot["state_dict"])
 
     # ------------------------------------------------------------------ internals
+    def _template(self, slot: str) -> nn.Module | None:
+        """The host module feeding `slot`, if the host offers one (HostProtocol's optional `template_at`)."""
+        template_at = getattr(self.host, "template_at", None)
+        return template_at(slot) if template_at is not None else None
+
     def _first_param(self) -> Tensor:
         return next(self.host.parameters())
 

@@ -37,7 +37,10 @@ class InjectionPoint:
 
 @runtime_checkable
 class HostProtocol(Protocol):
-    """What Kasmina needs from a host model (an nn.Module). Kasmina never imports a concrete host."""
+    """What Kasmina needs from a host model (an nn.Module). Kasmina never imports a concrete host.
+
+    Optional: `template_at(point_name) -> nn.Module`, the host module whose output feeds that point, for
+    blueprints that start as a copy of it (`block_copy`; the transformer host offers its blocks)."""
 
     def injection_points(self) -> Sequence[InjectionPoint]:
         """Injection points in execution order."""

@@ -102,8 +102,10 @@ class SeedSlot(nn.Module):
         return h + alpha * seed(h.detach() if stage is not Stage.FOSSILIZED else h)
 
     # ------------------------------------------------------------------ commands
-    def germinate(self, blueprint: Blueprint | str, tempo: int, curve: BlendCurve, device=None, dtype=None) -> None:
-        """Graft a seed built from `blueprint` into this DORMANT slot (gate G0)."""
+    def germinate(self, blueprint: Blueprint | str, tempo: int, curve: BlendCurve, device=None, dtype=None,
+                  template: nn.Module | None = None) -> None:
+        """Graft a seed built from `blueprint` into this DORMANT slot (gate G0). `template`: the host module
+        feeding this point, for a blueprint initialised from the host (`block_copy`)."""
         bp = get_blueprint(blueprint) if isinstance(blueprint, str) else blueprint
         self._require_legal("germinate", Stage.GERMINATED)
         if bp.kind != self.point.kind:
@@ -112,6 +114,9 @@ class SeedSlot(nn.Module):
             )
         if tempo < 1:
             raise IllegalCommandError(f"slot {self.point.name!r}: blend tempo must be ≥ 1, got {tempo}")
+        if bp.init_from_host is not None and template is None:
+            raise IllegalCommandError(f"slot {self.point.name!r}: blueprint {bp.name!r} copies the host module before "
+                                      "this point, and the host offers none (HostProtocol's optional template_at)")
         try:
             blend_curve = BlendCurve(curve)
         except ValueError:
@@ -121,7 +126,10 @@ class SeedSlot(nn.Module):
         params = bp.param_count(self.point.channels)
         self._gate_or_raise(Stage.DORMANT, Stage.GERMINATED, replace(self.state, seed_params=params))
         # Build and probe first; the slot's state only changes once nothing can fail any more.
-        module = bp.build(self.point.channels).to(device=device, dtype=dtype)
+        try:
+            module = bp.build(self.point.channels, template).to(device=device, dtype=dtype)
+        except TypeError as exc:  # a template the blueprint cannot copy
+            raise IllegalCommandError(f"slot {self.point.name!r}: {exc}") from None
         sanity_ok = self._probe(module, device, dtype)
         self.seed = module
         self._set(blueprint=bp.name, tempo=tempo, curve=blend_curve, sanity_ok=sanity_ok, seed_params=params)
@@ -221,8 +229,9 @@ class SeedSlot(nn.Module):
     def manifest(self) -> SlotManifest:
         return SlotManifest.from_state(self.state)
 
-    def load_manifest(self, m: SlotManifest, device=None, dtype=None) -> None:
-        """Rebuild this slot's structure from a manifest (weights are loaded afterwards by the model)."""
+    def load_manifest(self, m: SlotManifest, device=None, dtype=None, template: nn.Module | None = None) -> None:
+        """Rebuild this slot's structure from a manifest (weights are loaded afterwards by the model; `template` as
+        for germinate, so a copied block keeps the host block's structure)."""
         if m.name != self.point.name:
             raise ValueError(f"manifest slot {m.name!r} does not match slot {self.point.name!r}")
         stage = Stage[m.stage]
@@ -230,7 +239,7 @@ class SeedSlot(nn.Module):
             raise ValueError(f"slot {m.name!r}: stage {stage.name} and blueprint {m.blueprint!r} disagree")
         self.seed = None
         if m.blueprint is not None:
-            self.seed = get_blueprint(m.blueprint).build(self.point.channels).to(device=device, dtype=dtype)
+            self.seed = get_blueprint(m.blueprint).build(self.point.channels, template).to(device=device, dtype=dtype)
         params = 0 if self.seed is None else sum(p.numel() for p in self.seed.parameters())
         self.state = m.to_state(seed_params=params, sanity_ok=self.seed is not None)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from esper.leyline import FactoredAction, Op, Stage
+from esper.leyline import FactoredAction, Op
 from esper.leyline.control import Decision, Observation
 
 
@@ -23,35 +23,6 @@ def check_offered(spec, **wanted: list) -> None:
         for value in values:
             if value not in offered[what]:
                 raise ValueError(f"schedule {what} {value!r} is not offered by the plane (offered: {list(offered[what])})")
-
-
-class ScheduleTamiyo:
-    """Germinates `blueprint` in `slot` at epoch `germinate_epoch` with a fixed blend, then advances it
-    through every gate as soon as the gate opens (fossilizes whatever the contribution)."""
-
-    name = "schedule"
-
-    def __init__(self, germinate_epoch: int, slot: str, blueprint: str, tempo: int, curve: str = "linear") -> None:
-        self.germinate_epoch, self.slot, self.blueprint, self.tempo, self.curve = germinate_epoch, slot, blueprint, tempo, curve
-
-    def _check(self, obs: Observation) -> None:
-        """Fail on the first decision, not at the scheduled epoch, if the plane cannot offer the schedule."""
-        check_offered(obs.spec, slot=[self.slot], blueprint=[self.blueprint], tempo=[self.tempo], curve=[self.curve])
-
-    def decide(self, obs: Observation) -> Decision:
-        self._check(obs)
-        spec = obs.spec
-        i = spec.slots.index(self.slot)
-        report = obs.reports[i]
-        if obs.signals.epoch == self.germinate_epoch and report.stage is Stage.DORMANT:
-            curve = next(c for c in spec.curves if c.value == self.curve)
-            action = FactoredAction(Op.GERMINATE, i, spec.blueprints.index(self.blueprint), spec.blend_index(self.tempo, curve))
-            if obs.masks.allows(action):
-                return Decision(action, f"scheduled germination of {self.blueprint} in {self.slot}")
-        advance = FactoredAction(Op.ADVANCE, i)
-        if obs.masks.allows(advance):
-            return Decision(advance, f"{self.slot}: gate open in {report.stage.name}")
-        return Decision(FactoredAction(Op.WAIT), "waiting for the schedule")
 
 
 class RandomTamiyo:
@@ -77,25 +48,31 @@ class RandomTamiyo:
 
 class PlanTamiyo:
     """A fixed growth plan of several seeds: germinates `plan`'s (slot, blueprint) pairs in order, one per decision
-    from the first epoch on (as soon as the slot is dormant and the masks allow), germinations before advances,
-    and advances every seed through each gate as soon as it opens. What a plan is worth on a world is the
-    yardstick for a trained Tamiyo (`evaluate_tamiyo.py --controllers wait plan:conv_light@block3`)."""
+    from epoch `start_epoch` on (as soon as the slot is dormant and the masks allow), germinations before advances,
+    and advances every seed through each gate as soon as it opens (fossilizes whatever the contribution). What a
+    plan is worth on a world is the yardstick for a trained Tamiyo (`evaluate_tamiyo.py --controllers wait
+    plan:conv_light@block3`); with a later start it is the comparison's fixed-schedule arm."""
 
     name = "plan"
 
-    def __init__(self, plan: list[tuple[str, str]], tempo: int = 3, curve: str = "linear") -> None:
+    def __init__(self, plan: list[tuple[str, str]], tempo: int = 3, curve: str = "linear", start_epoch: int = 0) -> None:
         if not plan:
             raise ValueError("a plan needs at least one (slot, blueprint)")
-        self.plan, self.tempo, self.curve = list(plan), tempo, curve
+        self.plan, self.tempo, self.curve, self.start_epoch = list(plan), tempo, curve, start_epoch
         self.reset()
 
-    @classmethod
-    def parse(cls, text: str, tempo: int = 3, curve: str = "linear") -> "PlanTamiyo":
-        """'conv_light@block3+conv_heavy@block1' → germinate conv_light in block3 first, then conv_heavy in block1."""
+    @staticmethod
+    def parse_pairs(text: str) -> list[tuple[str, str]]:
+        """'conv_light@block3+conv_heavy@block1' → [('block3', 'conv_light'), ('block1', 'conv_heavy')]."""
         pairs = [part.split("@") for part in text.split("+")]
         if any(len(p) != 2 or not all(p) for p in pairs):
             raise ValueError(f"plan {text!r}: expected blueprint@slot[+blueprint@slot…]")
-        return cls([(slot, blueprint) for blueprint, slot in pairs], tempo, curve)
+        return [(slot, blueprint) for blueprint, slot in pairs]
+
+    @classmethod
+    def parse(cls, text: str, tempo: int = 3, curve: str = "linear", start_epoch: int = 0) -> "PlanTamiyo":
+        """'conv_light@block3+conv_heavy@block1' → germinate conv_light in block3 first, then conv_heavy in block1."""
+        return cls(cls.parse_pairs(text), tempo, curve, start_epoch)
 
     def reset(self) -> None:
         self.next_seed = 0
@@ -109,7 +86,7 @@ class PlanTamiyo:
         spec = obs.spec
         if self.next_seed == 0:  # the plane cannot change mid-episode: check it once, on the first decision
             self.check(spec)
-        if self.next_seed < len(self.plan):
+        if self.next_seed < len(self.plan) and obs.signals.epoch >= self.start_epoch:
             slot, blueprint = self.plan[self.next_seed]
             curve = next(c for c in spec.curves if c.value == self.curve)
             action = FactoredAction(Op.GERMINATE, spec.slots.index(slot), spec.blueprints.index(blueprint),
@@ -122,3 +99,13 @@ class PlanTamiyo:
             if obs.masks.allows(advance):
                 return Decision(advance, f"plan: {slot} gate open")
         return Decision(FactoredAction(Op.WAIT), "plan: waiting")
+
+
+class ScheduleTamiyo(PlanTamiyo):
+    """One seed on a fixed schedule: germinates `blueprint` in `slot` at epoch `germinate_epoch` (or the first
+    decision after it the masks allow), then advances it through every gate as soon as it opens."""
+
+    name = "schedule"
+
+    def __init__(self, germinate_epoch: int, slot: str, blueprint: str, tempo: int, curve: str = "linear") -> None:
+        super().__init__([(slot, blueprint)], tempo, curve, start_epoch=germinate_epoch)

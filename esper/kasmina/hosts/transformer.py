@@ -40,6 +40,10 @@ class TransformerHost(nn.Module):
     def injection_points(self) -> tuple[InjectionPoint, ...]:
         return self._points
 
+    def template_at(self, point: str) -> nn.Module:
+        """The block whose output feeds `point` (what a `block_copy` seed there starts as)."""
+        return self.blocks[[p.name for p in self._points].index(point)]
+
     def forward_through(self, x: Tensor, inject: Inject) -> Tensor:
         t = x.shape[1]
         if t > self.config.block_size:
