@@ -10,12 +10,16 @@
 Every controller plays the same evaluation episodes (same world, same episode seeds: identical host init
 and data order). Reports mean ± std (and standard error) of the final metric, return, seeds germinated /
 fossilized / culled and final parameter ratio; writes JSON + Markdown and plots one agent episode's lifecycle.
+Each controller's finished episodes on a world are appended to OUT/partial.jsonl as they finish: after a crash or
+a session's end, the same command with --resume plays only what is missing (the results are the same).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +44,9 @@ def _parse() -> argparse.Namespace:
                    help="also play every fixed plan of 1..K seeds (distinct slots, deepest first, any blueprint) and "
                         "report the plans ranked by mean return: the search for the best single fixed plan")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: beside the agent, else runs/eval)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted evaluation into the same --out (its partial.jsonl): finished "
+                        "(world, controller) episode sets are read back, not played again")
     args = p.parse_args()
     if args.episodes < 1:
         p.error("--episodes must be ≥ 1")
@@ -54,9 +61,10 @@ def main() -> None:
 
     agent, make, names, envs, worlds = _setup(args)
     seeds = [args.seed_base + i for i in range(args.episodes)]
-    report, rows = _evaluate(args, envs, worlds, make, names, seeds)
     out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
     out.mkdir(parents=True, exist_ok=True)
+    cache = EpisodeCache(out / "partial.jsonl", _fingerprint(args, worlds, seeds), args.resume)
+    report, rows = _evaluate(args, envs, worlds, make, names, seeds, cache)
     table = ""
     if args.plan_space:
         report["plan_search"], table = _plan_search(report["results"] if args.worlds is None else report["pooled"]["results"])
@@ -64,6 +72,7 @@ def main() -> None:
     (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     md = _markdown(report, len(seeds)) + table
     (out / "evaluation.md").write_text(md)
+    cache.path.unlink(missing_ok=True)  # every episode is in evaluation.json now
     print("\n" + md + f"\nwrote {out}/evaluation.json, evaluation.md")
     if agent is not None:
         _plot_episode(next(iter(envs.values())), NeuralTamiyo(agent), seeds[0], out / "agent_episode.png")
@@ -111,13 +120,58 @@ def _setup(args):
     return agent, make, names, envs, worlds
 
 
-def _evaluate(args, envs: dict, worlds: dict, make: dict, names: list[str], seeds: list[int]) -> tuple[dict, list]:
+class EpisodeCache:
+    """The finished (world, controller) episode sets of one evaluation, appended to `path` as each finishes
+    (one JSON line, fsynced), so a resumed run plays nothing twice. A line from another evaluation — different
+    agent, worlds, settings or seeds — stops the run rather than mixing results."""
+
+    def __init__(self, path: Path, fingerprint: str, resume: bool) -> None:
+        from esper.simic.evaluate import EpisodeStats
+
+        self.path, self.fingerprint, self.done = path, fingerprint, {}
+        if path.is_file() and not resume:
+            print(f"note: {path} (an interrupted evaluation) is replaced; --resume would continue it", file=sys.stderr)
+            path.unlink()
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line a crash cut short: that set is played again
+            if record.get("fingerprint") != fingerprint:
+                sys.exit(f"error: {path} is from a different evaluation (agent, worlds, settings or seeds differ): "
+                         "use another --out, or run without --resume to start afresh")
+            self.done[(record["world"], record["controller"])] = [EpisodeStats(**e) for e in record["episodes"]]
+        if self.done:
+            print(f"resuming: {len(self.done)} (world, controller) episode sets already played", flush=True)
+
+    def get(self, world: str, controller: str) -> list | None:
+        return self.done.get((world, controller))
+
+    def put(self, world: str, controller: str, stats: list) -> None:
+        record = {"fingerprint": self.fingerprint, "world": world, "controller": controller,
+                  "episodes": [st.__dict__ for st in stats]}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _fingerprint(args, worlds: dict, seeds: list[int]) -> str:
+    """What makes two evaluations the same: the agent file's bytes, every world's config and the seeds."""
+    agent = hashlib.sha256(args.agent.read_bytes()).hexdigest() if args.agent else None
+    what = {"agent": agent, "worlds": {n: w.model_dump(mode="json") for n, w in worlds.items()}, "seeds": seeds}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _evaluate(args, envs: dict, worlds: dict, make: dict, names: list[str], seeds: list[int],
+              cache: EpisodeCache) -> tuple[dict, list]:
     """Every controller on the same seeds of every world: the report (per world and pooled) and the episodes."""
     from esper.simic.evaluate import summarise
 
     report, rows, pooled = {"command": " ".join(["python", *sys.argv]), "seeds": seeds}, [], {}
     for wname, wenv in envs.items():
-        results, played = _play(wenv, {n: make[n] for n in names}, seeds, prefix="" if args.worlds is None else f"{wname}: ")
+        results, played = _play(wenv, {n: make[n] for n in names}, seeds, "" if args.worlds is None else f"{wname}: ",
+                                (cache, wname))
         rows += [st.__dict__ | {"controller": n, "world": wname} for n, sts in played.items() for st in sts]
         entry = {"world": worlds[wname].model_dump(mode="json"), "results": results, "paired": _paired(played)}
         if args.worlds is None:
@@ -192,16 +246,21 @@ def _worlds(path: Path, base) -> dict:
     return out
 
 
-def _play(env, make: dict, seeds: list[int], prefix: str = "") -> tuple[dict, dict]:
-    """Every controller on the same episode seeds of `env`: summaries and the episodes, by controller."""
+def _play(env, make: dict, seeds: list[int], prefix: str = "", cached: tuple | None = None) -> tuple[dict, dict]:
+    """Every controller on the same episode seeds of `env`: summaries and the episodes, by controller.
+    `cached` = (EpisodeCache, world name): sets played before are read back, new ones recorded."""
     from esper.simic.evaluate import format_metric, run_episode, summarise
 
     results, played = {}, {}
     for name, factory in make.items():
-        controller, stats = factory(), []
-        for i, s in enumerate(seeds):
-            stats.append(run_episode(env, controller, s))
-            print(f"\r{prefix}{name:<12} episode {i + 1}/{len(seeds)}", end="", flush=True)
+        stats = cached[0].get(cached[1], name) if cached else None
+        if stats is None:
+            controller, stats = factory(), []
+            for i, s in enumerate(seeds):
+                stats.append(run_episode(env, controller, s))
+                print(f"\r{prefix}{name:<12} episode {i + 1}/{len(seeds)}", end="", flush=True)
+            if cached:
+                cached[0].put(cached[1], name, stats)
         results[name], played[name] = summarise(stats), stats
         r = results[name]
         fm = lambda v: format_metric(v, r["metric_name"])

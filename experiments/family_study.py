@@ -6,7 +6,8 @@ on the training family, play every controller on the held-out worlds, and judge 
 
 Every stage skips what is already done and continues what was interrupted, so running the same command again
 after a crash or a session's end picks up where it stopped: a PPO run with a checkpoint but no summary.json
-resumes (`ppo_multislot.py --resume`); an evaluation with its evaluation.json is not redone. Each stage runs
+resumes (`ppo_multislot.py --resume`); an evaluation with its evaluation.json is not redone, one with a
+partial.jsonl continues (`evaluate_tamiyo.py --resume`: finished world × controller sets are not replayed). Each stage runs
 the experiment scripts as subprocesses, with their own progress output; the commands are printed first.
 """
 
@@ -66,7 +67,12 @@ def plans(args) -> None:
         print(f"plan search: done ({folder})")
         return
     _run([sys.executable, str(HERE / "evaluate_tamiyo.py"), "--preset", args.preset, "--episodes", str(args.plan_episodes),
-          "--plan-space", str(args.plan_space), "--controllers", "wait", "heuristic", "--out", str(folder)])
+          "--plan-space", str(args.plan_space), "--controllers", "wait", "heuristic", "--out", str(folder), *_resume(folder)])
+
+
+def _resume(folder: Path) -> list[str]:
+    """--resume for an evaluation a crash or a session's end interrupted."""
+    return ["--resume"] if (folder / "partial.jsonl").is_file() else []
 
 
 def _best_plan(args) -> str:
@@ -87,7 +93,7 @@ def heldout(args) -> None:
             sys.exit(f"error: {agent} not found: run --stage train first")
         _run([sys.executable, str(HERE / "evaluate_tamiyo.py"), "--agent", str(agent), "--worlds", str(args.worlds),
               "--episodes", str(args.episodes), "--controllers", "ppo", "wait", "random", "heuristic", best,
-              "--out", str(folder)])
+              "--out", str(folder), *_resume(folder)])
 
 
 def verdict(args) -> None:

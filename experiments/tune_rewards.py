@@ -165,7 +165,8 @@ def main() -> None:
     if finished < len(grid):
         print(f"{finished} of {len(grid)} trials finished; the report covers those. Continue the rest with:\n  {resume}")
     out = Path(storage) / name if "://" not in storage else Path("runs/tune") / name
-    report = write_report(grid, sweep, out, command=" ".join(["python", *sys.argv]))
+    metric = type(_base(sweep).world.data).metric_name  # the task's: accuracy, or −loss for text
+    report = write_report(grid, sweep, out, command=" ".join(["python", *sys.argv]), metric=metric)
     print(report)
 
 

@@ -99,3 +99,32 @@ def test_the_family_verdict_reads_paired_returns_rent_response_and_real_data_wor
     report["pooled"]["paired"]["ppo - wait"] = pair(0.2, 0.05)
     report["rent_response"]["ppo"]["spearman_rent_vs_ratio"] = -0.5
     assert verdict(report, "plan:x@b")[1] is False
+
+
+def test_an_interrupted_evaluation_resumes_without_replaying_or_mixing(tmp_path, capsys):
+    """EpisodeCache: finished sets survive (a line cut short by a crash is dropped), are read back instead of
+    played, a file from another evaluation stops the run, and without --resume the old file is replaced."""
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from evaluate_tamiyo import EpisodeCache, _play
+
+    from esper.simic.evaluate import EpisodeStats
+
+    path = tmp_path / "partial.jsonl"
+    played = [EpisodeStats("wait", s, 0.5 + s, 0.1, 0, 0, 0, 0.0, False, {"wait": 4}, metric_name="accuracy") for s in (1, 2)]
+    EpisodeCache(path, "fp", resume=False).put("cheap", "wait", played)
+    with open(path, "a") as f:
+        f.write('{"fingerprint": "fp", "world": "cheap", "contr')  # the crash
+    cache = EpisodeCache(path, "fp", resume=True)
+    assert cache.get("cheap", "wait") == played and cache.get("dear", "wait") is None
+
+    def never():
+        raise AssertionError("a finished set was played again")
+
+    results, again = _play(None, {"wait": never}, [1, 2], cached=(cache, "cheap"))
+    assert again["wait"] == played and results["wait"]["final_metric"]["mean"] == 2.0
+    with pytest.raises(SystemExit, match="different evaluation"):
+        EpisodeCache(path, "another agent", resume=True)
+    assert EpisodeCache(path, "another agent", resume=False).done == {} and not path.exists()
+    assert "is replaced" in capsys.readouterr().err

@@ -59,6 +59,8 @@ def test_grid_completes_with_dashboards_results_and_report(ray_session, tmp_path
     assert list(df.objective) == sorted(df.objective, reverse=True)
     assert all((out / f).stat().st_size > 0 for f in ("pareto.png", "objective_vs_params.png", "training.png"))
     assert (out / "best_agent.pt").is_file() and "Best rent λ" in md
+    as_text = write_report(grid, sweep, tmp_path / "as_text", command="test", metric="neg_loss")
+    assert "eval accuracy" in md and "eval neg_loss" in as_text and "accuracy" not in as_text, "the task's metric names it"
     _tensorboard_shows_every_trial(out, [Path(r.path).relative_to(out).as_posix() for r in grid])
 
 

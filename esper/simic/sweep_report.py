@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esper.simic.evaluate import format_metric
 from esper.simic.sweep_config import SweepConfig
 from esper.simic.sweep import EVAL_PREFIX, OBJECTIVE
 
@@ -35,29 +36,30 @@ def trials_table(grid, sweep: SweepConfig):
     return pd.DataFrame(rows).sort_values("objective", ascending=False, na_position="last")
 
 
-def _markdown(df, sweep: SweepConfig) -> str:
+def _markdown(df, sweep: SweepConfig, metric: str) -> str:
     keys = list(sweep.search)
-    head = "| " + " | ".join(keys + ["eval accuracy", "excess params", "germinated", "fossilized", "eval return", "objective"]) + " |"
+    head = "| " + " | ".join(keys + [f"eval {metric}", "excess params", "germinated", "fossilized", "eval return", "objective"]) + " |"
     lines = [head, "|" + "---:|" * (len(keys) + 6)]
     for idx, r in df.iterrows():
         vals = [f"{r[k]:.4g}" for k in keys]
-        lines.append("| " + " | ".join(vals + [f"{r.eval_metric:.2%} ± {r.eval_metric_se:.2%}", f"{r.excess_ratio:.2f}",
+        lines.append("| " + " | ".join(vals + [f"{format_metric(r.eval_metric, metric)} ± {format_metric(r.eval_metric_se, metric)}", f"{r.excess_ratio:.2f}",
                                                f"{r.germinated:.2f}", f"{r.fossilized:.2f}", f"{r.eval_return:+.3f}",
                                                f"**{r.objective:.4f}**" if idx == df.index[0] else f"{r.objective:.4f}"]) + " |")
     return "\n".join(lines)
 
 
-def _rent_effect(df) -> str:
+def _rent_effect(df, metric: str) -> str:
     if RENT not in df:
         return ""
     cols = ["eval_metric", "excess_ratio", "germinated", "fossilized", "objective"]
     by_rent = df.groupby(RENT)[cols]
     g, sd, n = by_rent.mean().sort_index(), by_rent.std(ddof=1).sort_index().fillna(0.0), by_rent.size().sort_index()
     pm = lambda lam, col, fmt: f"{format(g.loc[lam, col], fmt)} ± {format(sd.loc[lam, col], fmt)}"
+    pm_metric = lambda lam: f"{format_metric(g.loc[lam, 'eval_metric'], metric)} ± {format_metric(sd.loc[lam, 'eval_metric'], metric)}"
     lines = ["", "Mean ± std over the trials of each rent λ:", "",
-             "| rent λ | trials | eval accuracy | excess params | germinated | fossilized | objective |",
+             f"| rent λ | trials | eval {metric} | excess params | germinated | fossilized | objective |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {lam:g} | {n[lam]} | {pm(lam, 'eval_metric', '.2%')} | {pm(lam, 'excess_ratio', '.2f')} | "
+    lines += [f"| {lam:g} | {n[lam]} | {pm_metric(lam)} | {pm(lam, 'excess_ratio', '.2f')} | "
               f"{pm(lam, 'germinated', '.2f')} | {pm(lam, 'fossilized', '.2f')} | {pm(lam, 'objective', '.4f')} |"
               for lam in g.index]
     tied = [f"{lam:g}" for lam in g.index[np.isclose(g["objective"], g["objective"].max())]]
@@ -69,7 +71,7 @@ def _rent_effect(df) -> str:
     return "\n".join(lines)
 
 
-def _plots(df, sweep: SweepConfig, out: Path) -> None:
+def _plots(df, sweep: SweepConfig, out: Path, metric: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,9 +82,9 @@ def _plots(df, sweep: SweepConfig, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     sc = ax.scatter(done.excess_ratio, done.eval_metric, c=done[colour_key].astype(float), cmap="viridis", s=60)
     front = done.sort_values("excess_ratio")
-    front = front[front.eval_metric >= front.eval_metric.cummax()]  # nobody more accurate with fewer params
+    front = front[front.eval_metric >= front.eval_metric.cummax()]  # nobody better with fewer params
     ax.plot(front.excess_ratio, front.eval_metric, "k--", lw=1, label="Pareto front")
-    ax.set(xlabel="final excess parameter ratio (seeds / host)", ylabel="evaluation accuracy", title="Accuracy vs parameters")
+    ax.set(xlabel="final excess parameter ratio (seeds / host)", ylabel=f"evaluation {metric}", title=f"{metric} vs parameters")
     fig.colorbar(sc, label=colour_key)
     ax.legend()
     fig.tight_layout()
@@ -98,7 +100,7 @@ def _plots(df, sweep: SweepConfig, out: Path) -> None:
     plt.close(fig)
 
 
-def _training_curves(grid, sweep: SweepConfig, out: Path) -> bool:
+def _training_curves(grid, sweep: SweepConfig, out: Path, metric: str) -> bool:
     """training.png: what each trial's sampled policy did over its iterations (last-50-episode means), one line
     per trial coloured by rent λ (or the first swept field) — how fast the reward moved the behaviour."""
     import matplotlib.pyplot as plt
@@ -110,7 +112,7 @@ def _training_curves(grid, sweep: SweepConfig, out: Path) -> bool:
         return False
     lo, hi = min(v for v, _ in curves), max(v for v, _ in curves)
     colour = lambda v: plt.cm.viridis(0.0 if hi == lo else (v - lo) / (hi - lo))
-    panels = [("train/excess_param_ratio", "excess parameter ratio"), ("train/final_metric", "final accuracy"),
+    panels = [("train/excess_param_ratio", "excess parameter ratio"), ("train/final_metric", f"final {metric}"),
               ("train/germinated", "seeds germinated / episode"), ("train/return_mean", "return (its own λ)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
     for ax, (col, label) in zip(axes, panels):
@@ -127,31 +129,32 @@ def _training_curves(grid, sweep: SweepConfig, out: Path) -> bool:
     return True
 
 
-def write_report(grid, sweep: SweepConfig, out: Path, command: str) -> str:
-    """Write trials.csv, report.md, the plots and best_agent.pt into `out`; return the Markdown."""
+def write_report(grid, sweep: SweepConfig, out: Path, command: str, metric: str = "accuracy") -> str:
+    """Write trials.csv, report.md, the plots and best_agent.pt into `out`; return the Markdown. `metric`: the
+    base world's task metric (accuracy is shown in %, any other to 4 decimals)."""
     out.mkdir(parents=True, exist_ok=True)
     df = trials_table(grid, sweep)
     df.to_csv(out / "trials.csv", index=False)
     errors = int((df.status == "error").sum())
     lines = [f"# Sweep `{out.name}`", "", f"`{command}`", "",
              f"{len(df)} trials ({errors} errored), {sweep.iterations} PPO iterations each, base `{sweep.base}`, scheduler "
-             f"{sweep.scheduler}; objective = {_objective_text(sweep)} over "
-             f"{sweep.eval_episodes} fixed evaluation episodes.", "", _markdown(df, sweep), _rent_effect(df)]
+             f"{sweep.scheduler}; objective = {_objective_text(sweep, metric)} over "
+             f"{sweep.eval_episodes} fixed evaluation episodes.", "", _markdown(df, sweep, metric), _rent_effect(df, metric)]
     best = df.iloc[0] if len(df) and not np.isnan(df.iloc[0].objective) else None
     if best is not None and best.checkpoint and (Path(best.checkpoint) / "agent.pt").is_file():
         shutil.copy(Path(best.checkpoint) / "agent.pt", out / "best_agent.pt")
         lines += ["", f"Best trial: `{best.trial}` → `{out / 'best_agent.pt'}`."]
     if best is not None:
-        _plots(df, sweep, out)
+        _plots(df, sweep, out, metric)
         lines += ["", "![Pareto](pareto.png)", "", "![objective vs swept fields](objective_vs_params.png)"]
-        if _training_curves(grid, sweep, out):
+        if _training_curves(grid, sweep, out, metric):
             lines += ["", "Training (sampled policy, means over the last 50 episodes):", "", "![training](training.png)"]
     md = "\n".join(lines) + "\n"
     (out / "report.md").write_text(md)
     return md
 
 
-def _objective_text(sweep: SweepConfig) -> str:
+def _objective_text(sweep: SweepConfig, metric: str) -> str:
     if sweep.objective_rent is None:
         return "mean eval return (each episode at its own world's rent)"
-    return f"eval accuracy − {sweep.objective_rent:g} × excess ratio"
+    return f"eval {metric} − {sweep.objective_rent:g} × excess ratio"
