@@ -52,7 +52,8 @@ class HeuristicConfig(EsperModel):
     equal-compute runs with `kasmina.lifecycle: graft`, where growing a third of the way in beat the big control
     (docs/results.md §10)."""
     blueprint_preference: tuple[str, ...] = ("conv_light", "bottleneck", "depthwise", "attention", "norm", "conv_heavy",
-                                             "mlp", "block", "attention_head", "token_mlp", "lora", "token_norm")
+                                             "mlp", "block", "attention_head", "token_mlp", "lora", "token_norm",
+                                             "block_copy")
     """Blueprints in order of preference (the first the plane offers is used: conv ones on a CNN, token ones on
     a transformer — a whole block first, depth growth being what pays on text)."""
     tempo: int = Field(3, ge=1)
