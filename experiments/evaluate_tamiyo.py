@@ -34,8 +34,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed-base", type=int, default=100_000, help="evaluation episode seeds: base, base+1, …")
     p.add_argument("--controllers", nargs="+", default=["ppo", "ppo-sampled", "random", "wait", "heuristic"],
-                   help="ppo, ppo-sampled, random, wait, heuristic, or plan:BLUEPRINT@SLOT[+BLUEPRINT@SLOT…] (germinate "
-                        "in that order from the first epoch, advance through every gate at once)")
+                   help="ppo, ppo-sampled, random, wait, heuristic, or plan:BLUEPRINT@SLOT[+BLUEPRINT@SLOT…][,epoch=E] "
+                        "(germinate in that order, one per decision, from the first epoch or epoch E; advance through "
+                        "every gate at once)")
     p.add_argument("--worlds", type=Path, default=None, metavar="FILE",
                    help="YAML list of named worlds (`worlds: [{name, set: {dotted.path: value}}]`) applied over the "
                         "agent's/preset's world (its family's `vary` dropped); every controller plays the same seeds of "
@@ -43,6 +44,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--plan-space", type=int, default=0, metavar="K",
                    help="also play every fixed plan of 1..K seeds (distinct slots, deepest first, any blueprint) and "
                         "report the plans ranked by mean return: the search for the best single fixed plan")
+    p.add_argument("--plan-starts", type=int, nargs="+", default=[0], metavar="EPOCH",
+                   help="with --plan-space: start every searched plan at each of these epochs (default 0; e.g. 0 5 10 "
+                        "for growth schedules, written plan:…,epoch=E)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: beside the agent, else runs/eval)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted evaluation into the same --out (its partial.jsonl): finished "
@@ -52,6 +56,8 @@ def _parse() -> argparse.Namespace:
         p.error("--episodes must be ≥ 1")
     if args.plan_space < 0:
         p.error("--plan-space must be ≥ 0")
+    if min(args.plan_starts) < 0:
+        p.error("--plan-starts must be ≥ 0")
     return args
 
 
@@ -108,7 +114,7 @@ def _setup(args):
     make = {"ppo": lambda: NeuralTamiyo(agent), "ppo-sampled": lambda: NeuralTamiyo(agent, sample=True),
             "random": lambda: RandomTamiyo(seed=0), "wait": StaticTamiyo, "heuristic": HeuristicTamiyo}
     names = [c for c in args.controllers if agent is not None or not c.startswith("ppo")]
-    names += [p for p in _plan_space(env.action_spec, args.plan_space) if p not in names]
+    names += [p for p in _plan_space(env.action_spec, args.plan_space, args.plan_starts) if p not in names]
     try:
         plans = {c: _plan(PlanTamiyo, c, env.action_spec) for c in names if c.startswith("plan:")}
     except ValueError as exc:
@@ -270,8 +276,9 @@ def _play(env, make: dict, seeds: list[int], prefix: str = "", cached: tuple | N
     return results, played
 
 
-def _plan_space(spec, k: int) -> list[str]:
-    """Every `plan:` of 1..k seeds in distinct slots (germinated deepest slot first), any blueprint in each."""
+def _plan_space(spec, k: int, starts: list[int]) -> list[str]:
+    """Every `plan:` of 1..k seeds in distinct slots (germinated deepest slot first), any blueprint in each,
+    started at each epoch of `starts`."""
     from itertools import combinations, product
 
     deep_first = list(reversed(spec.slots))
@@ -279,7 +286,8 @@ def _plan_space(spec, k: int) -> list[str]:
     for n in range(1, k + 1):
         for slots in combinations(deep_first, n):
             for bps in product(spec.blueprints, repeat=n):
-                plans.append("plan:" + "+".join(f"{b}@{s}" for b, s in zip(bps, slots)))
+                plan = "plan:" + "+".join(f"{b}@{s}" for b, s in zip(bps, slots))
+                plans += [plan + (f",epoch={e}" if e else "") for e in starts]
     return plans
 
 

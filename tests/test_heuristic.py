@@ -372,7 +372,8 @@ def test_plan_germinates_in_order_one_per_decision_then_advances():
 def test_a_plan_with_a_start_epoch_waits_for_it_then_grows_one_seed_per_decision():
     model = tiny_model(open_gates())
     spec = model.action_spec
-    plan = PlanTamiyo.parse("conv_light@block3+bottleneck@block1", start_epoch=2)
+    plan = PlanTamiyo.parse("conv_light@block3+bottleneck@block1,epoch=2")
+    assert plan.start_epoch == 2 and PlanTamiyo.parse("conv_light@block3").start_epoch == 0
     taken = []
     for epoch in range(4):
         action = plan.decide(_obs(model, _signals(epoch=epoch))).action
@@ -381,7 +382,8 @@ def test_a_plan_with_a_start_epoch_waits_for_it_then_grows_one_seed_per_decision
     assert taken == [(Op.WAIT, None), (Op.WAIT, None), (Op.GERMINATE, "block3"), (Op.GERMINATE, "block1")]
 
 
-@pytest.mark.parametrize("text", ["", "conv_light", "conv_light@", "@block1", "a@b@c", "conv_light@block3+"])
+@pytest.mark.parametrize("text", ["", "conv_light", "conv_light@", "@block1", "a@b@c", "conv_light@block3+",
+                                  "conv_light@block3,epoch=x", "conv_light@block3,at=2", "conv_light@block3,"])
 def test_plan_parse_rejects_malformed_text(text):
     with pytest.raises(ValueError, match="blueprint@slot"):
         PlanTamiyo.parse(text)

@@ -70,9 +70,13 @@ class PlanTamiyo:
         return [(slot, blueprint) for blueprint, slot in pairs]
 
     @classmethod
-    def parse(cls, text: str, tempo: int = 3, curve: str = "linear", start_epoch: int = 0) -> "PlanTamiyo":
-        """'conv_light@block3+conv_heavy@block1' → germinate conv_light in block3 first, then conv_heavy in block1."""
-        return cls(cls.parse_pairs(text), tempo, curve, start_epoch)
+    def parse(cls, text: str, tempo: int = 3, curve: str = "linear") -> "PlanTamiyo":
+        """'conv_light@block3+conv_heavy@block1' → germinate conv_light in block3 first, then conv_heavy in block1;
+        a suffix ',epoch=8' starts the plan at epoch 8 (a fixed growth *schedule*)."""
+        plan, sep, start = text.partition(",")
+        if sep and (not start.startswith("epoch=") or not start.removeprefix("epoch=").isdigit()):
+            raise ValueError(f"plan {text!r}: expected blueprint@slot[+blueprint@slot…][,epoch=N]")
+        return cls(cls.parse_pairs(plan), tempo, curve, int(start.removeprefix("epoch=")) if sep else 0)
 
     def reset(self) -> None:
         self.next_seed = 0
