@@ -24,6 +24,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from esper.tamiyo.by_name import NAMES_HELP, controller_factory
+
 
 
 def _parse() -> argparse.Namespace:
@@ -34,9 +36,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed-base", type=int, default=100_000, help="evaluation episode seeds: base, base+1, …")
     p.add_argument("--controllers", nargs="+", default=["ppo", "ppo-sampled", "random", "wait", "heuristic"],
-                   help="ppo, ppo-sampled, random, wait, heuristic, or plan:BLUEPRINT@SLOT[+BLUEPRINT@SLOT…][,epoch=E] "
-                        "(germinate in that order, one per decision, from the first epoch or epoch E; advance through "
-                        "every gate at once)")
+                   help=NAMES_HELP)
     p.add_argument("--worlds", type=Path, default=None, metavar="FILE",
                    help="YAML list of named worlds (`worlds: [{name, set: {dotted.path: value}}]`) applied over the "
                         "agent's/preset's world (its family's `vary` dropped); every controller plays the same seeds of "
@@ -92,9 +92,7 @@ def _setup(args):
     from esper.leyline.features import feature_names
     from esper.simic.config import TrainTamiyoConfig
     from esper.simic.env import EsperEnv
-    from esper.tamiyo import HeuristicTamiyo, PlanTamiyo, RandomTamiyo, StaticTamiyo
     from esper.tamiyo.agent_file import AgentFileError, load_agent
-    from esper.tamiyo.neural import NeuralTamiyo
     from esper.tolaria.data import DataError
 
     try:
@@ -111,18 +109,12 @@ def _setup(args):
     mismatched = [w for w, e in envs.items() if agent is not None and agent.feature_names != feature_names(e.action_spec)]
     if mismatched:
         sys.exit(f"error: the agent's observation features do not match world(s) {mismatched} (different slots/blueprints?)")
-    make = {"ppo": lambda: NeuralTamiyo(agent), "ppo-sampled": lambda: NeuralTamiyo(agent, sample=True),
-            "random": lambda: RandomTamiyo(seed=0), "wait": StaticTamiyo, "heuristic": HeuristicTamiyo}
-    names = [c for c in args.controllers if agent is not None or not c.startswith("ppo")]
+    names = [c for c in args.controllers if agent is not None or "ppo" not in c]
     names += [p for p in _plan_space(env.action_spec, args.plan_space, args.plan_starts) if p not in names]
     try:
-        plans = {c: _plan(PlanTamiyo, c, env.action_spec) for c in names if c.startswith("plan:")}
+        make = {c: controller_factory(c, env.action_spec, agent) for c in names}
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    make |= {c: (lambda plan=plan: plan) for c, plan in plans.items()}
-    unknown = [c for c in names if c not in make]
-    if unknown:
-        sys.exit(f"error: unknown controllers {unknown}; known: {list(make)}")
     return agent, make, names, envs, worlds
 
 
@@ -304,13 +296,6 @@ def _plan_search(results: dict) -> tuple[list[dict], str]:
     lines += [f"| {x['controller']} | {x['return']:+.3f} [{x['se']:.3f}] | {format_metric(x['final_metric'], metric)} |"
               for x in ranked]
     return ranked, "\n".join(lines) + "\n"
-
-
-def _plan(plan_class, name: str, spec):
-    """A `plan:…` controller, checked against the world's plane now rather than at its first decision."""
-    plan = plan_class.parse(name.removeprefix("plan:"))
-    plan.check(spec)
-    return plan
 
 
 def _table(results: dict, n: int) -> str:

@@ -404,3 +404,23 @@ def test_static_always_waits():
         obs = _obs(model, _random_signals(rng))
         decision = StaticTamiyo().decide(obs)
         assert decision.action == FactoredAction(Op.WAIT) and obs.masks.allows(decision.action)
+
+
+def test_controllers_by_name_and_their_noisy_versions():
+    from esper.tamiyo.by_name import controller_factory
+
+    rng = random.Random(5)
+    model = tiny_model()
+    obs = [_obs(model, _random_signals(rng)) for _ in range(40)]
+    heuristic, exact = controller_factory("heuristic")(), controller_factory("eps:0:heuristic", model.action_spec)()
+    assert [heuristic.decide(o).action for o in obs] == [exact.decide(o).action for o in obs], "ε = 0 is the base"
+    noisy = controller_factory("eps:1:wait")()
+    actions = [noisy.decide(o).action for o in obs]
+    assert all(o.masks.allows(a) for o, a in zip(obs, actions)) and any(a.op is not Op.WAIT for a in actions)
+    assert noisy.name == "eps:1:wait"
+    plan = controller_factory("plan:conv_light@block3,epoch=2", model.action_spec)
+    assert plan() is not plan() and plan().start_epoch == 2, "a fresh controller per call"
+    for bad, message in (("eps:2:wait", "0 ≤ ε ≤ 1"), ("eps:0.1:", "0 ≤ ε ≤ 1"), ("greedy", "unknown controller"),
+                         ("ppo", "needs an agent"), ("plan:conv_light@block9", "slot 'block9'")):
+        with pytest.raises(ValueError, match=message):
+            controller_factory(bad, model.action_spec)

@@ -110,7 +110,7 @@ class EsperEnv(gym.Env):
         self.counts = {op.name.lower(): 0 for op in Op}
         self.counts.update(fossilized=0, culled=0, invalid=0)
         self.run.model.listeners.append(self._count_event)
-        self.episode_return = 0.0
+        self.episode_return, self.episode_draw = 0.0, drawn
         return self._obs(), {"episode_seed": episode_seed, "world": drawn}
 
     def step(self, action):
@@ -146,7 +146,7 @@ class EsperEnv(gym.Env):
             rolled_back=out.rolled_back, invalid=pending.invalid))
         reward = sum(terms.values())
         self.episode_return += reward
-        info = {"op": pending.action.op.name, "val_metric": out.val_metric, "excess_ratio": pc.excess_ratio,
+        info = {"op": pending.action.op.name, "action": pending.action.as_array(), "val_metric": out.val_metric, "excess_ratio": pc.excess_ratio,
                 "budget_spent": run.trainer.train_flops / run.trainer.compute_budget,
                 "rolled_back": out.rolled_back, "reward_terms": terms, "counts": dict(self.counts)}
         return self._obs(), float(reward), bool(terminal or out.rolled_back), False, info

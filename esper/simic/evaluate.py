@@ -29,9 +29,11 @@ class EpisodeStats:
     """What final_metric is (the task's metric name)."""
 
 
-def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None) -> EpisodeStats:
-    """One episode with `controller` deciding from the run's own observation (`telemetry` gets its events)."""
-    env.reset(seed=seed)
+def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None, steps: list | None = None) -> EpisodeStats:
+    """One episode with `controller` deciding from the run's own observation (`telemetry` gets its events).
+    `steps`, if given, receives one dict per step — obs, the executed action, reward, terminated, truncated,
+    new_obs — exactly what the policy saw and did (esper/simic/offline.py turns them into dataset rows)."""
+    obs, _ = env.reset(seed=seed)
     if hasattr(controller, "reset"):
         controller.reset()
     if telemetry is not None:
@@ -40,7 +42,11 @@ def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None
     spec = env.action_spec
     while not done:
         action = controller.decide(env.observe()).action
-        _, reward, terminated, truncated, info = env.step(action.as_array())
+        new_obs, reward, terminated, truncated, info = env.step(action.as_array())
+        if steps is not None:
+            steps.append({"obs": obs, "action": info["action"], "reward": reward, "terminated": terminated,
+                          "truncated": truncated, "new_obs": new_obs})
+        obs = new_obs
         if info["op"] == Op.GERMINATE.name:  # executed (an invalid action runs as WAIT)
             grown.append(f"{spec.blueprints[action.blueprint]}@{spec.slots[action.slot]}")
         ret += reward

@@ -2,6 +2,6 @@
 
 from esper.tamiyo.heuristic import HeuristicConfig, HeuristicTamiyo
 from esper.leyline.control import Controller, Decision, Observation
-from esper.tamiyo.simple import PlanTamiyo, RandomTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo.simple import NoisyTamiyo, PlanTamiyo, RandomTamiyo, ScheduleTamiyo, StaticTamiyo
 
-__all__ = ["Controller", "Decision", "HeuristicConfig", "HeuristicTamiyo", "Observation", "PlanTamiyo", "RandomTamiyo", "ScheduleTamiyo", "StaticTamiyo"]
+__all__ = ["Controller", "Decision", "HeuristicConfig", "HeuristicTamiyo", "NoisyTamiyo", "Observation", "PlanTamiyo", "RandomTamiyo", "ScheduleTamiyo", "StaticTamiyo"]

@@ -113,3 +113,24 @@ class ScheduleTamiyo(PlanTamiyo):
 
     def __init__(self, germinate_epoch: int, slot: str, blueprint: str, tempo: int, curve: str = "linear") -> None:
         super().__init__([(slot, blueprint)], tempo, curve, start_epoch=germinate_epoch)
+
+
+class NoisyTamiyo:
+    """`base`, except that with probability `epsilon` a uniformly random legal action is taken instead: ε-noisy
+    demonstrations for offline data. The base is consulted every decision, so a stateful one (a plan) keeps its
+    own course — a germination the noise replaced is not retried."""
+
+    def __init__(self, base, epsilon: float, seed: int = 0, name: str | None = None) -> None:
+        import numpy as np
+
+        self.base, self.epsilon = base, epsilon
+        self.random, self.rng = RandomTamiyo(seed), np.random.default_rng(seed + 1)
+        self.name = name or f"eps:{epsilon:g}:{base.name}"
+
+    def reset(self) -> None:
+        if hasattr(self.base, "reset"):
+            self.base.reset()
+
+    def decide(self, obs: Observation) -> Decision:
+        decision = self.base.decide(obs)
+        return self.random.decide(obs) if self.rng.random() < self.epsilon else decision
