@@ -42,6 +42,15 @@ class PendingStep:
     flops_before: float
 
 
+def spaces_for(spec) -> tuple[gym.spaces.Dict, gym.spaces.MultiDiscrete]:
+    """The observation (features + flat action mask) and factored action spaces of a plane's ActionSpec."""
+    observation = gym.spaces.Dict({
+        "features": gym.spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, (feature_size(spec),), np.float32),
+        "action_mask": gym.spaces.Box(0.0, 1.0, (spec.mask_size,), np.float32),
+    })
+    return observation, gym.spaces.MultiDiscrete(np.array(spec.nvec, dtype=np.int64))
+
+
 class EsperEnv(gym.Env):
     """Observation: Dict(features=(F,), action_mask=(M,)); action: MultiDiscrete over op, slot, blueprint, blend."""
 
@@ -61,12 +70,7 @@ class EsperEnv(gym.Env):
         self.action_spec = template.action_spec
         self._check_family_layout()
         self.host_params = template.param_counts().host
-        n_features = feature_size(self.action_spec)
-        self.observation_space = gym.spaces.Dict({
-            "features": gym.spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, (n_features,), np.float32),
-            "action_mask": gym.spaces.Box(0.0, 1.0, (self.action_spec.mask_size,), np.float32),
-        })
-        self.action_space = gym.spaces.MultiDiscrete(np.array(self.action_spec.nvec, dtype=np.int64))
+        self.observation_space, self.action_space = spaces_for(self.action_spec)
         self.run: Run | None = None
 
     @property
