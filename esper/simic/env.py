@@ -150,7 +150,8 @@ class EsperEnv(gym.Env):
             rolled_back=out.rolled_back, invalid=pending.invalid))
         reward = sum(terms.values())
         self.episode_return += reward
-        info = {"op": pending.action.op.name, "action": pending.action.as_array(), "val_metric": out.val_metric, "excess_ratio": pc.excess_ratio,
+        info = {"op": pending.action.op.name, "action": pending.action.as_array(),  # the executed action
+                "val_metric": out.val_metric, "excess_ratio": pc.excess_ratio,
                 "budget_spent": run.trainer.train_flops / run.trainer.compute_budget,
                 "rolled_back": out.rolled_back, "reward_terms": terms, "counts": dict(self.counts)}
         return self._obs(), float(reward), bool(terminal or out.rolled_back), False, info

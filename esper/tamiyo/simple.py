@@ -1,4 +1,5 @@
-"""Baseline controllers for fair comparisons: never grow, or grow on a fixed schedule."""
+"""Baseline controllers for fair comparisons: never grow, grow on a fixed plan or schedule, act at random, or
+follow another controller with ε-noise (for offline data)."""
 
 from __future__ import annotations
 
