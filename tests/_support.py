@@ -7,7 +7,8 @@ from torch import nn
 
 from esper.kasmina import BLUEPRINTS, MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
-from esper.leyline import CNNHostConfig, GateConfig, KasminaConfig, Stage
+from esper.leyline import CNNHostConfig, GateConfig, KasminaConfig, Stage, TrainingSignals
+from esper.leyline.control import Observation
 from esper.leyline.telemetry import StageChangeEvent
 from esper.leyline.world import WorldConfig
 from esper.tolaria.datasets import DataBundle, channel_stats
@@ -89,3 +90,16 @@ def image_task(train, val, eval_set=None, num_classes: int = 10) -> ImageClassif
     """The image-classification Task over hand-made ImageSets (normalised with the train split's statistics)."""
     mean, std = channel_stats(train)
     return ImageClassification(DataBundle(train, val, eval_set, mean, std, "test", num_classes))
+
+
+def obs_of(model, signals: TrainingSignals) -> Observation:
+    """What a controller sees of `model` with these training signals."""
+    return Observation(signals, model.reports(), model.masks(), model.action_spec)
+
+
+def signals_at(epoch: int = 5, max_epochs: int = 20, accs: tuple[float, ...] | None = None) -> TrainingSignals:
+    """Training signals at `epoch` with a flat (or the given) metric history."""
+    accs = (0.5,) * epoch if accs is None else accs
+    return TrainingSignals(epoch=epoch, max_epochs=max_epochs, train_loss=1.0, val_loss=1.0,
+                           val_metric=accs[-1] if accs else 0.0, host_params=1000, chance_loss=2.3,
+                           loss_history=(1.0,) * len(accs), metric_history=accs)
