@@ -248,15 +248,15 @@ def main() -> None:
             load_agent(cfg.agent)  # fail now, not after the first arms have run
         except AgentFileError as exc:
             sys.exit(f"error: {exc}")
+    template = build_model(w)  # the plane as every arm starts it (no data, no training)
     if {"schedule", "capacity"} & set(cfg.arms):
         try:  # fail now, naming the field, not after the first arms have run
-            model = build_model(w)
-            PlanTamiyo(_growth_plan(model, cfg), cfg.heuristic.tempo, cfg.heuristic.curve).check(model.action_spec)
+            PlanTamiyo(_growth_plan(template, cfg), cfg.heuristic.tempo, cfg.heuristic.curve).check(template.action_spec)
         except ValueError as exc:
             sys.exit(f"error: schedule_plan: {exc}")
     if w.trainer.budget_host_epochs is not None:
         n = w.trainer.budget_host_epochs
-        _, epoch = host_epoch_flops(build_model(w).to(device), task, w.trainer.batch_size, w.trainer.max_batches_per_epoch)
+        _, epoch = host_epoch_flops(template.to(device), task, w.trainer.batch_size, w.trainer.max_batches_per_epoch)
         print(f"equal compute: {n * epoch / 1e12:.4g} TFLOPs each (the static host's {n:g} epochs)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
