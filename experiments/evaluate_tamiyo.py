@@ -24,7 +24,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from esper.tamiyo.by_name import NAMES_HELP, controller_factory
+from esper.tamiyo.by_name import NAMES_HELP, controller_factory, plan_space
 
 
 
@@ -110,7 +110,7 @@ def _setup(args):
     if mismatched:
         sys.exit(f"error: the agent's observation features do not match world(s) {mismatched} (different slots/blueprints?)")
     names = [c for c in args.controllers if agent is not None or "ppo" not in c]
-    names += [p for p in _plan_space(env.action_spec, args.plan_space, args.plan_starts) if p not in names]
+    names += [p for p in plan_space(env.action_spec, args.plan_space, args.plan_starts) if p not in names]
     try:
         make = {c: controller_factory(c, env.action_spec, agent) for c in names}
     except ValueError as exc:
@@ -266,21 +266,6 @@ def _play(env, make: dict, seeds: list[int], prefix: str = "", cached: tuple | N
               f"return {r['episode_return']['mean']:+.3f} ± {r['episode_return']['std']:.3f}  "
               f"germinated {r['germinated']['mean']:.1f}  ops {', '.join(f'{k} {v:.0%}' for k, v in r['op_fraction'].items())}")
     return results, played
-
-
-def _plan_space(spec, k: int, starts: list[int]) -> list[str]:
-    """Every `plan:` of 1..k seeds in distinct slots (germinated deepest slot first), any blueprint in each,
-    started at each epoch of `starts`."""
-    from itertools import combinations, product
-
-    deep_first = list(reversed(spec.slots))
-    plans = []
-    for n in range(1, k + 1):
-        for slots in combinations(deep_first, n):
-            for bps in product(spec.blueprints, repeat=n):
-                plan = "plan:" + "+".join(f"{b}@{s}" for b, s in zip(bps, slots))
-                plans += [plan + (f",epoch={e}" if e else "") for e in starts]
-    return plans
 
 
 def _plan_search(results: dict) -> tuple[list[dict], str]:

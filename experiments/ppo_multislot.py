@@ -53,11 +53,11 @@ def _config(args: argparse.Namespace):
     overrides = list(args.overrides)
     if args.resume is not None:
         saved = args.resume / "config.json"
-        if not saved.is_file() or latest_checkpoint(args.resume) is None:
-            raise ConfigError(f"--resume {args.resume}: needs config.json and a complete checkpoint/ there "
-                              "(an Esper PPO run folder)")
-        tree = json.loads(saved.read_text())
-        cfg = TrainTamiyoConfig.model_validate(tree)
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.json there (not an Esper PPO run folder)")
+        cfg = TrainTamiyoConfig.model_validate(json.loads(saved.read_text()))
+        if latest_checkpoint(args.resume) is None and cfg.pretrain is None:
+            raise ConfigError(f"--resume {args.resume}: no complete checkpoint/ there to continue from")
         if args.iterations is not None:
             cfg.ppo.iterations = args.iterations
         return cfg
@@ -87,7 +87,14 @@ def main() -> None:
         cfg = _config(args)
         from esper.tolaria.builder import build_model
 
-        build_model(cfg.world)  # the plane and host must build (e.g. blueprints that fit no point fail here, not in Ray)
+        spec = build_model(cfg.world).action_spec  # the plane and host must build (blueprints that fit no point fail here)
+        if cfg.pretrain is not None:
+            from esper.tamiyo.by_name import controller_names
+
+            try:
+                controller_names(cfg.pretrain.controllers, spec)
+            except ValueError as exc:
+                raise ConfigError(f"pretrain.controllers: {exc}") from None
         init_agent = None
         if cfg.ppo.init_agent and args.resume is None:  # a resumed run continues from its own checkpoint
             from esper.simic.ppo import load_init_agent
@@ -105,7 +112,7 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         summary = train_tamiyo(cfg, out, address=args.address, resume=args.resume is not None, init_agent=init_agent,
-                               ray_dashboard=args.ray_dashboard)
+                               ray_dashboard=args.ray_dashboard, command=" ".join(["python", *sys.argv]))
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: the last checkpoint in {out}/checkpoint is intact; continue with --resume {out}")
     except ClusterCapacityError as exc:

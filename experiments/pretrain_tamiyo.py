@@ -2,21 +2,21 @@
 
     python experiments/record_episodes.py --preset smoke --episodes 16 --out runs/offline/smoke
     python experiments/pretrain_tamiyo.py --data runs/offline/smoke --out runs/bc/smoke --top-pct 50
-    python experiments/evaluate_tamiyo.py --agent runs/bc/smoke/agent.pt --episodes 20
-    python experiments/ppo_multislot.py --preset smoke --set ppo.init_agent=runs/bc/smoke/agent.pt   # fine-tune
+    python experiments/ppo_multislot.py --preset smoke --set pretrain=null \
+        --set ppo.init_agent=runs/bc/smoke/agent.pt                        # fine-tune it with PPO
 
-Episodes are chosen from the recording's index (controllers, then the best --top-pct by return); a tenth of
-them is held out to report how well the clone predicts actions it was not trained on. The clone is the same
-masked, factored TamiyoRLModule PPO trains, so its agent.pt loads anywhere a PPO agent does.
+Episodes are chosen from the recording's index (controllers, then the best --top-pct by return: filtered
+behaviour cloning); a tenth of them is held out to report how well the clone predicts actions it was not trained
+on. The clone is the same masked, factored TamiyoRLModule PPO trains, so its agent.pt loads anywhere a PPO agent
+does. Then the clone plays --eval-episodes evaluation episodes beside WAIT-only and random (same seeds; paired
+differences). The main job (`python experiments/ppo_multislot.py`, preset smoke) records and clones by itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
-import time
 from pathlib import Path
 
 
@@ -30,135 +30,66 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes of the clone (0: none)")
     args = p.parse_args()
-    if not 0 < args.top_pct <= 100 or args.iterations < 1 or args.batch_size < 1 or args.lr <= 0:
-        p.error("--top-pct must be in (0, 100]; --iterations, --batch-size and --lr positive")
+    if not 0 < args.top_pct <= 100 or args.iterations < 1 or args.batch_size < 1 or args.lr <= 0 or args.eval_episodes < 0:
+        p.error("--top-pct must be in (0, 100]; --iterations, --batch-size and --lr positive, --eval-episodes ≥ 0")
     return args
 
 
-def _load(args):
-    """The recording's config, plane and chosen episodes — or a one-line error naming what is wrong."""
-    import pyarrow.parquet as pq
-
+def _config(data: Path):
+    """The recording's training config — or a one-line error."""
     from esper.leyline.experiment import ConfigError
-    from esper.leyline.features import feature_names
     from esper.simic.config import TrainTamiyoConfig
     from esper.tolaria.builder import build_model
 
-    manifest_path, index = args.data / "manifest.json", args.data / "episodes.parquet"
-    if not manifest_path.is_file() or not index.is_file() or not (args.data / "steps").is_dir():
-        sys.exit(f"error: {args.data} is not a finished record_episodes.py output (manifest.json, episodes.parquet, steps/)")
-    manifest = json.loads(manifest_path.read_text())
     try:
-        cfg = TrainTamiyoConfig.model_validate(manifest["config"])
-    except (ValueError, KeyError) as exc:
-        sys.exit(f"error: {manifest_path}: not a recording's manifest ({exc})")
-    try:
-        spec = build_model(cfg.world).action_spec
-    except ConfigError as exc:
-        sys.exit(f"error: {manifest_path}: {exc}")
-    if list(feature_names(spec)) != manifest["feature_names"]:
-        sys.exit(f"error: {args.data} was recorded with another observation layout than this code's: record it again")
-    episodes = pq.read_table(index).to_pylist()
-    if args.controllers:
-        missing = set(args.controllers) - {e["controller"] for e in episodes}
-        if missing:
-            sys.exit(f"error: the recording has no episodes of {sorted(missing)}")
-        episodes = [e for e in episodes if e["controller"] in args.controllers]
-    episodes.sort(key=lambda e: -e["episode_return"])
-    episodes = episodes[:max(1, round(len(episodes) * args.top_pct / 100))]
-    if len(episodes) < 2:
-        sys.exit(f"error: {len(episodes)} episode(s) chosen: at least 2 are needed (one is held out)")
-    return cfg, spec, episodes
-
-
-def _write_split(args, episodes: list[dict]) -> tuple[Path, list]:
-    """bc_data/ (the training episodes' steps, shuffled) and the held-out episodes' steps as a table."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from esper.simic.bc import BC_COLUMNS
-
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(episodes))
-    held = {episodes[i]["eps_id"] for i in order[:max(1, len(episodes) // 10)]}
-    steps = pq.read_table(args.data / "steps")
-    chosen = steps.filter(pc.is_in(steps["eps_id"], value_set=pa.array([e["eps_id"] for e in episodes])))
-    is_held = pc.is_in(chosen["eps_id"], value_set=pa.array(sorted(held)))
-    train, test = chosen.filter(pc.invert(is_held)), chosen.filter(is_held)
-    train = train.select(list(BC_COLUMNS)).take(rng.permutation(train.num_rows))  # rows of an episode apart
-    folder = args.out / "bc_data"
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(train, folder / "steps.parquet")
-    return folder, test
-
-
-def _held_out(net, test) -> dict:
-    """How the clone does on steps it never saw: mean log-probability of the recorded action and how often its
-    greedy action equals it; and the largest probability it puts on a masked action (must be 0)."""
-    import numpy as np
-    import torch
-
-    from esper.simic.offline import unflatten_obs
-
-    cols = test.to_pydict()
-    obs = unflatten_obs(cols)
-    features, mask = torch.as_tensor(obs["features"]), torch.as_tensor(obs["action_mask"])
-    actions = torch.as_tensor(np.stack([np.asarray(a) for a in cols["actions"]]))
-    with torch.no_grad():
-        taught = net(features, mask, actions=actions)
-        greedy = net(features, mask, mode="greedy")
-    return {"steps": int(len(actions)), "mean_logp": float(taught.logp.mean()),
-            "greedy_matches": float((greedy.actions == actions).all(dim=1).float().mean())}
+        cfg = TrainTamiyoConfig.model_validate(json.loads((data / "manifest.json").read_text())["config"])
+        build_model(cfg.world)
+        return cfg
+    except OSError as exc:
+        sys.exit(f"error: {data} is not a finished record_episodes.py output ({exc.strerror}: manifest.json)")
+    except (ValueError, KeyError, ConfigError) as exc:
+        sys.exit(f"error: {data / 'manifest.json'}: not a recording's manifest ({exc})")
 
 
 def main() -> None:
+    import logging
+
     args = _parse()
-    cfg, spec, episodes = _load(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    data, test = _write_split(args, episodes)
-    print(f"BC on {len(episodes)} episodes of {sorted({e['controller'] for e in episodes})} "
-          f"(returns {episodes[-1]['episode_return']:+.3f} … {episodes[0]['episode_return']:+.3f}); "
-          f"{test.num_rows} held-out steps", flush=True)
+    cfg = _config(args.data)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from esper.simic.pretrain import PretrainDataError, behaviour_clone, prepare
+
+    try:
+        prepared = prepare(args.data, args.out, cfg, args.top_pct, args.seed, args.controllers)
+    except PretrainDataError as exc:
+        sys.exit(f"error: {exc}")
     import ray
 
-    from esper.leyline.features import feature_names
-    from esper.provenance import code_version
     from esper.runtime import local_ray
-    from esper.simic.bc import bc_config, learner_net_state
-    from esper.simic.env import spaces_for
-    from esper.tamiyo.agent_file import save_agent
-    from esper.tamiyo.policy import TamiyoPolicyNet
+    from esper.simic.evaluate import compare_paired, evaluate_in_parallel, summarise
+    from esper.simic.record import FIRST_EVAL_SEED
 
     local_ray.init(None, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
-        algo = bc_config([str(data)], spaces_for(spec), cfg.ppo.hidden, args.batch_size, args.lr, args.seed).build()
-        start, losses = time.monotonic(), []
-        for it in range(1, args.iterations + 1):
-            result = algo.train()
-            losses.append(float(result["learners"]["default_policy"]["policy_loss"]))
-            if it % max(1, args.iterations // 10) == 0 or it == args.iterations:
-                print(f"iter {it:>4}/{args.iterations}  BC loss (−log p) {losses[-1]:.4f}  ({time.monotonic() - start:.0f}s)",
-                      flush=True)
-        state = learner_net_state(algo)
-        algo.stop()
-        del algo, result
-        gc.collect()  # Ray Data's batch iterator goes now, while Ray is up (else it complains at exit)
+        behaviour_clone(prepared, cfg, args.iterations, args.batch_size, args.lr, args.seed)
+        seeds = [FIRST_EVAL_SEED + i for i in range(args.eval_episodes)]
+        agent = str(args.out / "agent.pt")
+        stats = evaluate_in_parallel(cfg.world, {"clone": ("ppo", agent), "wait": ("wait", None),
+                                                 "random": ("random", None)}, seeds) if seeds else {}
     finally:
         ray.shutdown()
-    net = TamiyoPolicyNet(len(feature_names(spec)), spec.nvec, hidden=cfg.ppo.hidden)
-    net.load_state_dict(state)
-    held = _held_out(net.eval(), test)
-    pretrain = {"algo": "BC", "data": str(args.data), "episodes": len(episodes), "controllers": args.controllers,
-                "top_pct": args.top_pct, "iterations": args.iterations, "final_loss": losses[-1], "held_out": held}
-    save_agent(args.out / "agent.pt", net, spec, list(feature_names(spec)), cfg.model_dump(mode="json"), code_version(),
-               extra={"pretrain": pretrain})
-    (args.out / "summary.json").write_text(json.dumps(pretrain | {"losses": losses}, indent=2))
-    print(f"held out: {held['steps']} steps, mean log p {held['mean_logp']:.3f}, greedy = recorded action "
-          f"{held['greedy_matches']:.0%}\nwrote {args.out / 'agent.pt'}; evaluate with:\n"
-          f"  python experiments/evaluate_tamiyo.py --agent {args.out / 'agent.pt'} --episodes 20")
+    if stats:
+        from esper.simic.summary import evaluation_lines
+
+        evaluation = {k: summarise(v) for k, v in stats.items()}
+        paired = compare_paired(stats, "clone", ["wait", "random"])
+        print("\n".join(evaluation_lines(evaluation, paired, cfg.world.data.metric_name)))
+        saved = json.loads((args.out / "summary.json").read_text())  # behaviour_clone's, with the loss curve
+        (args.out / "summary.json").write_text(json.dumps(saved | {"evaluation": evaluation, "paired": paired}, indent=2))
+    print(f"wrote {args.out / 'agent.pt'} and summary.json; fine-tune with ppo_multislot.py on the recording's preset "
+          f"and\n  --set pretrain=null --set ppo.init_agent={args.out / 'agent.pt'}")
 
 
 if __name__ == "__main__":

@@ -133,12 +133,10 @@ def test_an_interrupted_evaluation_resumes_without_replaying_or_mixing(tmp_path,
 def test_the_plan_space_starts_each_plan_at_every_requested_epoch():
     from types import SimpleNamespace
 
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from evaluate_tamiyo import _plan_space
-
     from esper.tamiyo import PlanTamiyo
+    from esper.tamiyo.by_name import plan_space
 
-    plans = _plan_space(SimpleNamespace(slots=("block1", "block2"), blueprints=("a", "b")), 2, [0, 5])
+    plans = plan_space(SimpleNamespace(slots=("block1", "block2"), blueprints=("a", "b")), 2, [0, 5])
     assert len(plans) == len(set(plans)) == (2 * 2 + 1 * 2 * 2) * 2, "(1-seed plans + 2-seed plans) × 2 starts"
     assert {"plan:a@block2", "plan:a@block2,epoch=5", "plan:b@block2+a@block1,epoch=5"} <= set(plans)
     starts = {PlanTamiyo.parse(p.removeprefix("plan:")).start_epoch for p in plans}

@@ -68,6 +68,35 @@ class PPOSettings(EsperModel):
         return self
 
 
+class PretrainSettings(EsperModel):
+    """A warm start learned in the run (esper/simic/pretrain.py): record controllers' episodes, clone the best of
+    them with RLlib BC, and let PPO fine-tune the clone."""
+
+    controllers: list[str] = ["random", "heuristic", "eps:0.2:heuristic"]
+    """Controllers to record, by name (wait, random, heuristic, plan:…, eps:ε:NAME; esper/tamiyo/by_name.py)."""
+    plan_space: int = Field(1, ge=0)
+    """Also record every fixed plan of 1..plan_space seeds (0: none)."""
+    episodes: int = Field(4, ge=1)
+    """Episodes per controller (seeds 0, 1, …: below the evaluation seeds)."""
+    top_pct: float = Field(25.0, gt=0, le=100)
+    """Clone the best this-% of the recorded episodes by return (filtered behaviour cloning)."""
+    iterations: int = Field(200, ge=1)
+    """BC gradient steps."""
+    batch_size: int = Field(256, ge=8)
+    """Steps per BC gradient step."""
+    lr: float = Field(1e-3, gt=0)
+    """BC's Adam learning rate."""
+
+    @field_validator("controllers")
+    @classmethod
+    def _named(cls, names: list[str]) -> list[str]:
+        from esper.tamiyo.by_name import controller_factory
+
+        for name in names:
+            controller_factory(name)  # the syntax now; plans are checked against the plane at start-up
+        return names
+
+
 class TrainTamiyoConfig(EsperModel):
     """Root config of `experiments/ppo_multislot.py`."""
 
@@ -78,7 +107,10 @@ class TrainTamiyoConfig(EsperModel):
     seed: int = 0
     """Seed of PPO, the env runners and the evaluation."""
     eval_episodes: int = Field(8, ge=0)
-    """Greedy evaluation episodes (fixed seeds) run in-process after training, reported in the summary."""
+    """Greedy evaluation episodes (fixed seeds) after training, against WAIT-only, random and the heuristic on the
+    same seeds (paired differences in the summary)."""
+    pretrain: PretrainSettings | None = None
+    """Start PPO from a behaviour clone of recorded episodes, recorded and cloned in this run (None: from scratch)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -97,6 +129,12 @@ class TrainTamiyoConfig(EsperModel):
             raise ValueError(f"ppo.gamma ({old}) differs from world.reward.gamma ({reward['gamma']}): PPO now "
                              "discounts with world.reward.gamma only; drop ppo.gamma")
         return {**tree, "ppo": ppo, "world": {**world, "reward": reward}}
+
+    @model_validator(mode="after")
+    def _one_start(self) -> "TrainTamiyoConfig":
+        if self.pretrain is not None and self.ppo.init_agent:
+            raise ValueError("pretrain and ppo.init_agent both give PPO its start: set one (pretrain=null to drop it)")
+        return self
 
     @model_validator(mode="after")
     def _families_step_alone(self) -> "TrainTamiyoConfig":

@@ -96,3 +96,34 @@ def paired_difference(stats: list[EpisodeStats], baseline: list[EpisodeStats], k
 def evaluate(env: EsperEnv, controller: Controller, seeds: list[int]) -> tuple[dict, list[dict]]:
     stats = [run_episode(env, controller, s) for s in seeds]
     return summarise(stats), [asdict(s) for s in stats]
+
+
+def _play_chunk(world_json: dict, name: str, agent_path: str | None, seeds: list[int]) -> list[dict]:
+    """A Ray task: controller `name` (with agent.pt at `agent_path` for ppo names) on `seeds`. Each episode gets a
+    fresh controller seeded by the episode's seed, so results do not depend on how episodes are split into tasks."""
+    from esper.leyline.world import WorldConfig
+    from esper.tamiyo.agent_file import load_agent
+    from esper.tamiyo.by_name import controller_factory
+
+    env = EsperEnv(WorldConfig.model_validate(world_json))
+    agent = load_agent(agent_path) if agent_path else None
+    return [asdict(run_episode(env, controller_factory(name, env.action_spec, agent, seed=s)(), s)) for s in seeds]
+
+
+def evaluate_in_parallel(world, controllers: dict[str, tuple[str, str | None]], seeds: list[int],
+                         chunk: int = 5) -> dict[str, list[EpisodeStats]]:
+    """Every controller on the same `seeds`, in Ray tasks of `chunk` episodes (Ray must be up). `controllers` maps
+    a label to (controller name, agent.pt path or None); the label names its episodes."""
+    import ray
+
+    task, world_json = ray.remote(num_cpus=1)(_play_chunk), world.model_dump(mode="json")
+    refs = {label: [task.remote(world_json, name, path, seeds[i:i + chunk]) for i in range(0, len(seeds), chunk)]
+            for label, (name, path) in controllers.items()}
+    return {label: [EpisodeStats(**(d | {"controller": label})) for part in ray.get(parts) for d in part]
+            for label, parts in refs.items()}
+
+
+def compare_paired(stats: dict[str, list[EpisodeStats]], subject: str, baselines: list[str]) -> dict[str, dict]:
+    """`subject` − each baseline on final metric and return: paired mean, standard error, beats by 2 SE."""
+    return {f"{subject} - {b}": {key: paired_difference(stats[subject], stats[b], key)
+                                 for key in ("final_metric", "episode_return")} for b in baselines}

@@ -18,6 +18,7 @@ from esper.runtime.cluster import grow_cluster, release_request, runner_bundles,
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
 from esper.simic.config import TrainTamiyoConfig
+from esper.simic.env import EsperEnv
 from esper.simic.evaluate import format_metric
 from esper.simic.ppo import build_ppo_config, warm_start
 
@@ -128,21 +129,55 @@ def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources:
     return grow_cluster(runner_bundles(wanted, cfg.ppo.gpus_per_env_runner), cfg.ppo.cluster_wait_s)
 
 
+def _warm_start(cfg: TrainTamiyoConfig, out: Path, init_agent, fresh: bool, command: str):
+    """PPO's starting agent and the pretraining summary: `init_agent` as given, or (cfg.pretrain) a clone of
+    episodes recorded now — made on a fresh start, read back on a resume."""
+    from esper.simic.pretrain import warm_start_from_recording
+    from esper.tamiyo.agent_file import load_agent
+
+    if cfg.pretrain is None:
+        return init_agent, None
+    saved = out / "pretrain" / "warm_start.json"
+    if not fresh:
+        return None, json.loads(saved.read_text()) if saved.is_file() else None
+    path, summary = warm_start_from_recording(cfg, out, command)
+    saved.write_text(json.dumps(summary, indent=2))
+    return load_agent(path, expected_features=feature_names(EsperEnv(cfg.world).action_spec)), summary
+
+
+def _evaluate(cfg: TrainTamiyoConfig, out: Path, pretrained: bool) -> tuple[dict, dict]:
+    """The trained agent (and the clone it started from) beside WAIT-only, random and the heuristic on the same
+    evaluation seeds, in parallel Ray tasks; summaries and the agent's paired differences."""
+    from esper.simic.evaluate import compare_paired, evaluate_in_parallel, summarise
+
+    seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
+    if not seeds:
+        return {}, {}
+    controllers = {"ppo": ("ppo", str(out / "agent.pt"))}
+    if pretrained:
+        controllers["bc clone"] = ("ppo", str(out / "pretrain" / "agent.pt"))
+    controllers |= {"wait": ("wait", None), "random": ("random", None), "heuristic": ("heuristic", None)}
+    stats = evaluate_in_parallel(cfg.world, controllers, seeds)
+    baselines = [name for name in controllers if name != "ppo"]
+    return {k: summarise(v) for k, v in stats.items()}, compare_paired(stats, "ppo", baselines)
+
+
 def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, resume: bool = False,
-                 init_agent=None, ray_dashboard: bool = True) -> str:
-    """Train, checkpoint, export agent.pt and write the summary; returns the Markdown summary. `init_agent` (a
-    loaded agent.pt, see ppo.load_init_agent) gives a fresh run its starting weights."""
-    from esper.simic.env import EsperEnv
-    from esper.simic.evaluate import evaluate
-    from esper.tamiyo import HeuristicTamiyo, StaticTamiyo
-    from esper.tamiyo.agent_file import load_agent, save_agent
-    from esper.tamiyo.neural import NeuralTamiyo
+                 init_agent=None, ray_dashboard: bool = True, command: str = "") -> str:
+    """Train, checkpoint, export agent.pt, evaluate and write the summary; returns the Markdown summary.
+    `init_agent` (a loaded agent.pt, see ppo.load_init_agent) gives a fresh run its starting weights; with
+    cfg.pretrain the run makes its own (record, clone). `resume` continues from the run's checkpoint (a run
+    stopped before its first checkpoint starts PPO again, after finishing its recording)."""
+    from esper.simic.summary import run_markdown
+    from esper.tamiyo.agent_file import save_agent
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     version, t0 = code_version(), time.perf_counter()
     resources = _start_ray(address, ray_dashboard)
     try:
+        resume = resume and adopt_latest_checkpoint(out) is not None
+        init_agent, pretrain = _warm_start(cfg, out, init_agent, not resume, command)
         resources = _grow_if_autoscaling(cfg, address, resources)
         plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
         if plan.gpus_per_runner > 0 and not cuda_usable_on_gpu_workers(plan.gpus_per_runner):
@@ -158,8 +193,6 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
         history = []
         if resume:
             checkpoint = adopt_latest_checkpoint(out)
-            if checkpoint is None:
-                raise FileNotFoundError(f"no complete checkpoint in {out} to resume from")
             algo.restore_from_path(str(checkpoint.resolve()))
             lines = history_path.read_text().splitlines() if history_path.exists() else []
             done = _complete_iteration(checkpoint)
@@ -170,7 +203,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
             history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
             if init_agent is not None:
                 warm_start(algo, init_agent)
-                log.info(f"started from {cfg.ppo.init_agent}")
+                log.info(f"PPO starts from {cfg.ppo.init_agent or out / 'pretrain' / 'agent.pt'}")
         writer = _dashboard_writer(out, len(history) + 1)
         log.info(f"TensorBoard: {tensorboard_command(out)}  (or --logdir runs/ for every run and sweep)")
         for it in range(len(history) + 1, cfg.ppo.iterations + 1):
@@ -185,40 +218,22 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
                 f.write(json.dumps(history[-1]) + "\n")
             if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
                 _save_checkpoint(algo, out, it)
-        module = algo.get_module()
-        env = EsperEnv(cfg.world)
-        save_agent(out / "agent.pt", module.net, env.action_spec, feature_names(env.action_spec), cfg.model_dump(mode="json"),
+        spec = EsperEnv(cfg.world).action_spec
+        save_agent(out / "agent.pt", algo.get_module().net, spec, feature_names(spec), cfg.model_dump(mode="json"),
                    version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
         algo.stop()
         writer.close()
+        if cfg.eval_episodes:
+            log.info(f"evaluating the agent on {cfg.eval_episodes} episodes beside WAIT-only, random and the heuristic")
+        evaluation, paired = _evaluate(cfg, out, pretrain is not None)
     finally:
         if address:
             release_request()
         ray.shutdown()
-    agent = load_agent(out / "agent.pt", expected_features=feature_names(env.action_spec))
-    seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
-    controllers = [NeuralTamiyo(agent), StaticTamiyo(), HeuristicTamiyo()]
-    evals = {c.name: evaluate(env, c, seeds)[0] for c in controllers} if seeds else {}
     summary = {"config": cfg.model_dump(mode="json"), "code_version": version, "plan": plan.describe(),
-               "placement": placement,
-               "wall_seconds": time.perf_counter() - t0, "history": history, "evaluation": evals}
+               "placement": placement, "wall_seconds": time.perf_counter() - t0, "history": history,
+               "pretrain": pretrain, "evaluation": evaluation, "paired": paired}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    md = _markdown(cfg, out, summary)
+    md = run_markdown(cfg, out, summary)
     (out / "summary.md").write_text(md)
     return md
-
-
-def _markdown(cfg: TrainTamiyoConfig, out: Path, s: dict) -> str:
-    metric = cfg.world.data.metric_name
-    lines = [f"# Tamiyo PPO run — world `{cfg.world.name}`", "",
-             f"{len(s['history'])} iterations, {s['wall_seconds'] / 60:.1f} min; {s['plan']}; code {s['code_version']}.",
-             f"Outputs: `{out}/agent.pt`, `{out}/checkpoint/`, `{out}/progress.jsonl`.", ""]
-    if s["evaluation"]:
-        lines += [f"Greedy evaluation on {cfg.eval_episodes} fixed seeds (mean ± std):", "",
-                  f"| controller | final {metric} | return | germinated | fossilized | excess params |", "|---|---:|---:|---:|---:|---:|"]
-        for name, e in s["evaluation"].items():
-            m = lambda k, fmt: f"{format(e[k]['mean'], fmt)} ± {format(e[k]['std'], fmt)}"
-            fm = " ± ".join(format_metric(e["final_metric"][k], metric) for k in ("mean", "std"))
-            lines.append(f"| {name} | {fm} | {m('episode_return', '+.3f')} | {m('germinated', '.1f')} | "
-                         f"{m('fossilized', '.1f')} | {m('final_excess_ratio', '.2f')} |")
-    return "\n".join(lines) + "\n"

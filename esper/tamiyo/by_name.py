@@ -41,3 +41,26 @@ def controller_factory(name: str, spec=None, agent=None, seed: int = 0) -> Calla
     if name not in simple:
         raise ValueError(f"unknown controller {name!r}; known: {NAMES_HELP}")
     return simple[name]
+
+
+def plan_space(spec, k: int, starts: tuple[int, ...] | list[int] = (0,)) -> list[str]:
+    """Every `plan:` of 1..k seeds in distinct slots (germinated deepest slot first), any blueprint in each,
+    started at each epoch of `starts`."""
+    from itertools import combinations, product
+
+    deep_first = list(reversed(spec.slots))
+    plans = []
+    for n in range(1, k + 1):
+        for slots in combinations(deep_first, n):
+            for bps in product(spec.blueprints, repeat=n):
+                plan = "plan:" + "+".join(f"{b}@{s}" for b, s in zip(bps, slots))
+                plans += [plan + (f",epoch={e}" if e else "") for e in starts]
+    return plans
+
+
+def controller_names(names: list[str], spec, plans: int = 0) -> list[str]:
+    """Agent-free controllers `names`, checked against the plane `spec` (ValueError naming the bad one), then every
+    plan of 1..`plans` seeds not already named."""
+    for name in names:
+        controller_factory(name, spec)
+    return list(names) + [p for p in plan_space(spec, plans) if p not in names]
