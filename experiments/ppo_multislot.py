@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
 
+from _console import show_progress
 
 
 def _parse() -> argparse.Namespace:
@@ -74,13 +74,7 @@ def _config(args: argparse.Namespace):
 
 def main() -> None:
     args = _parse()
-    # The library reports progress through logging: show esper's INFO lines as plain text on stdout.
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    esper_log = logging.getLogger("esper")
-    esper_log.addHandler(handler)
-    esper_log.setLevel(logging.INFO)
-    esper_log.propagate = False
+    show_progress()
     from esper.leyline.experiment import ConfigError
 
     try:

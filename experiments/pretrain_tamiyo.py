@@ -54,11 +54,11 @@ def _config(data: Path):
 
 
 def main() -> None:
-    import logging
+    from _console import show_progress
 
     args = _parse()
     cfg = _config(args.data)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    show_progress()
     from esper.simic.pretrain import PretrainDataError, behaviour_clone, prepare
 
     try:

@@ -63,13 +63,13 @@ def _setup(args):
 
 
 def main() -> None:
-    import logging
+    from _console import show_progress
 
     args = _parse()
     cfg, controllers = _setup(args)
     if (args.out / "steps").exists() and not args.resume:
         sys.exit(f"error: {args.out} already holds a recording: --resume to continue it, or choose another --out")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    show_progress()
     import ray
 
     from esper.runtime import local_ray

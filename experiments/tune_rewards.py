@@ -9,7 +9,8 @@
 Each trial trains Tamiyo with PPO on the base preset plus its sampled reward fields, then evaluates the greedy
 policy on fixed episode seeds. The objective (the same for every trial) is evaluation accuracy − objective_rent ×
 parameter ratio (with `objective_rent: null`, for world families, the mean evaluation return: each episode is paid
-at its own world's rent). Writes into <storage-path>/<name>/: Tune's per-trial results (CSV/JSON/TensorBoard, checkpoints),
+at its own world's rent). A base with a `pretrain:` section (the smoke preset has one) records and clones once,
+before the trials, and every trial fine-tunes that clone (<storage-path>/<name>/warm_start/). Writes into <storage-path>/<name>/: Tune's per-trial results (CSV/JSON/TensorBoard, checkpoints),
 trials.csv, report.md, pareto.png, objective_vs_params.png and the best trial's agent.pt. A local cluster runs the
 Ray dashboard on 127.0.0.1 (URL printed); --dashboard also serves TensorBoard on 127.0.0.1:--tensorboard-port while
 the sweep runs. Which scalar means what: docs/tune.md.
@@ -102,8 +103,23 @@ def _tuner(sweep, base, name: str, storage: str, cluster_cpus: float, resume: bo
     )
 
 
+def _warm_start_once(base, folder: Path):
+    """The base's `pretrain:` done once for the whole sweep — one recording, one clone in folder/warm_start/ — and
+    the base every trial starts from: that clone as ppo.init_agent."""
+    from esper.simic.config import TrainTamiyoConfig
+    from esper.simic.pretrain import warm_start_from_recording
+
+    print(f"warm start for every trial: recording and cloning into {folder / 'warm_start'}", flush=True)
+    path, _ = warm_start_from_recording(base, folder / "warm_start", " ".join(["python", *sys.argv]))
+    tree = base.model_dump(mode="json")
+    return TrainTamiyoConfig.model_validate(tree | {"pretrain": None, "ppo": tree["ppo"] | {"init_agent": str(path)}})
+
+
 def main() -> None:
+    from _console import show_progress
+
     args = _parse()
+    show_progress()
     from esper.leyline.experiment import ConfigError, load_config
     from esper.simic.sweep_config import SweepConfig
 
@@ -139,6 +155,8 @@ def main() -> None:
         print(local_ray.dashboard_message(context), flush=True)
     board = None
     try:
+        if base.pretrain is not None and not (args.resume or args.report_only):
+            base = _warm_start_once(base, Path(storage) / name if "://" not in storage else Path("runs/tune") / name)
         tuner = _tuner(sweep, base, name, storage, ray.cluster_resources().get("CPU", 1), args.resume or args.report_only)
         folder = Path(storage) / name
         if args.dashboard and "://" not in storage:

@@ -18,7 +18,7 @@ from esper.leyline.features import feature_names
 from esper.simic.config import TrainTamiyoConfig
 from esper.simic.env import EsperEnv
 from esper.simic.offline import unflatten_obs
-from esper.simic.pretrain import PretrainDataError, choose_episodes, read_recording, warm_start_from_recording
+from esper.simic.pretrain import PretrainDataError, choose_episodes, read_recording
 from esper.tamiyo.agent_file import load_agent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +34,18 @@ CFG = {
 
 @pytest.fixture(scope="module")
 def warm(ray_session, tmp_path_factory):
-    """The main job's warm start on a tiny world: record, clone. (folder, clone path, summary, config)"""
+    """The warm start on a tiny world — record, clone — as a sweep makes it once for all its trials
+    (tune_rewards.py; the main job's is the same warm_start_from_recording). (folder, clone path, summary, config)"""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from tune_rewards import _warm_start_once
+
     cfg = TrainTamiyoConfig.model_validate(CFG)
-    out = tmp_path_factory.mktemp("run")
-    path, summary = warm_start_from_recording(cfg, out, "test")
-    return out, path, summary, cfg
+    sweep = tmp_path_factory.mktemp("sweep")
+    trials_base = _warm_start_once(cfg, sweep)
+    out = sweep / "warm_start"
+    assert trials_base.pretrain is None and trials_base.ppo.init_agent == str(out / "pretrain" / "agent.pt")
+    summary = json.loads((out / "pretrain" / "warm_start.json").read_text())
+    return out, Path(trials_base.ppo.init_agent), summary, cfg
 
 
 def test_the_recording_holds_every_controller_and_plan_and_ray_data_reads_it(warm, ray_session):

@@ -26,11 +26,11 @@ ROOT = Path(__file__).parents[1]
 AGENT = ROOT / "docs" / "data" / "agents" / "tamiyo_smoke_attempt7.pt"
 TINY_PPO = ["--set", "world.data.limit=300", "--set", "world.trainer.max_batches_per_epoch=2", "--set",
             "world.val_images=60", "--set", "ppo.train_batch_size=24", "--set", "ppo.minibatch_size=12",
-            "--set", "ppo.num_epochs=1", "--set", "eval_episodes=0"]
+            "--set", "ppo.num_epochs=1", "--set", "eval_episodes=0", "--set", "pretrain=null"]
 TINY_SWEEP = """
 base: smoke
 base_overrides: [world.data.limit=300, world.trainer.max_batches_per_epoch=2, world.val_images=60,
-                 ppo.train_batch_size=24, ppo.minibatch_size=12, ppo.num_epochs=1]
+                 ppo.train_batch_size=24, ppo.minibatch_size=12, ppo.num_epochs=1, pretrain=null]
 search:
   world.reward.rent_lambda: {grid: [0.0, 0.5]}
 iterations: 50
@@ -82,6 +82,10 @@ def test_training_entry_points_are_loopback_only_refuse_strangers_and_leave_noth
     try:
         address = wait_for_gcs(proc.pid)
         _wait_for_text(proc, log, running)
+        from esper.runtime.quiet import KNOWN_NOISE
+
+        printed = log.read_text()
+        assert not [n for n in KNOWN_NOISE if n in printed], "known library noise reached the console"
         assert_all_loopback(tree(proc.pid))
         assert_stranger_refused(address, tmp_path / "home")
     finally:

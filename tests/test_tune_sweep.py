@@ -26,7 +26,7 @@ import tune_rewards  # noqa: E402
 TINY = """
 base: smoke
 base_overrides: [world.data.limit=300, world.trainer.epochs=3, world.trainer.max_batches_per_epoch=2,
-                 world.val_images=60, ppo.train_batch_size=24, ppo.minibatch_size=12, ppo.num_epochs=1]
+                 world.val_images=60, ppo.train_batch_size=24, ppo.minibatch_size=12, ppo.num_epochs=1, pretrain=null]
 search:
   world.reward.rent_lambda: {grid: [0.0, 0.5]}
   world.reward.pbrs_weight: {grid: [0.1, 0.5]}

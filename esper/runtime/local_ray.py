@@ -128,14 +128,22 @@ def attach_environment(address: str) -> None:
 
 
 def init(address: str | None = None, **kwargs):
-    """ray.init: a new local cluster (address None) on loopback with token auth, or attach to `address`."""
+    """ray.init: a new local cluster (address None) on loopback with token auth, or attach to `address`. Known
+    third-party console noise is dropped here and in every worker (esper.runtime.quiet)."""
     import ray
+
+    from esper.runtime import quiet
 
     if address is None:
         secure_local_environment()
     else:
         attach_environment(address)
-    return ray.init(address=address, **kwargs)
+    runtime_env = dict(kwargs.pop("runtime_env", None) or {})
+    runtime_env.setdefault("worker_process_setup_hook", quiet.SETUP_HOOK)
+    quiet.install()
+    context = ray.init(address=address, runtime_env=runtime_env, **kwargs)
+    quiet.install()  # ray.init(configure_logging=True) may have replaced the handlers
+    return context
 
 
 class ProcessTree:

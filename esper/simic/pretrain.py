@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+WARM_START_FILE = "warm_start.json"
 
 
 class PretrainDataError(ValueError):
@@ -161,7 +162,8 @@ def _counts(episodes: list[dict]) -> dict[str, int]:
 
 def warm_start_from_recording(cfg, out: Path, command: str = "") -> tuple[Path, dict]:
     """The main job's warm start (Ray must be up): record cfg.pretrain's controllers into out/offline (continuing
-    an interrupted recording), clone the best episodes into out/pretrain/agent.pt. Returns that path and a summary."""
+    an interrupted recording), clone the best episodes into out/pretrain/agent.pt. Returns that path and a summary
+    (also written to out/pretrain/warm_start.json)."""
     from esper.simic.record import manifest, record, returns_by_controller
     from esper.tamiyo.by_name import controller_names
     from esper.tolaria.builder import build_model
@@ -177,5 +179,7 @@ def warm_start_from_recording(cfg, out: Path, command: str = "") -> tuple[Path, 
              f"({by[best]:+.3f}); worst: {min(by.values()):+.3f}")
     prepared = prepare(out / "offline", out / "pretrain", cfg, p.top_pct, cfg.seed)
     clone = behaviour_clone(prepared, cfg, p.iterations, p.batch_size, p.lr, cfg.seed)
-    return out / "pretrain" / "agent.pt", {"record_seconds": round(recorded_s, 1), "recorded_mean_return": by,
-                                           "bc": clone, "seconds": round(time.monotonic() - start, 1)}
+    summary = {"record_seconds": round(recorded_s, 1), "recorded_mean_return": by, "bc": clone,
+               "seconds": round(time.monotonic() - start, 1)}
+    (out / "pretrain" / WARM_START_FILE).write_text(json.dumps(summary, indent=2))
+    return out / "pretrain" / "agent.pt", summary

@@ -132,16 +132,15 @@ def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources:
 def _warm_start(cfg: TrainTamiyoConfig, out: Path, init_agent, fresh: bool, command: str):
     """PPO's starting agent and the pretraining summary: `init_agent` as given, or (cfg.pretrain) a clone of
     episodes recorded now — made on a fresh start, read back on a resume."""
-    from esper.simic.pretrain import warm_start_from_recording
+    from esper.simic.pretrain import WARM_START_FILE, warm_start_from_recording
     from esper.tamiyo.agent_file import load_agent
 
     if cfg.pretrain is None:
         return init_agent, None
-    saved = out / "pretrain" / "warm_start.json"
     if not fresh:
+        saved = out / "pretrain" / WARM_START_FILE
         return None, json.loads(saved.read_text()) if saved.is_file() else None
     path, summary = warm_start_from_recording(cfg, out, command)
-    saved.write_text(json.dumps(summary, indent=2))
     return load_agent(path, expected_features=feature_names(EsperEnv(cfg.world).action_spec)), summary
 
 
