@@ -119,6 +119,7 @@ def behaviour_clone(prepared: dict, cfg, iterations: int, batch_size: int, lr: f
     into the prepared output folder and returns the summary."""
     from esper.leyline.features import feature_names
     from esper.provenance import code_version
+    from esper.runtime.quiet import quiet_ray_data
     from esper.simic.bc import bc_config, learner_net_state
     from esper.simic.env import spaces_for
     from esper.tamiyo.agent_file import save_agent
@@ -128,6 +129,7 @@ def behaviour_clone(prepared: dict, cfg, iterations: int, batch_size: int, lr: f
     names = list(feature_names(spec))
     log.info(f"BC on the best {len(chosen)} of {prepared['recorded']} episodes (returns {chosen[-1]['episode_return']:+.3f} "
              f"… {chosen[0]['episode_return']:+.3f}; {_counts(chosen)}); {prepared['test'].num_rows} held-out steps")
+    quiet_ray_data()
     algo = bc_config([str(prepared["data"])], spaces_for(spec), cfg.ppo.hidden, batch_size, lr, seed).build_algo()
     start, losses = time.monotonic(), []
     for it in range(1, iterations + 1):
