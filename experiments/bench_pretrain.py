@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from _console import show_progress
+from esper.simic.record import FIRST_EVAL_SEED as EVAL_SEED_BASE
 
 LEARNING_TEST = ["ppo.train_batch_size=512", "ppo.minibatch_size=128", "ppo.num_epochs=8", "ppo.lr=0.001"]
 ARMS = ("scratch", "bc")
-EVAL_SEED_BASE = 100_000
 
 
 def _parse() -> argparse.Namespace:
@@ -139,7 +139,7 @@ def run_arm(args, arm: str, seed: int, wait: list, seeds: list[int]) -> list[dic
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         if rows[-1]["passed"]:
             return rows
-    algo = build_ppo_config(cfg, plan_runners(ray.available_resources())).build_algo()
+    algo = build_ppo_config(cfg, plan_runners(ray.cluster_resources())).build_algo()
     try:
         checkpoint = latest_checkpoint(folder)
         if checkpoint is not None and rows:

@@ -21,8 +21,8 @@ from esper.simic.config import TrainTamiyoConfig
 from esper.simic.env import EsperEnv
 from esper.simic.evaluate import format_metric
 from esper.simic.ppo import build_ppo_config, warm_start
+from esper.simic.record import FIRST_EVAL_SEED as EVAL_SEED_BASE  # disjoint from training's and recordings' seeds
 
-EVAL_SEED_BASE = 100_000  # evaluation episodes use seeds disjoint from training's
 ESPER_ITERATION_FILE = "esper_iteration.txt"
 
 log = logging.getLogger(__name__)  # progress at INFO: ppo_multislot.py prints it
