@@ -5,7 +5,7 @@
     python experiments/ppo_multislot.py --resume runs/ppo/long            # continue from its checkpoint
     python experiments/ppo_multislot.py --preset cifar10 --address auto   # on a Ray cluster (see docs/cluster.md)
     python experiments/ppo_multislot.py --set ppo.lr=1e-3 --set world.reward.rent_lambda=0.1
-    python experiments/ppo_multislot.py --set ppo.init_agent=runs/ppo/long/agent.pt --set world.reward.rent_lambda=0.3
+    python experiments/ppo_multislot.py --set pretrain=null --set ppo.init_agent=runs/ppo/long/agent.pt --set world.reward.rent_lambda=0.3
                                                                           # fine-tune a trained Tamiyo
 
 Each EnvRunner is an env actor training its own host (pinned to a GPU when the cluster has GPUs). Writes to
