@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## the main job on its small default: PPO on the smoke world (offline, local, ~7 min)
+run: $(STAMP)  ## the main job on its small default: record, clone, PPO on the smoke world (offline, local, ~8.5 min)
 	$(PY) experiments/ppo_multislot.py
 
 test: $(STAMP)  ## the default test suite (slow tests excluded)
