@@ -90,10 +90,10 @@ def _judge(cfg, agent_path: Path, wait: list, seeds: list[int]) -> dict:
 
 def _export(algo, cfg, path: Path) -> None:
     from esper.leyline.features import feature_names
-    from esper.simic.env import EsperEnv
     from esper.tamiyo.agent_file import save_agent
+    from esper.tolaria.builder import build_model
 
-    spec = EsperEnv(cfg.world).action_spec
+    spec = build_model(cfg.world).action_spec
     save_agent(path, algo.get_module().net, spec, feature_names(spec), cfg.model_dump(mode="json"))
 
 

@@ -7,6 +7,7 @@ the main job's whole warm start (record into the run folder, then clone), so PPO
 from __future__ import annotations
 
 import gc
+from collections import Counter
 import json
 import logging
 import time
@@ -81,8 +82,8 @@ def write_split(folder: Path, episodes: list[dict], out: Path, seed: int):
 
 
 def held_out_fit(net, test) -> dict:
-    """How the clone does on steps it never saw: mean log-probability of the recorded action, how often its
-    greedy action is the recorded one, and the most probability it puts on any masked action (must be 0)."""
+    """How the clone does on steps it never saw: mean log-probability of the recorded action and how often its
+    greedy action is the recorded one."""
     import numpy as np
     import torch
 
@@ -156,10 +157,8 @@ def behaviour_clone(prepared: dict, cfg, iterations: int, batch_size: int, lr: f
 
 
 def _counts(episodes: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for e in episodes:
-        counts[e["controller"]] = counts.get(e["controller"], 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+    """Episodes per controller, most first."""
+    return dict(Counter(e["controller"] for e in episodes).most_common())
 
 
 def warm_start_from_recording(cfg, out: Path, command: str = "") -> tuple[Path, dict]:
