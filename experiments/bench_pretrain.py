@@ -6,7 +6,7 @@
 The bar (docs/results.md §5): the greedy policy beats WAIT-only by more than 2 paired standard errors on final
 accuracy and on return over 20 evaluation episodes (seeds 100000–100019) of the smoke world. Both arms train PPO
 with the same settings (the §5 learning test's: 512 steps per iteration, 128-step minibatches, 8 epochs, lr 1e-3;
-`--set` to change them) and are evaluated every --eval-every iterations (in the driver while the env runners
+`--set` to change them) and are evaluated every --eval-every iterations (in Ray tasks while the env runners
 wait; evaluation time is not counted). The `bc` arm first records and clones as the main job does (the smoke
 preset's `pretrain:` section): its clock and env steps include the recording, and its clone is evaluated before
 PPO's first iteration. An arm stops at its first evaluation that passes, or at --max-iterations.
@@ -80,9 +80,14 @@ def _play(cfg, agent_path: Path | None, seeds: list[int]) -> list:
 
 
 def _judge(cfg, agent_path: Path, wait: list, seeds: list[int]) -> dict:
-    from esper.simic.evaluate import paired_difference
+    """The agent's greedy episodes, in parallel Ray tasks of no CPU reservation (PPO's env runners hold the
+    cluster's CPUs but wait while the driver evaluates), paired with WAIT-only's."""
+    import os
 
-    stats = _play(cfg, agent_path, seeds)
+    from esper.simic.evaluate import evaluate_in_parallel, paired_difference
+
+    chunk = -(-len(seeds) // (os.cpu_count() or 1))
+    stats = evaluate_in_parallel(cfg.world, {"ppo": ("ppo", str(agent_path))}, seeds, chunk, num_cpus=0)["ppo"]
     d = {k: paired_difference(stats, wait, k) for k in ("final_metric", "episode_return")}
     return {"accuracy": d["final_metric"], "return": d["episode_return"],
             "passed": d["final_metric"]["beats_by_2se"] and d["episode_return"]["beats_by_2se"]}

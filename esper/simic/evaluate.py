@@ -111,12 +111,13 @@ def _play_chunk(world_json: dict, name: str, agent_path: str | None, seeds: list
 
 
 def evaluate_in_parallel(world, controllers: dict[str, tuple[str, str | None]], seeds: list[int],
-                         chunk: int = 5) -> dict[str, list[EpisodeStats]]:
+                         chunk: int = 5, num_cpus: float = 1) -> dict[str, list[EpisodeStats]]:
     """Every controller on the same `seeds`, in Ray tasks of `chunk` episodes (Ray must be up). `controllers` maps
-    a label to (controller name, agent.pt path or None); the label names its episodes."""
+    a label to (controller name, agent.pt path or None); the label names its episodes. `num_cpus` per task: 0
+    when the caller's own actors hold the CPUs but sit idle meanwhile (PPO's env runners between iterations)."""
     import ray
 
-    task, world_json = ray.remote(num_cpus=1)(_play_chunk), world.model_dump(mode="json")
+    task, world_json = ray.remote(num_cpus=num_cpus)(_play_chunk), world.model_dump(mode="json")
     refs = {label: [task.remote(world_json, name, path, seeds[i:i + chunk]) for i in range(0, len(seeds), chunk)]
             for label, (name, path) in controllers.items()}
     return {label: [EpisodeStats(**(d | {"controller": label})) for part in ray.get(parts) for d in part]
