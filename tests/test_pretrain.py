@@ -147,3 +147,34 @@ def test_the_main_job_config_names_a_bad_pretrain_setting():
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "pretrain.controllers" in proc.stderr and "nowhere" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("clone_return, kept", [(0.7, "clone"), (0.5, "fine-tuned"), (0.6, "fine-tuned")])
+def test_the_main_job_keeps_the_clone_only_when_it_validates_better(tmp_path, monkeypatch, clone_return, kept):
+    """After fine-tuning, agent.pt is whichever of the two earns the higher mean return on validation seeds — which
+    lie apart from the recording's and the evaluation's; a tie keeps the fine-tuned agent, which is kept either way."""
+    import esper.simic.evaluate as evaluate
+    from esper.simic.evaluate import EpisodeStats
+    from esper.simic.record import FIRST_EVAL_SEED
+    from esper.simic.train import _keep_the_better
+
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "agent.pt").write_bytes(b"fine-tuned")
+    (tmp_path / "pretrain" / "agent.pt").write_bytes(b"clone")
+    played = {}
+
+    def fake(world, controllers, seeds, *args, **kwargs):
+        played.update(controllers=controllers, seeds=seeds)
+        ret = {"fine-tuned": 0.6, "clone": clone_return}
+        return {k: [EpisodeStats(k, s, 0.3, ret[k], 0, 0, 0, 0.0, False, {}) for s in seeds] for k in controllers}
+
+    monkeypatch.setattr(evaluate, "evaluate_in_parallel", fake)
+    cfg = TrainTamiyoConfig.model_validate(CFG | {"pretrain": CFG["pretrain"] | {"validation_episodes": 4}})
+    selection = _keep_the_better(cfg, tmp_path)
+    assert selection["kept"] == kept and len(played["seeds"]) == 4
+    assert all(s < FIRST_EVAL_SEED for s in played["seeds"]) and min(played["seeds"]) >= CFG["pretrain"]["episodes"]
+    assert (tmp_path / "agent.pt").read_bytes() == (b"clone" if kept == "clone" else b"fine-tuned")
+    assert (tmp_path / "finetuned_agent.pt").read_bytes() == b"fine-tuned"
+    assert {p for _, p in played["controllers"].values()} == {str(tmp_path / "agent.pt"), str(tmp_path / "pretrain" / "agent.pt")}
+    off = TrainTamiyoConfig.model_validate(CFG | {"pretrain": CFG["pretrain"] | {"validation_episodes": 0}})
+    assert _keep_the_better(off, tmp_path) is None

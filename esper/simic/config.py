@@ -76,8 +76,8 @@ class PretrainSettings(EsperModel):
     """Controllers to record, by name (wait, random, heuristic, plan:…, eps:ε:NAME; esper/tamiyo/by_name.py)."""
     plan_space: int = Field(1, ge=0)
     """Also record every fixed plan of 1..plan_space seeds (0: none)."""
-    episodes: int = Field(4, ge=1)
-    """Episodes per controller (seeds 0, 1, …: below the evaluation seeds)."""
+    episodes: int = Field(4, ge=1, le=50_000)
+    """Episodes per controller (seeds 0, 1, …: below the validation and evaluation seeds)."""
     top_pct: float = Field(25.0, gt=0, le=100)
     """Clone the best this-% of the recorded episodes by return (filtered behaviour cloning)."""
     iterations: int = Field(200, ge=1)
@@ -86,6 +86,10 @@ class PretrainSettings(EsperModel):
     """Steps per BC gradient step."""
     lr: float = Field(1e-3, gt=0)
     """BC's Adam learning rate."""
+    validation_episodes: int = Field(10, ge=0)
+    """After PPO, the fine-tuned agent and the clone play greedily on this many validation seeds (50,000…, apart
+    from the recording's and the evaluation's); agent.pt is the clone if it earns the higher mean return, the
+    fine-tuned agent is kept as finetuned_agent.pt either way (0: no check, agent.pt is the fine-tuned agent)."""
 
     @field_validator("controllers")
     @classmethod

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 FIRST_EVAL_SEED = 100_000
 """Evaluation episodes (evaluate_tamiyo.py, a PPO run's summary) use the seeds from here on: recordings stay below."""
+FIRST_VALIDATION_SEED = 50_000
+"""A fine-tuned agent is validated against its clone on the seeds from here (below the evaluation seeds, above any
+recording of ≤ 50,000 episodes per controller): choosing between them never sees an evaluation episode."""
 
 
 def _record_chunk(world_json: dict, controller: str, seeds: list[int], out: str) -> list[dict]:

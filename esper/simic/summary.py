@@ -39,6 +39,11 @@ def run_markdown(cfg, out, s: dict) -> str:
                   f"recorded in `{out}/offline/`, behaviour-cloned (RLlib BC, {bc['iterations']} steps) from the best "
                   f"{bc['episodes']} ({bc['top_pct']:g} %: {bc['chosen_by_controller']}) into `{out}/pretrain/agent.pt`; "
                   f"held-out greedy = recorded action {bc['held_out']['greedy_matches']:.0%}.", ""]
+    if s.get("selection"):
+        v = s["selection"]
+        lines += [f"Validation ({v['seeds'][0]}–{v['seeds'][1]}, greedy mean return): fine-tuned "
+                  f"{v['mean_return']['fine-tuned']:+.3f}, clone {v['mean_return']['clone']:+.3f} → `agent.pt` (`ppo` "
+                  f"below) is the **{v['kept']}**; the fine-tuned agent is `{out}/finetuned_agent.pt`.", ""]
     if s["evaluation"]:
         lines += evaluation_lines(s["evaluation"], s.get("paired", {}), cfg.world.data.metric_name)
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from esper.tolaria.builder import build_model
 from esper.simic.evaluate import format_metric
 from esper.simic.ppo import build_ppo_config, warm_start
 from esper.simic.record import FIRST_EVAL_SEED as EVAL_SEED_BASE  # disjoint from training's and recordings' seeds
+from esper.simic.record import FIRST_VALIDATION_SEED
 
 ESPER_ITERATION_FILE = "esper_iteration.txt"
 
@@ -144,8 +145,31 @@ def _warm_start(cfg: TrainTamiyoConfig, out: Path, init_agent, fresh: bool, comm
     return load_agent(path, expected_features=feature_names(build_model(cfg.world).action_spec)), summary
 
 
+def _keep_the_better(cfg: TrainTamiyoConfig, out: Path) -> dict | None:
+    """Model selection after fine-tuning a clone: both play greedily on validation seeds (never an evaluation
+    episode); agent.pt becomes the clone if the clone earns the higher mean return. PPO's first updates start from
+    a critic BC never trained and can undo what the clone learned (docs/results.md §13). The fine-tuned agent stays
+    in finetuned_agent.pt."""
+    from esper.simic.evaluate import evaluate_in_parallel
+
+    n = cfg.pretrain.validation_episodes
+    if n == 0:
+        return None
+    seeds = [FIRST_VALIDATION_SEED + i for i in range(n)]
+    log.info(f"validating the fine-tuned agent against its clone on {n} episodes (seeds {seeds[0]}–{seeds[-1]})")
+    agents = {"fine-tuned": out / "agent.pt", "clone": out / "pretrain" / "agent.pt"}
+    stats = evaluate_in_parallel(cfg.world, {k: ("ppo", str(p)) for k, p in agents.items()}, seeds)
+    returns = {k: sum(e.episode_return for e in v) / n for k, v in stats.items()}
+    kept = "clone" if returns["clone"] > returns["fine-tuned"] else "fine-tuned"
+    shutil.copyfile(agents["fine-tuned"], out / "finetuned_agent.pt")
+    if kept == "clone":
+        shutil.copyfile(agents["clone"], out / "agent.pt")
+    log.info(f"  mean return: fine-tuned {returns['fine-tuned']:+.3f}, clone {returns['clone']:+.3f} → agent.pt is the {kept}")
+    return {"seeds": [seeds[0], seeds[-1]], "mean_return": returns, "kept": kept}
+
+
 def _evaluate(cfg: TrainTamiyoConfig, out: Path, pretrained: bool) -> tuple[dict, dict]:
-    """The trained agent (and the clone it started from) beside WAIT-only, random and the heuristic on the same
+    """The trained agent (and the clone it started from, unless validation compared them) beside WAIT-only, random and the heuristic on the same
     evaluation seeds, in parallel Ray tasks; summaries and the agent's paired differences."""
     from esper.simic.evaluate import compare_paired, evaluate_in_parallel, summarise
 
@@ -165,7 +189,8 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
                  init_agent=None, ray_dashboard: bool = True, command: str = "") -> str:
     """Train, checkpoint, export agent.pt, evaluate and write the summary; returns the Markdown summary.
     `init_agent` (a loaded agent.pt, see ppo.load_init_agent) gives a fresh run its starting weights; with
-    cfg.pretrain the run makes its own (record, clone). `resume` continues from the run's checkpoint (a run
+    cfg.pretrain the run makes its own (record, clone) and keeps the clone if it validates better than its
+    fine-tuning (`_keep_the_better`). `resume` continues from the run's checkpoint (a run
     stopped before its first checkpoint starts PPO again, after finishing its recording)."""
     from esper.simic.summary import run_markdown
     from esper.tamiyo.agent_file import save_agent
@@ -222,16 +247,17 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
                    version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
         algo.stop()
         writer.close()
+        selection = _keep_the_better(cfg, out) if pretrain is not None else None
         if cfg.eval_episodes:
             log.info(f"evaluating the agent on {cfg.eval_episodes} episodes beside WAIT-only, random and the heuristic")
-        evaluation, paired = _evaluate(cfg, out, pretrain is not None)
+        evaluation, paired = _evaluate(cfg, out, pretrain is not None and selection is None)
     finally:
         if address:
             release_request()
         ray.shutdown()
     summary = {"config": cfg.model_dump(mode="json"), "code_version": version, "plan": plan.describe(),
                "placement": placement, "wall_seconds": time.perf_counter() - t0, "history": history,
-               "pretrain": pretrain, "evaluation": evaluation, "paired": paired}
+               "pretrain": pretrain, "selection": selection, "evaluation": evaluation, "paired": paired}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     md = run_markdown(cfg, out, summary)
     (out / "summary.md").write_text(md)
