@@ -132,15 +132,16 @@ def _our_processes(marker: str) -> list[int]:
     return pids
 
 
-def _stop(marker: str, timeout_s: float = 30.0) -> None:
-    """SIGTERM everything of ours, wait, then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _stop(marker: str, grace_s: float = 10.0, timeout_s: float = 30.0) -> None:
+    """SIGTERM everything of ours, wait `grace_s` (as `ray stop --grace-period` does), then SIGKILL what is left
+    and wait for it to go."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, timeout_s)):
         for pid in _our_processes(marker):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + wait_s
         while _our_processes(marker) and time.monotonic() < deadline:
             time.sleep(0.5)
 

@@ -1,6 +1,7 @@
 """The served Tamiyo on a real (test-session) Ray cluster: HTTP answers equal the in-process policy, hot reload
 under traffic drops nothing, a replica failing its health check is replaced, and a remote training job equals the
-in-process run and survives the server being stopped and restarted mid-run. Loopback only; Serve is stopped by
+in-process run and survives the server being stopped and restarted mid-run; a text-world agent is served and
+steers a character-transformer job exactly as in-process. Loopback only; Serve is stopped by
 its own handle at the end."""
 
 from __future__ import annotations
@@ -41,17 +42,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_agent(path: Path, seed: int) -> Path:
-    from esper.kasmina import MorphogeneticModel
-    from esper.kasmina.hosts import CNNHost
+def make_agent(path: Path, seed: int, world: WorldConfig = WORLD) -> Path:
+    from esper.tolaria.builder import build_model
 
-    spec = MorphogeneticModel(CNNHost(WORLD.host), WORLD.kasmina).action_spec
+    spec = build_model(world).action_spec
     torch.manual_seed(seed)
     net = TamiyoPolicyNet(feature_size(spec), spec.nvec, hidden=32)
     with torch.no_grad():  # sharp heads: greedy choices vary with the input and are never near-ties
         for head in (net.op_head, net.slot_head, net.blueprint_head, net.blend_head):
             head.weight.normal_(0.0, 1.0)
-    save_agent(path, net, spec, feature_names(spec), config={"world": WORLD.model_dump(mode="json")}, code_version="test")
+    save_agent(path, net, spec, feature_names(spec), config={"world": world.model_dump(mode="json")}, code_version="test")
     return path
 
 
@@ -242,3 +242,42 @@ def test_a_replica_failing_its_health_check_is_replaced(served, tmp_path):
         assert pid != first, "the unhealthy replica was not replaced within 60 s"
     finally:
         serve.delete("fails-once")
+
+
+def text_world(folder: Path) -> WorldConfig:
+    """A character transformer on a small corpus of its own (tests never read ../shared), token seeds, graft lifecycle."""
+    text = "".join(f"line {i % 7}: the quick brown fox jumps over the lazy dog.\n" for i in range(60))
+    (folder / "corpus.txt").write_text(text, encoding="utf-8")
+    return WorldConfig.model_validate({
+        "data": {"task": "char_lm", "source": str(folder / "corpus.txt"), "block_size": 16, "val_windows": 8},
+        "host": {"name": "transformer", "preset": "custom", "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16,
+                 "vocab_size": len(set(text))},
+        "kasmina": {"blueprints": ["block_copy", "attention_head", "token_mlp", "lora"], "lifecycle": "graft"},
+        "trainer": {"epochs": 6, "batch_size": 8, "max_batches_per_epoch": 3, "optimizer": "adamw", "lr": 3e-3,
+                    "augment": False},
+        "val_images": None, "device": "cpu"})
+
+
+def test_a_text_world_agent_is_served_and_steers_a_text_job_as_in_process(served, tmp_path):
+    """Last in this module (it swaps the served agent): an agent.pt of the text world, hot-reloaded into the
+    running server, answers a remote character-transformer job over HTTP; the job makes the same decisions —
+    growth among them — and reaches the same validation losses as the same agent in-process."""
+    from esper.serve import launch
+
+    cfg, url, _ = served
+    world = text_world(tmp_path)
+    text_cfg = cfg.model_copy(update={"agent": make_agent(tmp_path / "text.pt", 8, world)})  # seed 8: grows twice
+    launch.reload(text_cfg)
+    deadline = time.time() + 90
+    while requests.get(url + "/healthz", timeout=10).json()["policy_version"] != file_digest(text_cfg.agent):
+        assert time.time() < deadline, "the text-world agent never answered"
+        time.sleep(0.2)
+    remote = RemoteTamiyo(TamiyoClient(url))
+    over_http = train(world, remote, seed=5)
+    local = train(world, NeuralTamiyo(load_agent(text_cfg.agent)), seed=5)
+    assert remote.fallbacks == 0 and remote.answered == world.trainer.epochs
+    ops = [d.split(" (")[0].split(": ")[1] for d in over_http.decisions]
+    assert "GERMINATE" in ops, ops  # the comparison is not WAIT against WAIT
+    assert [d.split(" (")[0] for d in over_http.decisions] == [d.split(" (")[0] for d in local.decisions]
+    assert over_http.metric_name == "neg_loss" and over_http.metric_history == local.metric_history
+    assert over_http.params_total == local.params_total > 0
