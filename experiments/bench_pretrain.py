@@ -9,7 +9,8 @@ with the same settings (the §5 learning test's: 512 steps per iteration, 128-st
 `--set` to change them) and are evaluated every --eval-every iterations (in Ray tasks while the env runners
 wait; evaluation time is not counted). The `bc` arm first records and clones as the main job does (the smoke
 preset's `pretrain:` section): its clock and env steps include the recording, and its clone is evaluated before
-PPO's first iteration. An arm stops at its first evaluation that passes, or at --max-iterations.
+PPO's first iteration. An arm stops at its first evaluation that passes, or at --max-iterations (with
+`--until max`, only there: to see where each arm gets, e.g. whether PPO from the clone goes beyond it).
 
 Each arm × seed keeps OUT/<arm>-s<seed>/bench.jsonl (one line per evaluation) and a PPO checkpoint at every
 evaluation; --resume continues each from there. OUT/summary.md and summary.json compare the arms (medians).
@@ -41,6 +42,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--max-iterations", type=int, default=30, help="give up after this many (default %(default)s)")
     p.add_argument("--eval-every", type=int, default=2, help="iterations between evaluations (default %(default)s)")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (default %(default)s)")
+    p.add_argument("--until", choices=["bar", "max"], default="bar",
+                   help="stop an arm at its first evaluation that passes (bar, default) or train it to "
+                        "--max-iterations regardless (max: where each arm gets, not only when it first passes)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
     args = p.parse_args()
@@ -135,14 +139,14 @@ def run_arm(args, arm: str, seed: int, wait: list, seeds: list[int]) -> list[dic
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "bench.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    if rows and (rows[-1]["passed"] or rows[-1]["iteration"] >= args.max_iterations):
+    if rows and ((rows[-1]["passed"] and args.until == "bar") or rows[-1]["iteration"] >= args.max_iterations):
         return rows
     seconds, steps = _warm_start(cfg, folder, rows) if arm == "bc" else (0.0, 0)
     if arm == "bc" and not rows:
         _log_row(folder, {"iteration": 0, "env_steps": steps, "seconds": seconds}
                  | _judge(cfg, folder / "pretrain" / "agent.pt", wait, seeds))
         rows = [json.loads(line) for line in path.read_text().splitlines()]
-        if rows[-1]["passed"]:
+        if rows[-1]["passed"] and args.until == "bar":
             return rows
     algo = build_ppo_config(cfg, plan_runners(ray.cluster_resources())).build_algo()
     try:
@@ -168,7 +172,7 @@ def run_arm(args, arm: str, seed: int, wait: list, seeds: list[int]) -> list[dic
                      | _judge(cfg, folder / "agent.pt", wait, seeds))
             _save_checkpoint(algo, folder, iteration)
             start = time.monotonic()  # evaluation and checkpointing are not the arm's time
-            if json.loads(path.read_text().splitlines()[-1])["passed"]:
+            if json.loads(path.read_text().splitlines()[-1])["passed"] and args.until == "bar":
                 break
     finally:
         algo.stop()
@@ -179,13 +183,16 @@ def _summary(args, results: dict) -> str:
     lines = ["# PPO to the learning bar: from scratch vs from a BC warm start", "",
              f"`{' '.join(['python', *sys.argv])}`; bar: PPO − WAIT > 2 paired SE on accuracy and return, "
              f"{args.episodes} episodes; evaluated every {args.eval_every} iterations, at most {args.max_iterations}.", "",
-             "| arm | seed | reached the bar | at iteration | env steps | minutes |", "|---|---:|---|---:|---:|---:|"]
+             "| arm | seed | reached the bar | at iteration | env steps | minutes | there: PPO − WAIT accuracy | return "
+             "| last evaluation: iteration | accuracy | return |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     medians = {}
+    diff = lambda row, k, fmt: f"{format(row[k]['mean'], '+' + fmt)} [{format(row[k]['se'], fmt)}]"
     for (arm, seed), rows in results.items():
         hit = next((r for r in rows if r["passed"]), None)
         last = hit or rows[-1]
         lines.append(f"| {arm} | {seed} | {'yes' if hit else 'no'} | {last['iteration']} | {last['env_steps']} | "
-                     f"{last['seconds'] / 60:.1f} |")
+                     f"{last['seconds'] / 60:.1f} | {diff(last, 'accuracy', '.2%')} | {diff(last, 'return', '.3f')} | "
+                     f"{rows[-1]['iteration']} | {diff(rows[-1], 'accuracy', '.2%')} | {diff(rows[-1], 'return', '.3f')} |")
         medians.setdefault(arm, []).append((last["env_steps"], last["seconds"] / 60, hit is not None))
     lines += ["", "| arm | seeds reaching the bar | median env steps | median minutes |", "|---|---:|---:|---:|"]
     for arm, xs in medians.items():
