@@ -29,13 +29,13 @@ def compute_to_target(rows: list[dict], arms: list[str], metric: str, split: str
     big_spend = statistics.fmean(r["train_flops"] for r in big)
     lines = [f"Target: the {BIG_CONTROL} arm's mean final {split_name} {metric}, {target:.4f}; its spend "
              f"{big_spend / 1e12:.3g} TFLOPs.", "",
-             f"| arm | seeds reaching the target | TFLOPs to target (mean ± std) | saving vs the big control | final "
+             f"| arm | seeds reaching the target | TFLOPs to target (mean ± sample std) | saving vs the big control | final "
              f"{split_name} {metric} | TFLOPs spent |", "|---|---:|---:|---:|---:|---:|"]
     for arm in arms:
         rs = [r for r in rows if r["arm"] == arm]
         hits = [h for h in (_first_reach(r[history_key], r["flops_history"], target) for r in rs) if h is not None]
         if hits:
-            mean, std = statistics.fmean(hits), statistics.pstdev(hits) if len(hits) > 1 else 0.0
+            mean, std = statistics.fmean(hits), statistics.stdev(hits) if len(hits) > 1 else 0.0
             reach, saving = f"{mean / 1e12:.3g} ± {std / 1e12:.2g}", f"{1 - mean / big_spend:+.1%}"
         else:
             reach, saving = "not reached", "—"
@@ -43,6 +43,35 @@ def compute_to_target(rows: list[dict], arms: list[str], metric: str, split: str
         spent = statistics.fmean(r["train_flops"] for r in rs)
         lines.append(f"| {arm} | {len(hits)}/{len(rs)} | {reach} | {saving} | {final:.4f} | {spent / 1e12:.3g} |")
     return "\n".join(lines), target
+
+
+def paired_table(rows: list[dict], arms: list[str], metric: str, references: list[str], split: str = "val") -> str:
+    """Markdown table: per arm, the final metric on `split` (mean ± sample std over seeds) and, against each reference
+    arm, the difference arm − reference paired by seed (mean ± sample std; > 0 is better: metrics are higher-is-better)
+    with the number of seeds on which the arm is ahead. Every arm must have run the reference's seeds."""
+    final_key, _, split_name = SPLITS[split]
+    by_arm = {arm: {r["seed"]: r[final_key] for r in rows if r["arm"] == arm} for arm in arms}
+    missing = [ref for ref in references if ref not in by_arm]
+    if missing:
+        raise ValueError(f"no arm {missing} to pair with (arms: {arms})")
+
+    def mean_std(values: list[float], sign: str = "") -> str:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):{sign}.4f} ± {std:.4f}"
+
+    head = f"| arm | seeds | final {split_name} {metric} |" + "".join(f" − {ref} (paired) |" for ref in references)
+    lines = [f"Paired by seed; mean ± sample std over seeds; a difference > 0 is better ({metric} is higher-is-better); "
+             "k/n: seeds on which the arm is ahead.", "", head, "|---|---:|---:|" + "---:|" * len(references)]
+    for arm in arms:
+        values = by_arm[arm]
+        cells = []
+        for ref in references:
+            if set(by_arm[ref]) != set(values):
+                raise ValueError(f"arms {arm!r} and {ref!r} ran different seeds: {sorted(values)} vs {sorted(by_arm[ref])}")
+            diffs = [values[s] - by_arm[ref][s] for s in sorted(values)]
+            cells.append("—" if arm == ref else f"{mean_std(diffs, '+')} ({sum(d > 0 for d in diffs)}/{len(diffs)})")
+        lines.append(f"| {arm} | {len(values)} | {mean_std(list(values.values()))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_curves(rows: list[dict], arms: list[str], metric: str, target: float | None, path: Path,

@@ -17,7 +17,9 @@ Arms (every arm: identical epochs, optimiser, LR schedule, host init and data or
   heuristic   heuristic Tamiyo (esper/tamiyo/heuristic.py)
   ppo         a trained Tamiyo: --set agent=runs/ppo/<run>/agent.pt --set 'arms=[static,heuristic,ppo]'
 Every arm is a Run of the same world (the one every controller and the RL env use). Writes results.csv,
-summary.json, table.md, acc_vs_params.png and per-run telemetry under --out.
+summary.json, table.md (with differences paired by seed against the capacity and static arms), acc_vs_params.png,
+metric_vs_flops.png and per-run telemetry under --out. Each finished run is appended to --out/runs.jsonl at once:
+after a crash, the same command with --resume plays only the runs that are missing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -55,7 +58,7 @@ from esper.tolaria.run import run_training
 from esper.tolaria.trainer import pick_device
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _compute import compute_to_target, plot_curves  # noqa: E402
+from _compute import compute_to_target, paired_table, plot_curves  # noqa: E402
 
 
 class ExperimentConfig(EsperModel):
@@ -119,10 +122,14 @@ def _parse() -> tuple[argparse.Namespace, ExperimentConfig]:
                    help="equal compute: the budget is what the static host spends in EPOCHS epochs "
                         "(= --set world.trainer.budget_host_epochs=EPOCHS)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compare/<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the comparison in --out: keep its finished runs, play the rest (same config only)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args()
     if args.quick and args.config:
         p.error("--quick and --config are exclusive")
+    if args.resume and args.out is None:
+        p.error("--resume needs the --out folder of the comparison to continue")
     if args.eval_data:
         args.overrides.append(f"world.data.eval_data={args.eval_data}")
     if args.budget_flops is not None:
@@ -180,7 +187,7 @@ def _summarise(rows: list[dict], arms: list[str], has_eval: bool) -> list[dict]:
     out = []
     for arm in arms:
         rs = [r for r in rows if r["arm"] == arm]
-        stat = lambda k: (statistics.fmean(r[k] for r in rs), statistics.pstdev([r[k] for r in rs]) if len(rs) > 1 else 0.0)
+        stat = lambda k: (statistics.fmean(r[k] for r in rs), statistics.stdev([r[k] for r in rs]) if len(rs) > 1 else 0.0)
         s = {"arm": arm, "n": len(rs), "val_metric": stat("val_metric"), "params": stat("params_total"),
              "train_flops": stat("train_flops"), "seconds": stat("wall_seconds")}
         if has_eval:
@@ -192,7 +199,7 @@ def _summarise(rows: list[dict], arms: list[str], has_eval: bool) -> list[dict]:
 def _table(summary: list[dict], has_eval: bool, metric: str) -> str:
     pct = metric == "accuracy"  # accuracy is a fraction: shown in %
     f = (lambda v: f"{v:.2%}") if pct else (lambda v: f"{v:.4f}")
-    head = (f"| arm | seeds | val {metric} (mean ± std) |" + (f" eval {metric} |" if has_eval else "")
+    head = (f"| arm | seeds | val {metric} (mean ± sample std) |" + (f" eval {metric} |" if has_eval else "")
             + " final params | training TFLOPs | wall-clock s |")
     lines = [head, "|---|---:|---:|" + ("---:|" if has_eval else "") + "---:|---:|---:|"]
     for s in summary:
@@ -231,6 +238,84 @@ def _plot(rows: list[dict], arms: list[str], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+RUNS_LOG = "runs.jsonl"
+"""One line per finished run ({"row", "curve"}), appended as each ends: what --resume reads."""
+
+
+def _finished_runs(out: Path, resume: bool) -> list[dict]:
+    """The runs already finished in `out` (with --resume), refusing to overwrite them without it. A torn last line
+    (a crash while it was written) is dropped: that run is played again."""
+    path = out / RUNS_LOG
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if lines and not resume:
+        sys.exit(f"error: {out} already holds {len(lines)} finished runs: pass --resume to continue them, "
+                 "or choose another --out")
+    done = []
+    for i, line in enumerate(lines):
+        try:
+            done.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                sys.exit(f"error: {path} line {i + 1} is not JSON: it was edited by hand; remove it to replay that run")
+            tmp = path.with_suffix(".tmp")  # drop the torn line, so the next run's line starts on its own
+            tmp.write_text("".join(line + "\n" for line in lines[:-1]))
+            os.replace(tmp, path)
+    return done
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_same_config(out: Path, cfg: ExperimentConfig) -> None:
+    """--resume continues a comparison only under the config it started with: its finished runs must stay comparable."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        sys.exit(f"error: --resume: {path} not found (is {out} a compare_controllers.py output folder?)")
+    saved, now = _flat(yaml.safe_load(path.read_text())), _flat(cfg.model_dump(mode="json"))
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if changed:
+        sys.exit(f"error: --resume: the config differs from {path} in {', '.join(changed)}: "
+                 "resume with the same preset and --set options")
+
+
+def _log_run(out: Path, row: dict, curve: dict) -> None:
+    with open(out / RUNS_LOG, "a") as f:
+        f.write(json.dumps({"row": row, "curve": curve}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _play(arm: str, seed: int, cfg: ExperimentConfig, task, device: torch.device, out: Path) -> tuple[dict, dict]:
+    """One arm on one seed: its results row (results.csv) and its curve (summary.json, the plots)."""
+    try:
+        run = build_run(cfg.world, task, seed=seed, device=device, prepare=_pregrown(cfg) if arm == "capacity" else None)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    hub = TelemetryHub([ConsoleBackend(), ParquetBackend(out / "telemetry" / f"{arm}-seed{seed}.parquet")], arm=arm, seed=seed)
+    run.listen(hub)
+    result = run_training(run, _controller(arm, cfg, run.model))
+    hub.close()
+    sample = task.generate(run.model, 300, seed) if hasattr(task, "generate") else None  # text: read it
+    metric = task.metric_name
+    curve = {"arm": arm, "seed": seed, "val_metric": result.val_metric, "eval_metric": result.eval_metric,
+             "train_flops": result.train_flops, "metric_history": result.metric_history,
+             "eval_metric_history": result.eval_metric_history, "flops_history": result.flops_history,
+             "sample": sample}
+    row = {"arm": arm, "seed": seed, "metric": metric, "val_metric": result.val_metric,
+           "eval_metric": result.eval_metric, "params_total": result.params_total,
+           "excess_ratio": result.excess_ratio, "rollbacks": result.rollbacks,
+           "wall_seconds": result.wall_seconds, "train_flops": result.train_flops,
+           "eval_flops": result.eval_flops, "counterfactual_flops": result.counterfactual_flops,
+           "decisions": " | ".join(x for x in result.decisions if "WAIT" not in x)}
+    print(f"== {arm} seed {seed}: val {metric} {result.val_metric:.4f}, params {result.params_total:,}, "
+          f"{result.train_flops / 1e12:.3g} TFLOPs, {result.wall_seconds:.0f}s", flush=True)
+    return row, curve
+
+
 def main() -> None:
     args, cfg = _parse()
     version = code_version()  # at start: the code that actually ran
@@ -259,35 +344,34 @@ def main() -> None:
         _, epoch = host_epoch_flops(template.to(device), task, w.trainer.batch_size, w.trainer.max_batches_per_epoch)
         print(f"equal compute: {n * epoch / 1e12:.4g} TFLOPs each (the static host's {n:g} epochs)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        _check_same_config(args.out, cfg)
+    done = _finished_runs(args.out, resume=args.resume)  # before anything in --out is overwritten
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     cap = "" if w.trainer.budget_flops is None else f" (≤ {w.trainer.budget_flops / 1e12:.4g} TFLOPs each)"
     cap = cap if w.trainer.budget_host_epochs is None else f" (≤ the static host's {w.trainer.budget_host_epochs:g} epochs)"
     print(f"task {task.name} ({w.data.model_dump()}); host {w.host.model_dump()}; {w.trainer.epochs} epochs{cap}; "
           f"arms {cfg.arms}; seeds {cfg.seeds}; out {args.out}", flush=True)
-    rows, curves, metric = [], [], task.metric_name
+    rows, curves = [d["row"] for d in done], [d["curve"] for d in done]
+    if done:
+        print(f"resuming: {len(done)} finished runs read from {args.out / RUNS_LOG}", flush=True)
     for seed in cfg.seeds:
         for arm in cfg.arms:  # interleave arms within a seed so machine noise hits all arms alike
-            try:
-                run = build_run(w, task, seed=seed, device=device, prepare=_pregrown(cfg) if arm == "capacity" else None)
-            except ConfigError as exc:
-                sys.exit(f"error: {exc}")
-            hub = TelemetryHub([ConsoleBackend(), ParquetBackend(args.out / "telemetry" / f"{arm}-seed{seed}.parquet")], arm=arm, seed=seed)
-            run.listen(hub)
-            result = run_training(run, _controller(arm, cfg, run.model))
-            hub.close()
-            sample = task.generate(run.model, 300, seed) if hasattr(task, "generate") else None  # text: read it
-            curves.append({"arm": arm, "seed": seed, "val_metric": result.val_metric, "eval_metric": result.eval_metric,
-                           "train_flops": result.train_flops, "metric_history": result.metric_history,
-                           "eval_metric_history": result.eval_metric_history, "flops_history": result.flops_history,
-                           "sample": sample})
-            rows.append({"arm": arm, "seed": seed, "metric": metric, "val_metric": result.val_metric,
-                         "eval_metric": result.eval_metric, "params_total": result.params_total,
-                         "excess_ratio": result.excess_ratio, "rollbacks": result.rollbacks,
-                         "wall_seconds": result.wall_seconds, "train_flops": result.train_flops,
-                         "eval_flops": result.eval_flops, "counterfactual_flops": result.counterfactual_flops,
-                         "decisions": " | ".join(x for x in result.decisions if "WAIT" not in x)})
-            print(f"== {arm} seed {seed}: val {metric} {result.val_metric:.4f}, params {result.params_total:,}, "
-                  f"{result.train_flops / 1e12:.3g} TFLOPs, {result.wall_seconds:.0f}s", flush=True)
+            if any(r["arm"] == arm and r["seed"] == seed for r in rows):
+                continue
+            row, curve = _play(arm, seed, cfg, task, device, args.out)
+            _log_run(args.out, row, curve)  # on disk before the next run starts: a crash loses at most this one
+            rows.append(row)
+            curves.append(curve)
+    order = {(seed, arm): i for i, (seed, arm) in enumerate((s, a) for s in cfg.seeds for a in cfg.arms)}
+    rows.sort(key=lambda r: order[(r["seed"], r["arm"])])  # resumed or not: the same files
+    curves.sort(key=lambda r: order[(r["seed"], r["arm"])])
+    _write_outputs(args, cfg, rows, curves, task, version, device)
+
+
+def _write_outputs(args: argparse.Namespace, cfg: ExperimentConfig, rows: list[dict], curves: list[dict], task,
+                   version: str, device: torch.device) -> None:
+    metric = task.metric_name
     has_eval = task.eval_batches is not None
     summary = _summarise(rows, cfg.arms, has_eval)
     with open(args.out / "results.csv", "w", newline="") as f:
@@ -298,8 +382,10 @@ def main() -> None:
             "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(), "machine": platform.platform()}
     (args.out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows, "curves": curves},
                                                       indent=2))
-    table = _table(summary, has_eval, metric)
     split = "eval" if has_eval else "val"  # with --eval-data, compute-to-target is judged on the external set
+    references = [a for a in ("capacity", "static") if a in cfg.arms]
+    table = _table(summary, has_eval, metric) + (
+        "\n\n## Paired by seed\n\n" + paired_table(curves, cfg.arms, metric, references, split) if references else "")
     to_target, target = compute_to_target(curves, cfg.arms, metric, split)
     (args.out / "table.md").write_text(table + "\n\n## Compute to target\n\n" + to_target + "\n" + _samples(curves, cfg.arms))
     _plot(rows, cfg.arms, metric, args.out / "acc_vs_params.png")

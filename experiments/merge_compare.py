@@ -9,7 +9,8 @@ comparisons; this reads their summary.json files and reports them against one bi
 
 Each argument is LABEL=FOLDER[:ARM]: the runs of ARM (default: the folder's only arm) in FOLDER/summary.json,
 shown as LABEL. The label `capacity` is the big control whose final metric is the target. Only runs of the same
-protocol (world, budget, seeds) belong on one table: the seeds of every entry are checked to agree.
+protocol (world, budget, seeds) belong on one table: the seeds of every entry are checked to agree. Final metrics
+are also differenced by seed against the --paired-vs labels (default: `capacity` and `static`, where present).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _compute import compute_to_target, plot_curves  # noqa: E402
+from _compute import compute_to_target, paired_table, plot_curves  # noqa: E402
 
 
 def _entry(spec: str) -> tuple[str, Path, str | None]:
@@ -51,6 +52,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("entries", nargs="+", type=_entry, metavar="LABEL=FOLDER[:ARM]")
     p.add_argument("--out", type=Path, required=True, help="folder for merged_table.md and merged_metric_vs_flops.png")
+    p.add_argument("--paired-vs", nargs="+", default=None, metavar="LABEL",
+                   help="labels to difference every entry against, seed by seed (default: capacity and static)")
     args = p.parse_args()
     rows, labels, metrics = [], [], set()
     for label, folder, arm in args.entries:
@@ -65,6 +68,11 @@ def main() -> None:
     if len({tuple(s) for s in seeds.values()}) != 1:
         sys.exit(f"error: the entries ran different seeds {seeds}: they cannot share one table")
     table, target = compute_to_target(rows, labels, metric)
+    references = args.paired_vs if args.paired_vs is not None else [x for x in ("capacity", "static") if x in labels]
+    try:
+        table += "\n\n" + paired_table(rows, labels, metric, references) if references else ""
+    except ValueError as exc:
+        sys.exit(f"error: --paired-vs: {exc}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "merged_table.md").write_text(
         "Merged with: python " + " ".join(sys.argv) + "\n\n" + table + "\n")
