@@ -28,7 +28,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -48,6 +47,7 @@ from esper.leyline.features import feature_names
 from esper.leyline.world import WorldConfig
 from esper.nissa import ConsoleBackend, ParquetBackend, TelemetryHub
 from esper.provenance import code_version
+from esper.runlog import append_log, read_log
 from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, PlanTamiyo, StaticTamiyo
 from esper.tamiyo.agent_file import AgentFileError, load_agent
 from esper.tamiyo.neural import NeuralTamiyo
@@ -246,21 +246,13 @@ def _finished_runs(out: Path, resume: bool) -> list[dict]:
     """The runs already finished in `out` (with --resume), refusing to overwrite them without it. A torn last line
     (a crash while it was written) is dropped: that run is played again."""
     path = out / RUNS_LOG
-    lines = path.read_text().splitlines() if path.is_file() else []
-    if lines and not resume:
-        sys.exit(f"error: {out} already holds {len(lines)} finished runs: pass --resume to continue them, "
+    if path.is_file() and path.stat().st_size and not resume:
+        sys.exit(f"error: {out} already holds finished runs ({path}): pass --resume to continue them, "
                  "or choose another --out")
-    done = []
-    for i, line in enumerate(lines):
-        try:
-            done.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                sys.exit(f"error: {path} line {i + 1} is not JSON: it was edited by hand; remove it to replay that run")
-            tmp = path.with_suffix(".tmp")  # drop the torn line, so the next run's line starts on its own
-            tmp.write_text("".join(line + "\n" for line in lines[:-1]))
-            os.replace(tmp, path)
-    return done
+    try:
+        return read_log(path)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -284,9 +276,7 @@ def _check_same_config(out: Path, cfg: ExperimentConfig) -> None:
 
 def _log_run(out: Path, row: dict, curve: dict) -> None:
     with open(out / RUNS_LOG, "a") as f:
-        f.write(json.dumps({"row": row, "curve": curve}) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        append_log(f, [{"row": row, "curve": curve}])
 
 
 def _play(arm: str, seed: int, cfg: ExperimentConfig, task, device: torch.device, out: Path) -> tuple[dict, dict]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from esper.leyline.world import WorldConfig
+from esper.runlog import append_log, read_log
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,7 @@ def _record_chunk(world_json: dict, controller: str, seeds: list[int], out: str)
 
 def recorded(folder: Path) -> list[dict]:
     """The episodes a recording folder holds so far (its episodes.jsonl; a torn last line from a crash is dropped)."""
-    index = folder / "episodes.jsonl"
-    if not index.is_file():
-        return []
-    episodes = []
-    for line in index.read_text().splitlines():
-        try:
-            episodes.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # written last, so only a crash mid-append leaves one
-    return episodes
+    return read_log(folder / "episodes.jsonl")
 
 
 def manifest(cfg, controllers: list[str], seeds: list[int], command: str) -> dict:
@@ -103,9 +95,7 @@ def record(world: WorldConfig, controllers: list[str], seeds: list[int], folder:
             ready, _ = ray.wait(list(pending), num_returns=1)
             controller, chunk_seeds = pending.pop(ready[0])
             episodes = ray.get(ready[0])
-            index.writelines(json.dumps(e) + "\n" for e in episodes)
-            index.flush()
-            os.fsync(index.fileno())
+            append_log(index, episodes)
             mean = sum(e["episode_return"] for e in episodes) / len(episodes)
             log.info(f"  [{len(jobs) - len(pending)}/{len(jobs)}] {controller} seeds {chunk_seeds[0]}–{chunk_seeds[-1]}: "
                      f"mean return {mean:+.3f} ({time.monotonic() - start:.0f}s)")
