@@ -75,7 +75,7 @@ def _play(cfg, agent_path: Path | None, seeds: list[int]) -> list:
     from esper.simic.env import EsperEnv
     from esper.simic.evaluate import run_episode
     from esper.tamiyo.agent_file import load_agent
-    from esper.tamiyo.by_name import controller_factory
+    from esper.tamiyo.registry import controller_factory
 
     env = EsperEnv(cfg.world)
     agent = load_agent(agent_path) if agent_path else None
@@ -100,9 +100,9 @@ def _judge(cfg, agent_path: Path, wait: list, seeds: list[int]) -> dict:
 def _export(algo, cfg, path: Path) -> None:
     from esper.leyline.features import feature_names
     from esper.tamiyo.agent_file import save_agent
-    from esper.tolaria.builder import build_model
+    from esper.tolaria.builder import action_spec
 
-    spec = build_model(cfg.world).action_spec
+    spec = action_spec(cfg.world)
     save_agent(path, algo.get_module().net, spec, feature_names(spec), cfg.model_dump(mode="json"))
 
 

@@ -55,11 +55,11 @@ def _random_agent(path: Path) -> None:
     from esper.leyline.features import feature_names, feature_size
     from esper.leyline.world import WorldConfig
     from esper.tamiyo.agent_file import save_agent
-    from esper.tolaria.builder import build_model
+    from esper.tolaria.builder import action_spec
     from esper.tamiyo.policy import TamiyoPolicyNet
 
     world = WorldConfig()
-    spec = build_model(world).action_spec
+    spec = action_spec(world)
     save_agent(path, TamiyoPolicyNet(feature_size(spec), spec.nvec), spec, feature_names(spec),
                config={"world": world.model_dump(mode="json")}, code_version="bench")
 

@@ -48,7 +48,7 @@ from esper.leyline.world import WorldConfig
 from esper.nissa import ConsoleBackend, ParquetBackend, TelemetryHub
 from esper.provenance import code_version
 from esper.runlog import append_log, read_log
-from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, PlanTamiyo, StaticTamiyo
+from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, PlanTamiyo, WaitTamiyo
 from esper.tamiyo.agent_file import AgentFileError, load_agent
 from esper.tamiyo.neural import NeuralTamiyo
 from esper.tolaria.builder import build_model, build_run, build_world_task
@@ -174,7 +174,7 @@ def _pregrown(cfg: ExperimentConfig):
 def _controller(arm: str, cfg: ExperimentConfig, model: MorphogeneticModel):
     h = cfg.heuristic
     if arm in ("static", "capacity"):
-        return StaticTamiyo()
+        return WaitTamiyo()
     if arm == "schedule":
         return PlanTamiyo(_growth_plan(model, cfg), h.tempo, h.curve, start_epoch=cfg.schedule_epoch)
     if arm == "heuristic":

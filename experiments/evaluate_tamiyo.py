@@ -24,7 +24,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from esper.tamiyo.by_name import NAMES_HELP, controller_factory, plan_space
+from esper.tamiyo.registry import names_help, controller_factory, plan_space
 
 
 
@@ -36,7 +36,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed-base", type=int, default=100_000, help="evaluation episode seeds: base, base+1, …")
     p.add_argument("--controllers", nargs="+", default=["ppo", "ppo-sampled", "random", "wait", "heuristic"],
-                   help=NAMES_HELP)
+                   help=names_help())
     p.add_argument("--worlds", type=Path, default=None, metavar="FILE",
                    help="YAML list of named worlds (`worlds: [{name, set: {dotted.path: value}}]`) applied over the "
                         "agent's/preset's world (its family's `vary` dropped); every controller plays the same seeds of "

@@ -79,11 +79,11 @@ def main() -> None:
 
     try:
         cfg = _config(args)
-        from esper.tolaria.builder import build_model
+        from esper.tolaria.builder import action_spec
 
-        spec = build_model(cfg.world).action_spec  # the plane and host must build (blueprints that fit no point fail here)
+        spec = action_spec(cfg.world)  # the plane and host must build (blueprints that fit no point fail here)
         if cfg.pretrain is not None:
-            from esper.tamiyo.by_name import controller_names
+            from esper.tamiyo.registry import controller_names
 
             try:
                 controller_names(cfg.pretrain.controllers, spec)

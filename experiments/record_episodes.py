@@ -22,14 +22,14 @@ import sys
 from pathlib import Path
 
 from esper.simic.record import FIRST_EVAL_SEED
-from esper.tamiyo.by_name import NAMES_HELP
+from esper.tamiyo.registry import names_help
 
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="smoke", help="world preset name or YAML (default %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--controllers", nargs="+", default=["heuristic", "eps:0.2:heuristic", "random", "wait"], help=NAMES_HELP)
+    p.add_argument("--controllers", nargs="+", default=["heuristic", "eps:0.2:heuristic", "random", "wait"], help=names_help())
     p.add_argument("--plan-space", type=int, default=0, metavar="K",
                    help="also record every fixed plan of 1..K seeds (default 0: none)")
     p.add_argument("--episodes", type=int, default=16, help="episodes per controller (default %(default)s)")
@@ -51,12 +51,12 @@ def _setup(args):
     from _config import load_preset
     from esper.leyline.experiment import ConfigError
     from esper.simic.config import TrainTamiyoConfig
-    from esper.tamiyo.by_name import controller_names
-    from esper.tolaria.builder import build_model
+    from esper.tamiyo.registry import controller_names
+    from esper.tolaria.builder import action_spec
 
     try:
         cfg = load_preset(args.preset, args.overrides, TrainTamiyoConfig)
-        spec = build_model(cfg.world).action_spec  # the plane only: no data loaded here
+        spec = action_spec(cfg.world)  # the plane only: no data loaded here
         return cfg, controller_names(args.controllers, spec, args.plan_space)
     except (ConfigError, ValueError) as exc:
         sys.exit(f"error: {exc}")

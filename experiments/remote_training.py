@@ -60,7 +60,7 @@ def main() -> None:
     from esper.leyline.experiment import ConfigError
     from esper.serve.client import RemoteTamiyo, TamiyoClient
     from esper.simic.config import TrainTamiyoConfig
-    from esper.tamiyo import HeuristicTamiyo, StaticTamiyo
+    from esper.tamiyo import HeuristicTamiyo, WaitTamiyo
     from esper.tolaria.builder import build_model
     from esper.tolaria.data import DataError
 
@@ -70,7 +70,7 @@ def main() -> None:
         build_model(world)  # the host and plane must build before any server is asked
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
-    fallback = HeuristicTamiyo() if args.fallback == "heuristic" else StaticTamiyo()
+    fallback = HeuristicTamiyo() if args.fallback == "heuristic" else WaitTamiyo()
     client = TamiyoClient(args.url, token=args.token, timeout_s=args.timeout, retries=args.retries)
     remote = RemoteTamiyo(client, fallback=fallback)
     print(f"training world {world.name!r} (seed {args.seed}), asking {args.url} every epoch", flush=True)

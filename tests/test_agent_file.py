@@ -341,13 +341,13 @@ COMMITTED_AGENT = Path(__file__).parents[1] / "docs" / "data" / "agents" / "tami
 def test_committed_version_1_agent_loads_with_its_metric_features_renamed():
     """Version 1 named the metric features after accuracy; they load under the metric names, same order."""
     from esper.simic.config import TrainTamiyoConfig
-    from esper.tolaria.builder import build_model
+    from esper.tolaria.builder import action_spec
 
     raw = torch.load(COMMITTED_AGENT, weights_only=True)["manifest"]
     assert raw["format_version"] == 1 and "val_accuracy" in raw["feature_names"]
     agent = load_agent(COMMITTED_AGENT)
     world = TrainTamiyoConfig.model_validate(agent.provenance["config"]).world  # its old config (ppo.gamma) loads too
-    assert agent.feature_names == feature_names(build_model(world).action_spec)
+    assert agent.feature_names == feature_names(action_spec(world))
     assert [n for n in agent.feature_names if "metric" in n] == ["val_metric", "delta_metric_1", "delta_metric_2",
                                                                  "delta_metric_3"]
     assert set(_added_since(1)) <= set(agent.feature_names), "and blind to the features added since"

@@ -134,7 +134,7 @@ def test_the_plan_space_starts_each_plan_at_every_requested_epoch():
     from types import SimpleNamespace
 
     from esper.tamiyo import PlanTamiyo
-    from esper.tamiyo.by_name import plan_space
+    from esper.tamiyo.registry import plan_space
 
     plans = plan_space(SimpleNamespace(slots=("block1", "block2"), blueprints=("a", "b")), 2, [0, 5])
     assert len(plans) == len(set(plans)) == (2 * 2 + 1 * 2 * 2) * 2, "(1-seed plans + 2-seed plans) × 2 starts"

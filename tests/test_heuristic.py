@@ -9,7 +9,7 @@ import pytest
 
 from _support import advance_to, obs_of as _obs, open_gates, signals_at as _signals, tiny_model
 from esper.leyline import BlendChoices, BlendCurve, FactoredAction, KasminaConfig, Op, Stage, TrainingSignals
-from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, StaticTamiyo
+from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, WaitTamiyo
 
 
 def _legal_actions(model) -> list[FactoredAction]:
@@ -314,12 +314,12 @@ def test_static_always_waits():
     for _ in range(20):
         model = _random_plane(rng)
         obs = _obs(model, _random_signals(rng))
-        decision = StaticTamiyo().decide(obs)
+        decision = WaitTamiyo().decide(obs)
         assert decision.action == FactoredAction(Op.WAIT) and obs.masks.allows(decision.action)
 
 
 def test_controllers_by_name_and_their_noisy_versions():
-    from esper.tamiyo.by_name import controller_factory
+    from esper.tamiyo.registry import controller_factory
 
     rng = random.Random(5)
     model = tiny_model()

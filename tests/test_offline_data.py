@@ -10,7 +10,7 @@ from esper.leyline import ActionMasks, FactoredAction
 from esper.simic.env import EsperEnv
 from esper.simic.evaluate import run_episode
 from esper.simic.offline import STEP_COLUMNS, episode_id, episode_rows, rows_to_table, unflatten_obs
-from esper.tamiyo.by_name import controller_factory
+from esper.tamiyo.registry import controller_factory
 
 from _support import tiny_world
 

@@ -11,7 +11,7 @@ from _support import image_task, tiny_model
 from esper.leyline import Stage
 from esper.leyline.telemetry import EpochEvent
 from esper.nissa import TelemetryHub
-from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, ScheduleTamiyo, WaitTamiyo
 from esper.tolaria.data import load_synthetic, split_train_val
 from esper.tolaria.governor import GovernorConfig
 from esper.tolaria.run import Run, RunResult, run_training
@@ -96,7 +96,7 @@ def test_schedule_run_grows_and_blends():
 
 
 def test_static_run_keeps_the_host():
-    result, model, hub, sink = _run(StaticTamiyo())
+    result, model, hub, sink = _run(WaitTamiyo())
     _check_common(result, hub, sink)
     assert all("WAIT" in d for d in result.decisions)
     assert result.params_total == result.params_host and result.excess_ratio == 0.0

@@ -43,9 +43,9 @@ def free_port() -> int:
 
 
 def make_agent(path: Path, seed: int, world: WorldConfig = WORLD) -> Path:
-    from esper.tolaria.builder import build_model
+    from esper.tolaria.builder import action_spec
 
-    spec = build_model(world).action_spec
+    spec = action_spec(world)
     torch.manual_seed(seed)
     net = TamiyoPolicyNet(feature_size(spec), spec.nvec, hidden=32)
     with torch.no_grad():  # sharp heads: greedy choices vary with the input and are never near-ties

@@ -17,7 +17,7 @@ from esper.leyline.world import WorldConfig
 from esper.tolaria.builder import build_run, build_world_task
 from esper.tolaria.data import DataError
 from esper.tolaria.run import run_training
-from esper.tamiyo import ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo import ScheduleTamiyo, WaitTamiyo
 
 TEXT = "".join(f"line {i % 7}: the quick brown fox jumps over the lazy dog.\n" for i in range(60))
 
@@ -112,7 +112,7 @@ def test_block_copy_stacks_a_copy_of_the_host_block_and_a_restore_keeps_it(corpu
 def test_a_text_run_learns_and_a_grown_one_books_its_seed_compute(corpus):
     world = _world(corpus)
     task = build_world_task(world, torch.device("cpu"))
-    static = run_training(build_run(world, task, seed=0, device=torch.device("cpu")), StaticTamiyo())
+    static = run_training(build_run(world, task, seed=0, device=torch.device("cpu")), WaitTamiyo())
     grown = run_training(build_run(world, task, seed=0, device=torch.device("cpu")), ScheduleTamiyo(1, "block2", "block", 3))
     assert static.metric_name == "neg_loss" and -static.val_metric < task.chance_loss - 0.3, "it learned something"
     assert static.val_loss == pytest.approx(-static.val_metric, rel=1e-5)
@@ -136,7 +136,7 @@ def test_a_trained_text_model_writes_text_from_its_vocabulary_reproducibly(corpu
     world = _world(corpus)
     task = build_world_task(world, torch.device("cpu"))
     run = build_run(world, task, seed=0, device=torch.device("cpu"))
-    run_training(run, StaticTamiyo())
+    run_training(run, WaitTamiyo())
     state = torch.get_rng_state()
     text = task.generate(run.model, 40, seed=3)
     assert torch.equal(state, torch.get_rng_state()), "sampling draws from its own generator"

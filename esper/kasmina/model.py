@@ -56,8 +56,9 @@ def fitting_blueprints(requested: tuple[str, ...] | None, points: list) -> tuple
     kinds = {p.kind for p in points}
     if requested is None:
         return tuple(name for name, bp in BLUEPRINTS.items() if bp.kind in kinds)
-    for name in requested:
-        get_blueprint(name)  # unknown blueprint names fail here, at construction
+    unknown = [name for name in requested if name not in BLUEPRINTS]
+    if unknown:  # fail here, at construction, naming the field
+        raise ConfigError(f"kasmina.blueprints: unknown blueprint(s) {unknown}; known: {sorted(BLUEPRINTS)}")
     if not any(get_blueprint(name).kind in kinds for name in requested):
         raise ConfigError(f"kasmina.blueprints: none of {list(requested)} fits this host's injection points "
                           f"(kinds {sorted(kinds)}); leave it unset to offer every blueprint that fits")
@@ -86,7 +87,7 @@ class MorphogeneticModel(nn.Module):
         self.listeners: list[Callable[[TelemetryEvent], None]] = []
         for slot in self._slot_by_name.values():
             slot.listener = self._dispatch
-        self.action_spec = self._build_action_spec(host_params)
+        self.action_spec = plane_action_spec(points, host_params, self.config)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
@@ -239,25 +240,29 @@ class MorphogeneticModel(nn.Module):
         for listener in self.listeners:
             listener(event)
 
-    def _build_action_spec(self, host_params: int) -> ActionSpec:
-        gates = self.config.gate_config()
-        slots = list(self._slot_by_name.values())
-        allowed = tuple(
-            tuple(
-                get_blueprint(b).kind == s.point.kind
-                and get_blueprint(b).param_count(s.point.channels) <= gates.max_seed_param_ratio * host_params
-                for b in self.config.blueprints
-            )
-            for s in slots
+
+def plane_action_spec(points: list, host_params: int, config: KasminaConfig) -> ActionSpec:
+    """The action layout of a plane: its slots (the host's injection points, in order), blueprints, blend
+    choices, and which blueprint each slot may take (its kind and the G0 parameter budget). `config.blueprints`
+    must already be resolved (`fitting_blueprints`). Needs no weights: the world's layout comes from a host built
+    on the meta device (esper.tolaria.builder.action_spec)."""
+    gates = config.gate_config()
+    allowed = tuple(
+        tuple(
+            get_blueprint(b).kind == p.kind
+            and get_blueprint(b).param_count(p.channels) <= gates.max_seed_param_ratio * host_params
+            for b in config.blueprints
         )
-        return ActionSpec(
-            slots=tuple(self._slot_by_name),
-            blueprints=tuple(self.config.blueprints),
-            tempos=tuple(self.config.blend.tempos),
-            curves=tuple(self.config.blend.curves),
-            blueprint_allowed=allowed,
-            slot_widths=tuple(s.point.channels for s in slots),
-        )
+        for p in points
+    )
+    return ActionSpec(
+        slots=tuple(p.name for p in points),
+        blueprints=tuple(config.blueprints),
+        tempos=tuple(config.blend.tempos),
+        curves=tuple(config.blend.curves),
+        blueprint_allowed=allowed,
+        slot_widths=tuple(p.channels for p in points),
+    )
 
 
 def read_manifest(path: str | os.PathLike) -> ArchitectureManifest:

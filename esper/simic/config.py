@@ -94,7 +94,7 @@ class PretrainSettings(EsperModel):
     @field_validator("controllers")
     @classmethod
     def _named(cls, names: list[str]) -> list[str]:
-        from esper.tamiyo.by_name import controller_factory
+        from esper.tamiyo.registry import controller_factory
 
         for name in names:
             controller_factory(name)  # the syntax now; plans are checked against the plane at start-up

@@ -17,7 +17,7 @@ from esper.leyline.features import FEATURE_BOUND, encode, feature_size
 from esper.leyline.world import WorldConfig
 from esper.runtime.devices import actor_device
 from esper.simic.rewards import RewardStep, compute_reward, potential
-from esper.tolaria.builder import build_model, build_run, build_world_task, check_output_size
+from esper.tolaria.builder import action_spec, build_model, build_run, build_world_task, check_output_size
 from esper.tolaria.run import Run
 from esper.tolaria.task import Task
 from esper.tolaria.trainer import Trainer
@@ -92,7 +92,7 @@ class EsperEnv(gym.Env):
         """Every world of the family must offer one action layout (slots, blueprints, blends): one policy plays
         them all. Checked on every choice and both ends of every range, before the first episode."""
         for path, value in corner_worlds(self.world):
-            spec = build_model(with_values(self.world, {path: value})).action_spec
+            spec = action_spec(with_values(self.world, {path: value}))
             if (spec.slots, spec.blueprints, spec.nvec) != (self.action_spec.slots, self.action_spec.blueprints,
                                                             self.action_spec.nvec):
                 raise ValueError(f"vary.{path} = {value!r} changes the action layout (slots {spec.slots}, blueprints "

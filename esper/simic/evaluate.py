@@ -103,7 +103,7 @@ def _play_chunk(world_json: dict, name: str, agent_path: str | None, seeds: list
     fresh controller seeded by the episode's seed, so results do not depend on how episodes are split into tasks."""
     from esper.leyline.world import WorldConfig
     from esper.tamiyo.agent_file import load_agent
-    from esper.tamiyo.by_name import controller_factory
+    from esper.tamiyo.registry import controller_factory
 
     env = EsperEnv(WorldConfig.model_validate(world_json))
     agent = load_agent(agent_path) if agent_path else None

@@ -112,9 +112,9 @@ def load_init_agent(cfg: TrainTamiyoConfig):
     from esper.leyline.experiment import ConfigError
     from esper.leyline.features import feature_names
     from esper.tamiyo.agent_file import AgentFileError, load_agent
-    from esper.tolaria.builder import build_model
+    from esper.tolaria.builder import action_spec
 
-    spec = build_model(cfg.world).action_spec  # the plane only: no data is loaded at start-up
+    spec = action_spec(cfg.world)  # the plane only: no data is loaded at start-up
     try:
         agent = load_agent(cfg.ppo.init_agent, expected_features=feature_names(spec))
     except AgentFileError as exc:

@@ -104,9 +104,9 @@ def prepare(folder: Path, out: Path, cfg, top_pct: float, seed: int, controllers
     """Everything BC needs that Ray does not: the recording checked against TrainTamiyoConfig `cfg`'s world, its
     best `top_pct`% chosen and split (out/bc_data/ and the held-out steps). Bad data fails here, before Ray starts."""
     from esper.leyline.features import feature_names
-    from esper.tolaria.builder import build_model
+    from esper.tolaria.builder import action_spec
 
-    spec = build_model(cfg.world).action_spec
+    spec = action_spec(cfg.world)
     _, episodes = read_recording(folder, list(feature_names(spec)))
     chosen = choose_episodes(episodes, top_pct, controllers)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,11 +166,11 @@ def warm_start_from_recording(cfg, out: Path, command: str = "") -> tuple[Path, 
     an interrupted recording), clone the best episodes into out/pretrain/agent.pt. Returns that path and a summary
     (also written to out/pretrain/warm_start.json)."""
     from esper.simic.record import manifest, record, returns_by_controller
-    from esper.tamiyo.by_name import controller_names
-    from esper.tolaria.builder import build_model
+    from esper.tamiyo.registry import controller_names
+    from esper.tolaria.builder import action_spec
 
     p, start = cfg.pretrain, time.monotonic()
-    controllers = controller_names(p.controllers, build_model(cfg.world).action_spec, p.plan_space)
+    controllers = controller_names(p.controllers, action_spec(cfg.world), p.plan_space)
     seeds = list(range(p.episodes))
     episodes = record(cfg.world, controllers, seeds, out / "offline", manifest(cfg, controllers, seeds, command))
     recorded_s = time.monotonic() - start

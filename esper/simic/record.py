@@ -33,7 +33,7 @@ def _record_chunk(world_json: dict, controller: str, seeds: list[int], out: str)
     from esper.simic.env import EsperEnv
     from esper.simic.evaluate import run_episode
     from esper.simic.offline import episode_id, episode_rows, rows_to_table
-    from esper.tamiyo.by_name import controller_factory
+    from esper.tamiyo.registry import controller_factory
 
     env = EsperEnv(WorldConfig.model_validate(world_json))
     rows, episodes = [], []
@@ -61,9 +61,9 @@ def manifest(cfg, controllers: list[str], seeds: list[int], command: str) -> dic
     and how it was made. `cfg` is the TrainTamiyoConfig whose world is played."""
     from esper.leyline.features import feature_names
     from esper.provenance import code_version
-    from esper.tolaria.builder import build_model
+    from esper.tolaria.builder import action_spec
 
-    spec = build_model(cfg.world).action_spec  # the plane only: no data is loaded
+    spec = action_spec(cfg.world)  # the plane only: no data is loaded
     return {"config": cfg.model_dump(mode="json"), "feature_names": list(feature_names(spec)),
             "action_nvec": [int(n) for n in spec.nvec], "gamma": cfg.world.reward.gamma, "controllers": controllers,
             "seeds": [min(seeds), max(seeds)], "code_version": code_version(), "command": command}

@@ -18,7 +18,7 @@ from esper.runtime.cluster import grow_cluster, release_request, runner_bundles,
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
 from esper.simic.config import TrainTamiyoConfig
-from esper.tolaria.builder import build_model
+from esper.tolaria.builder import action_spec
 from esper.simic.evaluate import format_metric
 from esper.simic.ppo import build_ppo_config, warm_start
 from esper.simic.record import FIRST_EVAL_SEED as EVAL_SEED_BASE  # disjoint from training's and recordings' seeds
@@ -142,7 +142,7 @@ def _warm_start(cfg: TrainTamiyoConfig, out: Path, init_agent, fresh: bool, comm
         saved = out / "pretrain" / WARM_START_FILE
         return None, json.loads(saved.read_text()) if saved.is_file() else None
     path, summary = warm_start_from_recording(cfg, out, command)
-    return load_agent(path, expected_features=feature_names(build_model(cfg.world).action_spec)), summary
+    return load_agent(path, expected_features=feature_names(action_spec(cfg.world))), summary
 
 
 def _keep_the_better(cfg: TrainTamiyoConfig, out: Path) -> dict | None:
@@ -242,7 +242,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
                 f.write(json.dumps(history[-1]) + "\n")
             if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
                 _save_checkpoint(algo, out, it)
-        spec = build_model(cfg.world).action_spec  # the plane only: no data loaded to name the heads
+        spec = action_spec(cfg.world)  # the plane only: no data loaded to name the heads
         save_agent(out / "agent.pt", algo.get_module().net, spec, feature_names(spec), cfg.model_dump(mode="json"),
                    version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
         algo.stop()

@@ -1,7 +1,11 @@
-"""Tamiyo: the controllers that decide when, where and what to grow (heuristic now; neural policy later)."""
+"""Tamiyo: the controllers that decide when, where and what to grow — each registered by name (registry.py)."""
 
-from esper.tamiyo.heuristic import HeuristicConfig, HeuristicTamiyo
 from esper.leyline.control import Controller, Decision, Observation
-from esper.tamiyo.simple import NoisyTamiyo, PlanTamiyo, RandomTamiyo, ScheduleTamiyo, StaticTamiyo
+from esper.tamiyo.heuristic import HeuristicConfig, HeuristicTamiyo
+from esper.tamiyo.neural import NeuralTamiyo
+from esper.tamiyo.registry import CONTROLLERS, controller_factory, register_controller
+from esper.tamiyo.simple import NoisyTamiyo, PlanTamiyo, RandomTamiyo, ScheduleTamiyo, WaitTamiyo
 
-__all__ = ["Controller", "Decision", "HeuristicConfig", "HeuristicTamiyo", "NoisyTamiyo", "Observation", "PlanTamiyo", "RandomTamiyo", "ScheduleTamiyo", "StaticTamiyo"]
+__all__ = ["CONTROLLERS", "Controller", "Decision", "HeuristicConfig", "HeuristicTamiyo", "NeuralTamiyo",
+           "NoisyTamiyo", "Observation", "PlanTamiyo", "RandomTamiyo", "ScheduleTamiyo", "WaitTamiyo",
+           "controller_factory", "register_controller"]

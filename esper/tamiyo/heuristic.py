@@ -21,6 +21,7 @@ from pydantic import Field
 from esper.leyline import LIVE_STAGES, FactoredAction, Op, Stage
 from esper.leyline.base import EsperModel
 from esper.leyline.control import Decision, Observation
+from esper.tamiyo.registry import ControllerRequest, register_controller
 
 
 class HeuristicConfig(EsperModel):
@@ -134,3 +135,8 @@ class HeuristicTamiyo:
         if plateau:
             return f"plateau (+{hist[-1] - hist[-1 - c.plateau_window]:.4f} over {c.plateau_window} epochs)"
         return "deadline" if c.germinate_by_deadline and untried and s.max_epochs - s.epoch == c.min_epochs_left else None
+
+
+@register_controller("heuristic", help="grow the preferred blueprint at plateaus (esper/tamiyo/heuristic.py)")
+def _heuristic(request: ControllerRequest):
+    return HeuristicTamiyo

@@ -8,6 +8,7 @@ from esper.leyline import FactoredAction, Op
 from esper.leyline.control import Decision, Observation
 from esper.leyline.features import encode
 from esper.tamiyo.agent_file import Agent
+from esper.tamiyo.registry import ControllerRequest, register_controller
 
 
 class NeuralTamiyo:
@@ -27,3 +28,13 @@ class NeuralTamiyo:
         if not obs.masks.allows(action):  # cannot happen with a sound mask; never execute it anyway
             return Decision(FactoredAction(Op.WAIT), "policy proposed a masked action")
         return Decision(action, f"policy p={float(out.logp.exp()):.2f}")
+
+
+@register_controller("ppo", help="a trained Tamiyo (agent.pt), greedy", needs_agent=True)
+def _greedy(request: ControllerRequest):
+    return lambda: NeuralTamiyo(request.agent, seed=request.seed)
+
+
+@register_controller("ppo-sampled", help="a trained Tamiyo (agent.pt), sampling its policy", needs_agent=True)
+def _sampled(request: ControllerRequest):
+    return lambda: NeuralTamiyo(request.agent, sample=True, seed=request.seed)

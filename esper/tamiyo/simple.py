@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from esper.leyline import FactoredAction, Op
 from esper.leyline.control import Decision, Observation
+from esper.tamiyo.registry import ControllerRequest, controller_factory, register_controller
 
 
-class StaticTamiyo:
-    """Never grows: always WAIT (the static-host arm and the WAIT-only baseline)."""
+class WaitTamiyo:
+    """Never grows: always WAIT (the static host of a comparison, the WAIT-only baseline)."""
 
-    name = "static"
+    name = "wait"
 
     def decide(self, obs: Observation) -> Decision:
-        return Decision(FactoredAction(Op.WAIT), "static")
+        return Decision(FactoredAction(Op.WAIT), "wait")
 
 
 def check_offered(spec, **wanted: list) -> None:
@@ -135,3 +136,35 @@ class NoisyTamiyo:
     def decide(self, obs: Observation) -> Decision:
         decision = self.base.decide(obs)
         return self.random.decide(obs) if self.rng.random() < self.epsilon else decision
+
+
+@register_controller("wait", help="never grow (the static host)")
+def _wait(request: ControllerRequest):
+    return WaitTamiyo
+
+
+@register_controller("random", help="a uniformly random legal action")
+def _random(request: ControllerRequest):
+    return lambda: RandomTamiyo(seed=request.seed)
+
+
+@register_controller("plan:", help="BLUEPRINT@SLOT[+BLUEPRINT@SLOT…][,epoch=E] (germinate in that order, one per "
+                     "decision, from the first epoch or epoch E; advance through every gate at once)")
+def _plan(request: ControllerRequest):
+    plan = PlanTamiyo.parse(request.argument)
+    if request.spec is not None:
+        plan.check(request.spec)
+    return lambda: PlanTamiyo(plan.plan, plan.tempo, plan.curve, plan.start_epoch)
+
+
+@register_controller("eps:", help="ε:NAME (controller NAME, but a random legal action with probability ε)")
+def _noisy(request: ControllerRequest):
+    eps, _, base = request.argument.partition(":")
+    try:
+        epsilon = float(eps)
+    except ValueError:
+        epsilon = -1.0
+    if not 0.0 <= epsilon <= 1.0 or not base:
+        raise ValueError(f"controller {request.name!r}: expected eps:ε:NAME with 0 ≤ ε ≤ 1")
+    make_base = controller_factory(base, request.spec, request.agent, request.seed)
+    return lambda: NoisyTamiyo(make_base(), epsilon, request.seed, name=request.name)

@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 
 from esper.kasmina import MorphogeneticModel
+from esper.kasmina.model import fitting_blueprints, plane_action_spec
+from esper.leyline.actions import ActionSpec
 from esper.kasmina.hosts import build_host
 from esper.leyline.experiment import ConfigError
 from esper.leyline.world import WorldConfig
@@ -20,9 +22,19 @@ def build_world_task(world: WorldConfig, device: torch.device) -> Task:
 
 
 def build_model(world: WorldConfig) -> MorphogeneticModel:
-    """A fresh model of `world` (host + Kasmina plane) on the CPU: what a run trains, and whose action_spec is
-    the world's — cheap, no data needed."""
+    """A fresh model of `world` (host + Kasmina plane) on the CPU: what a run trains."""
     return MorphogeneticModel(build_host(world.host), world.kasmina)
+
+
+def action_spec(world: WorldConfig) -> ActionSpec:
+    """The world's action layout (what a policy's heads and an agent's features are sized by) without building a
+    model: the host is made on the meta device — its injection points and parameter count, no weights. Unknown
+    blueprints, or blueprints that fit no point, raise ConfigError naming them."""
+    with torch.device("meta"):
+        host = build_host(world.host)
+    points = list(host.injection_points())
+    kasmina = world.kasmina.model_copy(update={"blueprints": fitting_blueprints(world.kasmina.blueprints, points)})
+    return plane_action_spec(points, sum(p.numel() for p in host.parameters()), kasmina)
 
 
 def build_run(world: WorldConfig, task: Task, *, seed: int, device: torch.device, data_seed: int | None = None,
