@@ -73,7 +73,7 @@ def _config(args, arm: str, seed: int):
 def _play(cfg, agent_path: Path | None, seeds: list[int]) -> list:
     """Greedy episodes of the agent (or WAIT-only when None), in this process."""
     from esper.simic.env import EsperEnv
-    from esper.simic.evaluate import run_episode
+    from esper.study.episodes import run_episode
     from esper.tamiyo.agent_file import load_agent
     from esper.tamiyo.registry import controller_factory
 
@@ -88,7 +88,7 @@ def _judge(cfg, agent_path: Path, wait: list, seeds: list[int]) -> dict:
     cluster's CPUs but wait while the driver evaluates), paired with WAIT-only's."""
     import os
 
-    from esper.simic.evaluate import evaluate_in_parallel, paired_difference
+    from esper.study.episodes import evaluate_in_parallel, paired_difference
 
     chunk = -(-len(seeds) // (os.cpu_count() or 1))
     stats = evaluate_in_parallel(cfg.world, {"ppo": ("ppo", str(agent_path))}, seeds, chunk, num_cpus=0)["ppo"]
@@ -208,7 +208,7 @@ def main() -> None:
     import ray
 
     from esper.runtime import local_ray
-    from esper.simic.evaluate import EpisodeStats
+    from esper.study.episodes import EpisodeStats
 
     seeds = [EVAL_SEED_BASE + i for i in range(args.episodes)]
     wait_file = args.out / "wait.json"

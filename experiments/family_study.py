@@ -6,8 +6,8 @@ on the training family, play every controller on the held-out worlds, and judge 
 
 Every stage skips what is already done and continues what was interrupted, so running the same command again
 after a crash or a session's end picks up where it stopped: a PPO run with a checkpoint but no summary.json
-resumes (`ppo_multislot.py --resume`); an evaluation with its evaluation.json is not redone, one with a
-partial.jsonl continues (`evaluate_tamiyo.py --resume`: finished world × controller sets are not replayed). Each stage runs
+resumes (`ppo_multislot.py --resume`); an evaluation with its evaluation.json is not redone, one with an
+episodes.jsonl continues (`evaluate_tamiyo.py --resume`: finished world × controller sets are not replayed). Each stage runs
 the experiment scripts as subprocesses, with their own progress output; the commands are printed first.
 """
 
@@ -72,7 +72,7 @@ def plans(args) -> None:
 
 def _resume(folder: Path) -> list[str]:
     """--resume for an evaluation a crash or a session's end interrupted."""
-    return ["--resume"] if (folder / "partial.jsonl").is_file() else []
+    return ["--resume"] if (folder / "episodes.jsonl").is_file() else []
 
 
 def _best_plan(args) -> str:
@@ -97,7 +97,7 @@ def heldout(args) -> None:
 
 
 def verdict(args) -> None:
-    from family_verdict import FAILED
+    from esper.study.verdict import FAILED
 
     code = _run([sys.executable, str(HERE / "family_verdict.py"), "--plans", str(args.out / "plans" / "evaluation.json"),
                  *[str(args.out / f"heldout-s{s}" / "evaluation.json") for s in args.seeds]], ok=(0, FAILED))

@@ -7,72 +7,10 @@ coloured spans per slot, and parameter count over time.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-STAGE_COLOURS = {
-    "GERMINATED": "#c7e9c0", "TRAINING": "#74c476", "BLENDING": "#fdae6b", "HOLDING": "#fd8d3c",
-    "FOSSILIZED": "#6baed6", "CULLED": "#de2d26", "EMBARGOED": "#fcbba1", "RESETTING": "#d9d9d9",
-}
-
-
-def _spans(events, last_epoch: int) -> dict[str, list[tuple[str, float, float]]]:
-    """Per slot: (stage, start, end) from stage-change events (DORMANT spans are left blank)."""
-    spans: dict[str, list[tuple[str, float, float]]] = {}
-    changes = events[events["kind"] == "stage_change"].sort_values("epoch", kind="stable")
-    for slot, rows in changes.groupby("slot", sort=True):
-        current, start = None, 0.0
-        out = []
-        for _, r in rows.iterrows():
-            if current not in (None, "DORMANT"):
-                out.append((current, start, float(r["epoch"])))
-            current, start = r["to_stage"], float(r["epoch"])
-        if current not in (None, "DORMANT"):
-            out.append((current, start, float(last_epoch)))
-        spans[slot] = out
-    return spans
-
-
-def plot(path: Path, out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from esper.nissa import read_events
-
-    events = read_events(path)
-    epochs = events[events["kind"] == "epoch"].sort_values("epoch")
-    if epochs.empty:
-        raise ValueError(f"{path}: no epoch events")
-    last = int(epochs["epoch"].max())
-    spans = _spans(events, last)
-    fig, (ax_acc, ax_slots, ax_params) = plt.subplots(3, 1, figsize=(8, 7), sharex=True,
-                                                      gridspec_kw={"height_ratios": [3, max(len(spans), 1), 2]})
-    metric = "val_metric" if "val_metric" in epochs else "val_accuracy"  # telemetry written before the Task seam
-    ax_acc.plot(epochs["epoch"], epochs[metric], marker="o", label="validation metric")
-    for _, r in events[events["kind"] == "rollback"].iterrows():
-        ax_acc.axvline(r["epoch"], color="red", linestyle="--", label="Governor rollback")
-    ax_acc.set_ylabel("validation metric")
-    ax_acc.legend(loc="lower right")
-    for i, (slot, rows) in enumerate(sorted(spans.items())):
-        for stage, start, end in rows:
-            ax_slots.barh(i, max(end - start, 0.15), left=start, color=STAGE_COLOURS.get(stage, "grey"), edgecolor="black", linewidth=0.3)
-    ax_slots.set_yticks(range(len(spans)), sorted(spans))
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in STAGE_COLOURS.values()]
-    ax_slots.legend(handles, STAGE_COLOURS.keys(), fontsize=6, ncol=4, loc="upper left")
-    ax_slots.set_ylabel("slot lifecycle")
-    total = epochs["params_host"] + epochs["params_active"] + epochs["params_fossilized"]
-    ax_params.step(epochs["epoch"], total, where="post", label="total")
-    ax_params.step(epochs["epoch"], epochs["params_host"], where="post", label="host", linestyle=":")
-    ax_params.set_ylabel("parameters")
-    ax_params.set_xlabel("epoch")
-    ax_params.legend(loc="lower right")
-    run = events.iloc[0]
-    fig.suptitle(f"{path.stem}  ({', '.join(f'{c[4:]}={run[c]}' for c in events.columns if c.startswith('run_'))})")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+from esper.nissa.plot import plot_lifecycle
+from esper.study.cli import fail
 
 
 def main() -> None:
@@ -81,12 +19,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: beside the telemetry)")
     args = p.parse_args()
     if not args.telemetry.is_file():
-        sys.exit(f"error: telemetry file not found: {args.telemetry}")
+        fail(f"telemetry file not found: {args.telemetry}")
     out = args.out or args.telemetry.with_suffix(".png")
     try:
-        plot(args.telemetry, out)
+        plot_lifecycle(args.telemetry, out)
     except (ValueError, KeyError) as exc:
-        sys.exit(f"error: {args.telemetry} is not an Esper telemetry file ({exc})")
+        fail(f"{args.telemetry} is not an Esper telemetry file ({exc})")
     print(f"wrote {out}")
 
 

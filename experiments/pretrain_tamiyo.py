@@ -68,7 +68,7 @@ def main() -> None:
     import ray
 
     from esper.runtime import local_ray
-    from esper.simic.evaluate import compare_paired, evaluate_in_parallel, summarise
+    from esper.study.episodes import compare_paired, evaluate_in_parallel, summarise
     from esper.simic.record import FIRST_EVAL_SEED
 
     local_ray.init(None, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -81,7 +81,7 @@ def main() -> None:
     finally:
         ray.shutdown()
     if stats:
-        from esper.simic.summary import evaluation_lines
+        from esper.study.report import evaluation_lines
 
         evaluation = {k: summarise(v) for k, v in stats.items()}
         paired = compare_paired(stats, "clone", ["wait", "random"])

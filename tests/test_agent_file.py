@@ -16,7 +16,7 @@ from esper.leyline.control import Decision, Observation
 from esper.leyline.features import feature_names, feature_size
 from esper.leyline.world import WorldConfig
 from esper.simic.env import EsperEnv
-from esper.simic.evaluate import run_episode
+from esper.study.episodes import run_episode
 from esper.tamiyo.agent_file import AGENT_FORMAT, AGENT_FORMAT_VERSION, Agent, AgentFileError, load_agent, save_agent
 from esper.tamiyo.neural import NeuralTamiyo
 from esper.tamiyo.policy import TamiyoPolicyNet
@@ -182,6 +182,7 @@ def expect_error(path: Path, *fragments: str, **kwargs) -> AgentFileError:
     assert str(path) in msg, msg  # the message names the file
     for f in fragments:
         assert f in msg, msg
+    assert "\n" not in msg, msg  # one line, whatever torch said
     return err.value
 
 
@@ -194,14 +195,14 @@ def test_truncated_file(saved, keep):
     path, _ = saved
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
-    expect_error(path, "not a loadable agent.pt")
+    expect_error(path, "not an agent.pt")
 
 
 @pytest.mark.parametrize("size", [0, 16, 4096])
 def test_random_bytes(tmp_path, size):
     path = tmp_path / "agent.pt"
     path.write_bytes(np.random.default_rng(size).bytes(size))
-    expect_error(path, "not a loadable agent.pt")
+    expect_error(path, "not an agent.pt")
 
 
 def test_pickled_arbitrary_object_is_refused(tmp_path, saved):
@@ -210,13 +211,13 @@ def test_pickled_arbitrary_object_is_refused(tmp_path, saved):
     payload["provenance"]["evil"] = NotATensor()
     path = tmp_path / "pickled.pt"
     torch.save(payload, path)
-    expect_error(path, "not a loadable agent.pt")
+    expect_error(path, "not an agent.pt")
 
 
 def test_pickled_object_at_the_top_level_is_refused(tmp_path):
     path = tmp_path / "obj.pt"
     torch.save({"manifest": NotATensor()}, path)
-    expect_error(path, "not a loadable agent.pt")
+    expect_error(path, "not an agent.pt")
 
 
 @pytest.mark.parametrize("payload", [[torch.zeros(2)], {"state_dict": {}}, {"manifest": "esper.agent"}, torch.ones(3)])

@@ -77,8 +77,7 @@ def test_the_plan_search_plays_every_small_plan_and_ranks_them_by_return(tmp_pat
 
 
 def test_the_family_verdict_reads_paired_returns_rent_response_and_real_data_worlds():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from family_verdict import verdict
+    from esper.study.verdict import verdict
 
     def pair(mean, se):
         return {"episode_return": {"mean": mean, "se": se}}
@@ -101,33 +100,50 @@ def test_the_family_verdict_reads_paired_returns_rent_response_and_real_data_wor
     assert verdict(report, "plan:x@b")[1] is False
 
 
-def test_an_interrupted_evaluation_resumes_without_replaying_or_mixing(tmp_path, capsys):
-    """EpisodeCache: finished sets survive (a line cut short by a crash is dropped), are read back instead of
-    played, a file from another evaluation stops the run, and without --resume the old file is replaced."""
+def test_an_interrupted_evaluation_resumes_without_replaying_or_mixing(tmp_path):
+    """The evaluation's log (esper.runlog.ResumableLog): finished sets survive (a line cut short by a crash is
+    dropped), are read back instead of played, a log of another evaluation is refused naming what differs, and
+    without --resume a log with finished work is refused rather than overwritten."""
+    from dataclasses import asdict
+
     import pytest
 
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from evaluate_tamiyo import EpisodeCache, _play
+    from esper.runlog import LogError, ResumableLog
+    from esper.study.episodes import EpisodeStats
+    from esper.study.evaluate import play_controllers
 
-    from esper.simic.evaluate import EpisodeStats
-
-    path = tmp_path / "partial.jsonl"
+    path, identity = tmp_path / "episodes.jsonl", {"agent": "fp", "seeds": [1, 2]}
     played = [EpisodeStats("wait", s, 0.5 + s, 0.1, 0, 0, 0, 0.0, False, {"wait": 4}, metric_name="accuracy") for s in (1, 2)]
-    EpisodeCache(path, "fp", resume=False).put("cheap", "wait", played)
+    ResumableLog(path, identity, resume=False).append(
+        {"world": "cheap", "controller": "wait", "episodes": [asdict(e) for e in played]})
     with open(path, "a") as f:
-        f.write('{"fingerprint": "fp", "world": "cheap", "contr')  # the crash
-    cache = EpisodeCache(path, "fp", resume=True)
-    assert cache.get("cheap", "wait") == played and cache.get("dear", "wait") is None
+        f.write('{"world": "cheap", "contr')  # the crash
+    log = ResumableLog(path, identity, resume=True)
 
     def never():
         raise AssertionError("a finished set was played again")
 
-    results, again = _play(None, {"wait": never}, [1, 2], cached=(cache, "cheap"))
-    assert again["wait"] == played and results["wait"]["final_metric"]["mean"] == 2.0
-    with pytest.raises(SystemExit, match="different evaluation"):
-        EpisodeCache(path, "another agent", resume=True)
-    assert EpisodeCache(path, "another agent", resume=False).done == {} and not path.exists()
-    assert "is replaced" in capsys.readouterr().err
+    again = play_controllers(None, {"wait": never}, [1, 2], log, "cheap")
+    assert again["wait"] == played
+    with pytest.raises(LogError, match="agent"):
+        ResumableLog(path, {"agent": "another agent", "seeds": [1, 2]}, resume=True)
+    with pytest.raises(LogError, match="--resume") as refused:
+        ResumableLog(path, identity, resume=False)
+    assert "\n" not in str(refused.value), "one line"
+
+
+def test_a_resumed_evaluation_gives_the_same_report(tmp_path):
+    """End to end: an evaluation cut after its first controller, resumed, writes what an uninterrupted one does."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _run(whole, "--episodes", "2", "--controllers", "wait", "plan:conv_light@block3").returncode == 0
+    assert _run(cut, "--episodes", "2", "--controllers", "wait").returncode == 0
+    (cut / "evaluation.json").unlink()
+    refused = _run(cut, "--episodes", "2", "--controllers", "wait", "plan:conv_light@block3")
+    assert refused.returncode == 2 and "--resume" in refused.stderr and "Traceback" not in refused.stderr
+    proc = _run(cut, "--episodes", "2", "--controllers", "wait", "plan:conv_light@block3", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    a, b = (json.loads((d / "evaluation.json").read_text()) for d in (whole, cut))
+    assert a["results"] == b["results"] and a["paired"] == b["paired"]
 
 
 def test_the_plan_space_starts_each_plan_at_every_requested_epoch():

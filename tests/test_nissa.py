@@ -3,7 +3,6 @@ lifecycle plot work on a real run's telemetry."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 import subprocess
@@ -205,13 +204,6 @@ def run_telemetry(tmp_path_factory) -> Path:
     return path
 
 
-def _load_plot_run():
-    spec = importlib.util.spec_from_file_location("plot_run", PLOT_RUN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_real_run_telemetry_has_the_expected_events(run_telemetry):
     df = read_events(run_telemetry)
     epochs = df[df["kind"] == "epoch"]
@@ -224,9 +216,10 @@ def test_real_run_telemetry_has_the_expected_events(run_telemetry):
 
 
 def test_plot_run_turns_real_telemetry_into_a_png(run_telemetry, tmp_path):
-    plot_run = _load_plot_run()
+    from esper.nissa import plot as plot_run
+
     out = tmp_path / "plots" / "lifecycle.png"
-    plot_run.plot(run_telemetry, out)
+    plot_run.plot_lifecycle(run_telemetry, out)
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     spans = plot_run._spans(read_events(run_telemetry), 4)
@@ -252,5 +245,7 @@ def test_plot_run_handles_rollbacks_and_culls(tmp_path):
         hub(e)
     hub.close()
     out = tmp_path / "x.png"
-    _load_plot_run().plot(path, out)
+    from esper.nissa.plot import plot_lifecycle
+
+    plot_lifecycle(path, out)
     assert out.read_bytes()[:4] == b"\x89PNG"

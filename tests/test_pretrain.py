@@ -153,8 +153,8 @@ def test_the_main_job_config_names_a_bad_pretrain_setting():
 def test_the_main_job_keeps_the_clone_only_when_it_validates_better(tmp_path, monkeypatch, clone_return, kept):
     """After fine-tuning, agent.pt is whichever of the two earns the higher mean return on validation seeds — which
     lie apart from the recording's and the evaluation's; a tie keeps the fine-tuned agent, which is kept either way."""
-    import esper.simic.evaluate as evaluate
-    from esper.simic.evaluate import EpisodeStats
+    import esper.study.episodes as evaluate
+    from esper.study.episodes import EpisodeStats
     from esper.simic.record import FIRST_EVAL_SEED
     from esper.simic.train import _keep_the_better
 

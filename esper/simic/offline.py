@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from esper.simic.evaluate import EpisodeStats
+from esper.study.episodes import EpisodeStats
 
 OBS_KEYS = ("features", "action_mask")
 """The env's Dict observation, stored as obs_<key> and new_obs_<key> columns."""

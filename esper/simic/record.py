@@ -31,7 +31,7 @@ def _record_chunk(world_json: dict, controller: str, seeds: list[int], out: str)
     import pyarrow.parquet as pq
 
     from esper.simic.env import EsperEnv
-    from esper.simic.evaluate import run_episode
+    from esper.study.episodes import run_episode
     from esper.simic.offline import episode_id, episode_rows, rows_to_table
     from esper.tamiyo.registry import controller_factory
 

@@ -93,7 +93,7 @@ def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float
     """Greedy evaluation on fixed seeds; also writes the trial's agent.pt into `folder` (its final checkpoint)."""
     from esper.leyline.features import feature_names
     from esper.simic.env import EsperEnv
-    from esper.simic.evaluate import evaluate
+    from esper.study.episodes import evaluate
     from esper.tamiyo.agent_file import load_agent, save_agent
     from esper.tamiyo.neural import NeuralTamiyo
 

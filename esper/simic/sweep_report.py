@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esper.simic.evaluate import format_metric
+from esper.study.episodes import format_metric
 from esper.simic.sweep_config import SweepConfig
 from esper.simic.sweep import EVAL_PREFIX, OBJECTIVE
 

@@ -19,7 +19,7 @@ from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
 from esper.simic import ppo as keys
 from esper.simic.config import TrainTamiyoConfig
 from esper.tolaria.builder import action_spec
-from esper.simic.evaluate import format_metric
+from esper.study.episodes import format_metric
 from esper.simic.ppo import build_ppo_config, warm_start
 from esper.simic.record import FIRST_EVAL_SEED as EVAL_SEED_BASE  # disjoint from training's and recordings' seeds
 from esper.simic.record import FIRST_VALIDATION_SEED
@@ -150,7 +150,7 @@ def _keep_the_better(cfg: TrainTamiyoConfig, out: Path) -> dict | None:
     episode); agent.pt becomes the clone if the clone earns the higher mean return. PPO's first updates start from
     a critic BC never trained and can undo what the clone learned (docs/results.md §13). The fine-tuned agent stays
     in finetuned_agent.pt."""
-    from esper.simic.evaluate import evaluate_in_parallel
+    from esper.study.episodes import evaluate_in_parallel
 
     n = cfg.pretrain.validation_episodes
     if n == 0:
@@ -171,7 +171,7 @@ def _keep_the_better(cfg: TrainTamiyoConfig, out: Path) -> dict | None:
 def _evaluate(cfg: TrainTamiyoConfig, out: Path, pretrained: bool) -> tuple[dict, dict]:
     """The trained agent (and the clone it started from, unless validation compared them) beside WAIT-only, random and the heuristic on the same
     evaluation seeds, in parallel Ray tasks; summaries and the agent's paired differences."""
-    from esper.simic.evaluate import compare_paired, evaluate_in_parallel, summarise
+    from esper.study.episodes import compare_paired, evaluate_in_parallel, summarise
 
     seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
     if not seeds:
@@ -192,7 +192,7 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
     cfg.pretrain the run makes its own (record, clone) and keeps the clone if it validates better than its
     fine-tuning (`_keep_the_better`). `resume` continues from the run's checkpoint (a run
     stopped before its first checkpoint starts PPO again, after finishing its recording)."""
-    from esper.simic.summary import run_markdown
+    from esper.study.report import run_markdown
     from esper.tamiyo.agent_file import save_agent
 
     out.mkdir(parents=True, exist_ok=True)

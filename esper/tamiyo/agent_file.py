@@ -87,7 +87,8 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, pickled classes refused by weights_only
-        raise AgentFileError(f"{path}: not a loadable agent.pt ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:120]  # torch's messages run to a paragraph: one line
+        raise AgentFileError(f"{path}: not an agent.pt (torch.load: {type(exc).__name__}: {first})") from None
     m = payload.get("manifest") if isinstance(payload, dict) else None
     if not isinstance(m, dict) or m.get("format") != AGENT_FORMAT:
         raise AgentFileError(f"{path}: not an Esper agent (manifest format must be {AGENT_FORMAT!r})")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from esper.leyline.experiment import ImageDataConfig
-from esper.tolaria.data import DeviceLoader
+from esper.tolaria.data import DataError, DeviceLoader
 from esper.tolaria.datasets import DataBundle, load_bundle
 from esper.tolaria.task import register_task
 
@@ -60,4 +61,21 @@ def build_image_task(config: ImageDataConfig, device: torch.device, val_examples
     return ImageClassification(bundle, val_examples)
 
 
-register_task(ImageDataConfig, build_image_task)
+def check_image_data(config: ImageDataConfig) -> None:
+    """The Parquet files a world names exist and have the columns a task reads (schema only: no image decoded)."""
+    import pyarrow.parquet as pq
+
+    for field, path in (("data.source", config.source), ("data.eval_data", config.eval_data)):
+        if path is None or not path.endswith(".parquet"):
+            continue
+        if not Path(path).is_file():
+            raise DataError(f"{field}: Parquet file not found: {path}")
+        try:
+            names = pq.read_schema(path).names
+        except Exception as exc:  # pyarrow's errors for a file that is not Parquet vary by version
+            raise DataError(f"{field}: {path} is not a readable Parquet file ({type(exc).__name__})") from None
+        if not {"image", "label"} <= set(names):
+            raise DataError(f"{field}: {path} needs columns 'image' and 'label', has {names}")
+
+
+register_task(ImageDataConfig, build_image_task, check_image_data)

@@ -57,14 +57,27 @@ class Task(Protocol):
 
 
 TaskBuilder = Callable[[TaskConfig, torch.device, "int | None"], Task]
+DataCheck = Callable[[TaskConfig], None]
 _BUILDERS: dict[type[TaskConfig], TaskBuilder] = {}
+_CHECKS: dict[type[TaskConfig], DataCheck] = {}
 
 
-def register_task(config_cls: type[TaskConfig], build: TaskBuilder) -> None:
+def register_task(config_cls: type[TaskConfig], build: TaskBuilder, check: DataCheck | None = None) -> None:
     """Make a task available to every world: `config_cls` joins TASK_CONFIGS (worlds then accept
-    `data: {task: <name>, …}`), and `build(config, device, val_examples)` makes the Task."""
+    `data: {task: <name>, …}`), and `build(config, device, val_examples)` makes the Task. `check(config)`, if
+    given, is a cheap look at the task's data (files exist and read) that raises DataError naming what is wrong:
+    scripts run it before starting anything (esper.study.cli.check_world)."""
     TASK_CONFIGS.register(config_cls)
     _BUILDERS[config_cls] = build
+    if check is not None:
+        _CHECKS[config_cls] = check
+
+
+def check_task_data(config: TaskConfig) -> None:
+    """The task's own cheap data check (nothing for a task that registered none)."""
+    check = _CHECKS.get(type(config))
+    if check is not None:
+        check(config)
 
 
 def build_task(config: TaskConfig, device: torch.device, val_examples: int | None = None) -> Task:

@@ -121,4 +121,11 @@ def build_text_task(config: TextDataConfig, device: torch.device, val_examples: 
     return CharLanguageModel(read_text(config.source, config.limit), config, device, val_examples)
 
 
-register_task(TextDataConfig, build_text_task)
+def check_text_data(config: TextDataConfig) -> None:
+    try:
+        read_text(config.source, config.limit)
+    except DataError as exc:
+        raise DataError(f"data.source: {exc}") from None
+
+
+register_task(TextDataConfig, build_text_task, check_text_data)

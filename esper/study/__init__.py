@@ -1,0 +1,1 @@
+"""Study: the code behind every experiment — comparisons, evaluations, plan searches, verdicts and their tables."""
