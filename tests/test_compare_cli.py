@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from esper.study.tables import paired_table
+
 ROOT = Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-from _compute import paired_table  # noqa: E402
 
 
 def _row(arm: str, seed: int, metric: float) -> dict:
@@ -39,7 +39,7 @@ def test_paired_table_refuses_arms_that_ran_different_seeds_or_a_missing_referen
 
 def _compare(out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "experiments" / "compare_controllers.py"), "--out", str(out),
-           "--set", "world.trainer.epochs=1", "--set", "arms=[static]", "--set", "seeds=[0,1]", *extra]
+           "--set", "world.trainer.epochs=1", "--set", "arms=[wait]", "--set", "seeds=[0,1]", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -57,13 +57,13 @@ def test_a_crashed_comparison_resumes_where_it_stopped_and_refuses_to_be_overwri
 
     # a crash while the second run was being logged: one finished run and a torn line, no final tables
     log = out / "runs.jsonl"
-    finished = log.read_text().splitlines()[0]
-    log.write_text(finished + "\n" + '{"row": {"arm": "sta')
+    header, finished = log.read_text().splitlines()[:2]  # the comparison's identity, then its first run
+    log.write_text(header + "\n" + finished + "\n" + '{"row": {"arm": "wa')
     (out / "results.csv").unlink()
 
     refused = _compare(out)  # without --resume: nothing in --out is touched
     assert refused.returncode != 0 and "pass --resume" in refused.stderr
-    assert log.read_text().startswith(finished) and not (out / "results.csv").exists()
+    assert log.read_text().startswith(header + "\n" + finished) and not (out / "results.csv").exists()
 
     changed = _compare(out, "--resume", "--set", "world.trainer.lr=0.5")
     assert changed.returncode != 0 and "world.trainer.lr" in changed.stderr
@@ -71,6 +71,6 @@ def test_a_crashed_comparison_resumes_where_it_stopped_and_refuses_to_be_overwri
     resumed = _compare(out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming: 1 finished runs" in resumed.stdout
-    assert resumed.stdout.count("== static seed") == 1  # seed 0 was kept, seed 1 played again
+    assert resumed.stdout.count("== wait seed") == 1  # seed 0 was kept, seed 1 played again
     assert _val_metrics(out) == before  # the same numbers as the uninterrupted comparison
-    assert [json.loads(line)["row"]["seed"] for line in log.read_text().splitlines()[1:]] == [1]
+    assert [json.loads(line)["row"]["seed"] for line in log.read_text().splitlines()[2:]] == [1]

@@ -99,11 +99,7 @@ def test_an_equal_compute_run_stops_at_its_budget_with_the_schedule_over_it():
 
 
 def test_compute_to_target_reads_the_first_epoch_at_the_big_controls_final_metric():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
-    from _compute import compute_to_target
+    from esper.study.tables import compute_to_target
 
     def row(arm, seed, metrics, flops):  # the external set reads 0.1 lower, except the schedule's seed 1 at the end
         held_out = [m - 0.1 for m in metrics[:-1]] + [metrics[-1] + (0.1 if (arm, seed) == ("schedule", 1) else -0.1)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,15 @@ from esper.leyline.experiment import ConfigError, load_config
 from esper.simic.config import TrainTamiyoConfig
 from esper.simic.sweep_config import SweepConfig
 
+from esper.study.compare import CompareConfig
+
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 PRESETS = sorted((EXPERIMENTS / "presets").glob("*.yaml"))
-sys.path.insert(0, str(EXPERIMENTS))
-from compare_controllers import ExperimentConfig  # noqa: E402  (the comparison's config lives beside it)
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_preset_validates_and_documents_its_command(path):
-    model = {"compare": ExperimentConfig, "sweep": SweepConfig}.get(path.stem.split("_")[0], TrainTamiyoConfig)
+    model = {"compare": CompareConfig, "sweep": SweepConfig}.get(path.stem.split("_")[0], TrainTamiyoConfig)
     config = load_config(path, [], model=model)
     if isinstance(config, SweepConfig):  # its base and every swept value must fit the training config too
         from tune_rewards import _base, _check_search
@@ -54,7 +53,7 @@ def test_a_budget_in_host_epochs_is_one_field_and_leaves_the_static_host_its_dec
 
     from esper.leyline.experiment import TrainerConfig
 
-    cfg = ExperimentConfig.model_validate({"world": {"trainer": {"epochs": 10, "budget_host_epochs": 15}}})
+    cfg = CompareConfig.model_validate({"world": {"trainer": {"epochs": 10, "budget_host_epochs": 15}}})
     assert cfg.world.trainer.epochs == 16, "the static host needs 15 decisions and one that ends its budget"
     with pytest.raises(ValidationError, match="budget_flops and trainer.budget_host_epochs"):
         TrainerConfig(budget_flops=1e12, budget_host_epochs=3)

@@ -1,4 +1,4 @@
-"""Equal-compute reporting for compare_controllers.py: metric-vs-FLOPs curves and the compute-to-target table."""
+"""A comparison's tables and plots: per-arm summaries, differences paired by seed, compute to target, metric vs FLOPs."""
 
 from __future__ import annotations
 
@@ -99,6 +99,61 @@ def plot_curves(rows: list[dict], arms: list[str], metric: str, target: float | 
     ax.set_ylabel(f"{split_name} {metric}")
     ax.set_title(f"{metric} vs training compute (mean ± std over seeds)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summarise_arms(rows: list[dict], arms: list[str], has_eval: bool) -> list[dict]:
+    out = []
+    for arm in arms:
+        rs = [r for r in rows if r["arm"] == arm]
+        stat = lambda k: (statistics.fmean(r[k] for r in rs), statistics.stdev([r[k] for r in rs]) if len(rs) > 1 else 0.0)
+        s = {"arm": arm, "n": len(rs), "val_metric": stat("val_metric"), "params": stat("params_total"),
+             "train_flops": stat("train_flops"), "seconds": stat("wall_seconds")}
+        if has_eval:
+            s["eval_metric"] = stat("eval_metric")
+        out.append(s)
+    return out
+
+
+def arms_table(summary: list[dict], has_eval: bool, metric: str) -> str:
+    pct = metric == "accuracy"  # accuracy is a fraction: shown in %
+    f = (lambda v: f"{v:.2%}") if pct else (lambda v: f"{v:.4f}")
+    head = (f"| arm | seeds | val {metric} (mean ± sample std) |" + (f" eval {metric} |" if has_eval else "")
+            + " final params | training TFLOPs | wall-clock s |")
+    lines = [head, "|---|---:|---:|" + ("---:|" if has_eval else "") + "---:|---:|---:|"]
+    for s in summary:
+        ev = f" {f(s['eval_metric'][0])} ± {f(s['eval_metric'][1])} |" if has_eval else ""
+        lines.append(f"| {s['arm']} | {s['n']} | {f(s['val_metric'][0])} ± {f(s['val_metric'][1])} |{ev} "
+                     f"{s['params'][0]:,.0f} | {s['train_flops'][0] / 1e12:.3g} | {s['seconds'][0]:.0f} ± {s['seconds'][1]:.0f} |")
+    return "\n".join(lines)
+
+
+def samples_markdown(curves: list[dict], arms: list[str]) -> str:
+    """Generated text of each arm's best run (tasks that can generate), for reading rather than a loss number."""
+    out = []
+    for arm in arms:
+        rs = [c for c in curves if c["arm"] == arm and c.get("sample")]
+        if rs:
+            best = max(rs, key=lambda c: c["val_metric"])
+            out.append(f"### {arm} (seed {best['seed']}, val {best['val_metric']:.4f})\n\n```\n{best['sample']}\n```\n")
+    return "\n## Samples (300 characters, temperature 0.8)\n\n" + "\n".join(out) if out else ""
+
+
+def plot_params(rows: list[dict], arms: list[str], metric: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in arms:
+        rs = [r for r in rows if r["arm"] == arm]
+        ax.scatter([r["params_total"] for r in rs], [r["val_metric"] for r in rs], label=arm, alpha=0.8)
+    ax.set_xlabel("final parameters")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"{metric} vs parameters (one point per seed)")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
