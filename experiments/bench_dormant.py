@@ -14,10 +14,7 @@ order; each repeat keeps its median step, and the table reports the median over 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +24,7 @@ from torch import nn
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
 from esper.leyline import CNNHostConfig, KasminaConfig
-from esper.provenance import code_version
+from esper.study.bench import parse_bench_args, write_bench_json
 
 ARMS = ("host", "dormant", "training", "blending")
 
@@ -35,18 +32,7 @@ ARMS = ("host", "dormant", "training", "blending")
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["paper", "tiny"], choices=["tiny", "small", "paper"])
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=15, help="train steps per repeat (each timed alone, arms interleaved)")
-    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (median is reported); ≥5")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 = least sensitive to other processes)")
-    p.add_argument("--json", type=Path, default=Path("docs/data/bench_dormant.json"))
-    args = p.parse_args()
-    if args.repeats < 5:
-        p.error("--repeats must be ≥ 5 (medians of fewer repeats are noise on shared machines)")
-    if args.steps < 1 or args.batch_size < 1:
-        p.error("--steps and --batch-size must be ≥ 1")
-    return args
+    return parse_bench_args(p, batch_size=128, steps=15, repeats=7, out_flag="--json", out=Path("docs/data/bench_dormant.json"))
 
 
 def _arm_model(arm: str, host: nn.Module) -> nn.Module:
@@ -129,17 +115,7 @@ def main() -> None:
     for r in results:
         q = r["median_ratio_vs_host"]
         print(f"| {r['preset']} | {r['host_params']:,} | {r['median_ms']['host']:.2f} | {q['dormant']:.3f} | {q['training']:.3f} | {q['blending']:.3f} |")
-    meta = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "code_version": code_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} threads",
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    print(f"\nwrote {args.json}")
+    write_bench_json(args.json, args, results)
 
 
 if __name__ == "__main__":

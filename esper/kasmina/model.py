@@ -50,17 +50,18 @@ class ParamCounts:
         return (self.fossilized + self.active_seeds) / max(self.host, 1)
 
 
-def fitting_blueprints(requested: tuple[str, ...] | None, points: list) -> tuple[str, ...]:
-    """The plane's blueprints: `requested` as given (each must exist and one must fit a point), or for None every
-    registered blueprint that fits at least one point, in registry order."""
+def fitting_blueprints(requested: tuple[str, ...] | None, points: list, every: bool = False) -> tuple[str, ...]:
+    """The plane's blueprints: `requested` as given (each must exist and one must fit a point — with `every`, each
+    must fit one), or for None every registered blueprint that fits at least one point, in registry order."""
     kinds = {p.kind for p in points}
     if requested is None:
         return tuple(name for name, bp in BLUEPRINTS.items() if bp.kind in kinds)
     unknown = [name for name in requested if name not in BLUEPRINTS]
     if unknown:  # fail here, at construction, naming the field
         raise ConfigError(f"kasmina.blueprints: unknown blueprint(s) {unknown}; known: {sorted(BLUEPRINTS)}")
-    if not any(get_blueprint(name).kind in kinds for name in requested):
-        raise ConfigError(f"kasmina.blueprints: none of {list(requested)} fits this host's injection points "
+    misfits = [name for name in requested if get_blueprint(name).kind not in kinds]
+    if misfits and (every or len(misfits) == len(requested)):
+        raise ConfigError(f"kasmina.blueprints: {misfits} fit none of this host's injection points "
                           f"(kinds {sorted(kinds)}); leave it unset to offer every blueprint that fits")
     return tuple(requested)
 
