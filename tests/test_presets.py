@@ -21,9 +21,9 @@ def test_preset_validates_and_documents_its_command(path):
     model = {"compare": CompareConfig, "sweep": SweepConfig}.get(path.stem.split("_")[0], TrainTamiyoConfig)
     config = load_config(path, [], model=model)
     if isinstance(config, SweepConfig):  # its base and every swept value must fit the training config too
-        from tune_rewards import _base, _check_search
+        from esper.simic.tuner import check_search, sweep_base
 
-        _check_search(config, _base(config))
+        check_search(config, sweep_base(config))
     header = path.read_text().splitlines()[:4]
     assert any("python experiments/" in line for line in header if line.startswith("#")), "header must give the run command"
 

@@ -36,12 +36,11 @@ CFG = {
 def warm(ray_session, tmp_path_factory):
     """The warm start on a tiny world — record, clone — as a sweep makes it once for all its trials
     (tune_rewards.py; the main job's is the same warm_start_from_recording). (folder, clone path, summary, config)"""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from tune_rewards import _warm_start_once
+    from esper.simic.tuner import warm_start_once
 
     cfg = TrainTamiyoConfig.model_validate(CFG)
     sweep = tmp_path_factory.mktemp("sweep")
-    trials_base = _warm_start_once(cfg, sweep)
+    trials_base = warm_start_once(cfg, sweep, "test")
     out = sweep / "warm_start"
     assert trials_base.pretrain is None and trials_base.ppo.init_agent == str(out / "pretrain" / "agent.pt")
     summary = json.loads((out / "pretrain" / "warm_start.json").read_text())

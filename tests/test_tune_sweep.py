@@ -19,9 +19,9 @@ import requests
 from esper.leyline.experiment import ConfigError, load_config
 from esper.simic.sweep_config import SweepConfig
 
+from esper.simic.tuner import build_tuner, check_search, sweep_base
+
 ROOT = Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import tune_rewards  # noqa: E402
 
 TINY = """
 base: smoke
@@ -46,8 +46,8 @@ def test_grid_completes_with_dashboards_results_and_report(ray_session, tmp_path
     from esper.simic.sweep_report import write_report
 
     sweep = load_config(sweep_file(tmp_path), model=SweepConfig)
-    base = tune_rewards._base(sweep)
-    grid = tune_rewards._tuner(sweep, base, "grid", str(tmp_path / "tune"), 2, resume=False).fit()
+    base = sweep_base(sweep)
+    grid = build_tuner(sweep, base, "grid", str(tmp_path / "tune"), 2, resume=False).fit()
     out = tmp_path / "tune" / "grid"
     assert len(grid) == 4 and not grid.errors
     for result in grid:
@@ -95,7 +95,7 @@ def test_a_crashing_trial_restarts_from_its_checkpoint(ray_session, tmp_path):
     from esper.simic.sweep import tamiyo_trial
 
     sweep = load_config(sweep_file(tmp_path), model=SweepConfig)
-    base = tune_rewards._base(sweep)
+    base = sweep_base(sweep)
     marker = tmp_path / "failed-once"
     space = {"base": base.model_dump(mode="json"), "overrides": {"world.reward.rent_lambda": 0.05}, "iterations": 3,
              "eval_episodes": 1, "objective_rent": 0.05, "fail_once": str(marker)}
@@ -114,7 +114,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
     path = tmp_path / "tiny.yaml"  # two trials, one at a time: the least that has a finished and an unfinished one
     path.write_text(TINY.replace("  world.reward.pbrs_weight: {grid: [0.1, 0.5]}\n", "") + "max_concurrent: 1\n")
     storage = tmp_path / "tune"
-    cmd = [sys.executable, str(ROOT / "experiments" / "tune_rewards.py"), "--sweep", str(path), "--storage-path", str(storage)]
+    cmd = [sys.executable, str(ROOT / "experiments" / "tune_rewards.py"), "--preset", str(path), "--out", str(storage)]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")  # the script secures its own cluster
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -158,15 +158,16 @@ def test_bad_sweeps_fail_at_start_up_naming_the_field(tmp_path, bad, field):
     path.write_text("base: smoke\n" + bad)
     with pytest.raises(ConfigError, match=field):
         sweep = load_config(path, model=SweepConfig)
-        tune_rewards._check_search(sweep, tune_rewards._base(sweep))
+        check_search(sweep, sweep_base(sweep))
 
 
 def test_a_family_sweep_scores_trials_by_return_and_a_fixed_world_by_rented_accuracy():
     """objective_rent None (world families: rent varies by episode) → the objective is the mean episode return;
     a number → accuracy − objective_rent × excess ratio, as before."""
+    from esper.simic.ppo import training_scalars
     from esper.simic.sweep import TRAIN_OBJECTIVE, _objective, _train_metrics
 
     assert _objective(0.6, 0.5, 0.25, None) == 0.25
     assert _objective(0.6, 0.5, 0.25, 0.1) == pytest.approx(0.55)
     result = {"env_runners": {"episode_return_mean": 0.3}}
-    assert _train_metrics(result, None, 0.01)[TRAIN_OBJECTIVE] == 0.3
+    assert _train_metrics(training_scalars(result), None)[TRAIN_OBJECTIVE] == 0.3

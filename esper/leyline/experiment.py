@@ -157,6 +157,19 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
 
 
+PRESETS = Path(__file__).resolve().parents[2] / "experiments" / "presets"
+"""The YAML presets; each one's header comment gives the command that runs it."""
+
+
+def preset_path(name: str) -> Path:
+    """experiments/presets/<name>.yaml, or `name` itself when it is a .yaml/.yml path; unknown → ConfigError."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(q.stem for q in PRESETS.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r}; known: {known} (or give a .yaml path)")
+    return path
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None, *, model: type[M]) -> M:
     """Validate a YAML preset plus `key.sub=value` overrides; errors name the offending field."""
     tree: dict[str, Any] = {}

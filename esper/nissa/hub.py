@@ -92,20 +92,19 @@ class TensorBoardBackend:
     """Scalars per epoch under namespaced keys (val/metric, params/…); lifecycle events as text."""
 
     def __init__(self, logdir: str | Path) -> None:
-        from tensorboardX import SummaryWriter
+        from esper.nissa.tensorboard import ScalarWriter
 
-        self.writer = SummaryWriter(str(logdir))
+        self.writer = ScalarWriter(logdir, flush_secs=120)
 
     def write(self, event: TelemetryEvent, run: dict[str, Any]) -> None:
         from esper.leyline import telemetry as t
 
         if isinstance(event, EpochEvent):
-            for key, value in ((t.TRAIN_LOSS, event.train_loss), (t.VAL_LOSS, event.val_loss),
-                               (t.VAL_METRIC, event.val_metric), (t.PARAMS_HOST, event.params_host),
-                               (t.PARAMS_ACTIVE, event.params_active), (t.PARAMS_FOSSILIZED, event.params_fossilized)):
-                self.writer.add_scalar(key, value, event.epoch)
+            self.writer.scalars({t.TRAIN_LOSS: event.train_loss, t.VAL_LOSS: event.val_loss, t.VAL_METRIC: event.val_metric,
+                                 t.PARAMS_HOST: event.params_host, t.PARAMS_ACTIVE: event.params_active,
+                                 t.PARAMS_FOSSILIZED: event.params_fossilized}, event.epoch)
         elif event.kind in ("germinate", "cull", "fossilize", "rollback"):
-            self.writer.add_text(f"events/{event.kind}", event.model_dump_json(), event.epoch)
+            self.writer.text(f"events/{event.kind}", event.model_dump_json(), event.epoch)
 
     def close(self) -> None:
         self.writer.close()

@@ -66,6 +66,13 @@ def training_scalars(result: dict, kl_penalty: bool = False) -> dict[str, float]
     return {k: float(v) if v is not None else float("nan") for k, v in out.items()}
 
 
+def ppo_iteration(algo, cfg: TrainTamiyoConfig) -> tuple[dict, dict[str, float]]:
+    """One PPO iteration — the step the main job's loop and a Tune trial both take: RLlib's `train()`, and the
+    iteration's dashboard scalars under the tags both write (training_scalars, and the run's rent λ)."""
+    result = algo.train()
+    return result, training_scalars(result, cfg.ppo.kl_coeff > 0) | {RENT_SCALAR: cfg.world.reward.rent_lambda}
+
+
 ESPER_ENV_ID = "esper-world"
 
 

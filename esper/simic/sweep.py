@@ -14,10 +14,8 @@ import tempfile
 from pathlib import Path
 
 from ray import tune
-from ray.tune.logger import TBXLoggerCallback
 
 from esper.leyline.experiment import set_dotted
-from esper.simic import ppo as keys
 from esper.simic.config import TrainTamiyoConfig
 
 OBJECTIVE = "esper/objective"
@@ -28,34 +26,6 @@ TRAIN_OBJECTIVE = "esper/objective_train"
 EVAL_PREFIX = "eval/"
 EVAL_SEED_BASE = 200_000  # evaluation episode seeds: base, base+1, … (disjoint from evaluate_tamiyo's)
 STATE_FILE = "esper_trial.json"
-
-
-class DashboardLogger(TBXLoggerCallback):
-    """Tune's TensorBoard logger writing the tags PPO runs write: Tune prefixes every tag with 'ray/tune/', so
-    without this a sweep's `train/final_metric` and a PPO run's never share a chart in `tensorboard --logdir runs`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._writer_cls = self._summary_writer_cls
-        self._summary_writer_cls = self._untagged_writer
-
-    def _untagged_writer(self, *args, **kwargs) -> "_Untagged":
-        return _Untagged(self._writer_cls(*args, **kwargs))
-
-
-class _Untagged:
-    """A SummaryWriter whose scalar tags lose Tune's prefix."""
-
-    PREFIX = "ray/tune/"
-
-    def __init__(self, writer) -> None:
-        self._writer = writer
-
-    def add_scalar(self, tag: str, *args, **kwargs):
-        return self._writer.add_scalar(tag.removeprefix(self.PREFIX), *args, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._writer, name)
 
 
 def trial_name(trial) -> str:
@@ -79,13 +49,11 @@ def _objective(accuracy: float, excess_ratio: float, episode_return: float, obje
     return episode_return if objective_rent is None else accuracy - objective_rent * excess_ratio
 
 
-def _train_metrics(result: dict, objective_rent: float | None, rent_lambda: float) -> dict:
-    """The PPO run's dashboard scalars (same names in TensorBoard), the trial's λ and its training objective."""
-    out = keys.training_scalars(result)
-    out[TRAIN_OBJECTIVE] = _objective(out["train/final_metric"], out["train/excess_param_ratio"],
-                                      out["train/return_mean"], objective_rent)  # NaN if unknown
-    out[keys.RENT_SCALAR] = rent_lambda
-    return out
+def _train_metrics(scalars: dict, objective_rent: float | None) -> dict:
+    """The PPO iteration's dashboard scalars (same names in TensorBoard) and the trial's training objective."""
+    objective = _objective(scalars["train/final_metric"], scalars["train/excess_param_ratio"],
+                           scalars["train/return_mean"], objective_rent)  # NaN if unknown
+    return scalars | {TRAIN_OBJECTIVE: objective}
 
 
 def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float | None, folder: Path,
@@ -93,15 +61,14 @@ def _evaluate(algo, cfg: TrainTamiyoConfig, episodes: int, objective_rent: float
     """Greedy evaluation on fixed seeds; also writes the trial's agent.pt into `folder` (its final checkpoint)."""
     from esper.leyline.features import feature_names
     from esper.simic.env import EsperEnv
-    from esper.study.episodes import evaluate
+    from esper.study.episodes import play_set, summarise
     from esper.tamiyo.agent_file import load_agent, save_agent
-    from esper.tamiyo.neural import NeuralTamiyo
 
     env = EsperEnv(cfg.world)
     save_agent(folder / "agent.pt", algo.get_module().net, env.action_spec, feature_names(env.action_spec),
                cfg.model_dump(mode="json"), version)
     agent = load_agent(folder / "agent.pt")
-    summary, _ = evaluate(env, NeuralTamiyo(agent), [EVAL_SEED_BASE + i for i in range(episodes)])
+    summary = summarise(play_set(env, "ppo", [EVAL_SEED_BASE + i for i in range(episodes)], agent))
     acc, ex = summary["final_metric"]["mean"], summary["final_excess_ratio"]["mean"]
     out = {EVAL_PREFIX + k: summary[k]["mean"] for k in ("final_metric", "episode_return", "germinated", "fossilized",
                                                          "culled", "final_excess_ratio")}
@@ -115,7 +82,7 @@ def tamiyo_trial(config: dict) -> None:
     iterations, eval_episodes, objective_rent, checkpoint_every, code_version, and for tests fail_once (a
     marker path: the first attempt to pass iteration 2 creates it and raises, as a crashing trial would)."""
     from esper.runtime.resources import RunnerPlan
-    from esper.simic.ppo import build_ppo_config, load_init_agent, warm_start
+    from esper.simic.ppo import build_ppo_config, load_init_agent, ppo_iteration, warm_start
 
     cfg = trial_config(config)
     plan = RunnerPlan(num_env_runners=0, cpus_per_runner=1.0, gpus_per_runner=0.0, cluster_cpus=0, cluster_gpus=0)
@@ -134,7 +101,7 @@ def tamiyo_trial(config: dict) -> None:
             Path(config["fail_once"]).touch()
             raise RuntimeError("injected trial failure (fail_once)")
         objective_rent = None if config["objective_rent"] is None else float(config["objective_rent"])
-        metrics = _train_metrics(algo.train(), objective_rent, cfg.world.reward.rent_lambda)
+        metrics = _train_metrics(ppo_iteration(algo, cfg)[1], objective_rent)
         metrics["resumed_from"] = float(start)
         last = it == iterations
         if it % every and not last:

@@ -20,11 +20,13 @@ from esper.simic import ppo as keys
 from esper.simic.config import TrainTamiyoConfig
 from esper.tolaria.builder import action_spec
 from esper.study.episodes import format_metric
-from esper.simic.ppo import build_ppo_config, warm_start
+from esper.simic.ppo import build_ppo_config, ppo_iteration, warm_start
+from esper.study.report import run_markdown
 from esper.simic.record import FIRST_EVAL_SEED as EVAL_SEED_BASE  # disjoint from training's and recordings' seeds
 from esper.simic.record import FIRST_VALIDATION_SEED
 
 ESPER_ITERATION_FILE = "esper_iteration.txt"
+PROGRESS_FILE = "progress.jsonl"
 
 log = logging.getLogger(__name__)  # progress at INFO: ppo_multislot.py prints it
 OP_NAMES = [op.name.lower() for op in Op]
@@ -108,14 +110,6 @@ def _start_ray(address: str | None, dashboard: bool) -> dict:
     return ray.available_resources()
 
 
-def _dashboard_writer(out: Path, first_iteration: int):
-    """TensorBoard events in the run folder (`tensorboard --logdir runs/` shows PPO runs beside Tune trials); a
-    resumed run drops the events of iterations it redoes."""
-    from tensorboardX import SummaryWriter
-
-    return SummaryWriter(str(out), purge_step=first_iteration if first_iteration > 1 else None, flush_secs=10)
-
-
 def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources: dict) -> dict:
     """On an attached cluster, ask its autoscaler for the runners first (a head with CPU: 0 starts with nothing)."""
     wanted = cfg.ppo.num_env_runners
@@ -169,13 +163,15 @@ def _keep_the_better(cfg: TrainTamiyoConfig, out: Path) -> dict | None:
 
 
 def _evaluate(cfg: TrainTamiyoConfig, out: Path, pretrained: bool) -> tuple[dict, dict]:
-    """The trained agent (and the clone it started from, unless validation compared them) beside WAIT-only, random and the heuristic on the same
-    evaluation seeds, in parallel Ray tasks; summaries and the agent's paired differences."""
+    """The trained agent (and the clone it started from, unless validation compared them) beside WAIT-only, random
+    and the heuristic on the same evaluation seeds, in parallel Ray tasks; summaries and the agent's paired
+    differences."""
     from esper.study.episodes import compare_paired, evaluate_in_parallel, summarise
 
     seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
     if not seeds:
         return {}, {}
+    log.info(f"evaluating the agent on {len(seeds)} episodes beside WAIT-only, random and the heuristic")
     controllers = {"ppo": ("ppo", str(out / "agent.pt"))}
     if pretrained:
         controllers["bc clone"] = ("ppo", str(out / "pretrain" / "agent.pt"))
@@ -187,14 +183,10 @@ def _evaluate(cfg: TrainTamiyoConfig, out: Path, pretrained: bool) -> tuple[dict
 
 def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, resume: bool = False,
                  init_agent=None, ray_dashboard: bool = True, command: str = "") -> str:
-    """Train, checkpoint, export agent.pt, evaluate and write the summary; returns the Markdown summary.
-    `init_agent` (a loaded agent.pt, see ppo.load_init_agent) gives a fresh run its starting weights; with
-    cfg.pretrain the run makes its own (record, clone) and keeps the clone if it validates better than its
-    fine-tuning (`_keep_the_better`). `resume` continues from the run's checkpoint (a run
-    stopped before its first checkpoint starts PPO again, after finishing its recording)."""
-    from esper.study.report import run_markdown
-    from esper.tamiyo.agent_file import save_agent
-
+    """The main job, phase by phase: Ray up; the warm start (`init_agent`, or with cfg.pretrain a clone of
+    episodes recorded now); PPO built on the runners the cluster offers; restored from the run's checkpoint
+    (`resume`) or warm-started; trained, checkpointing as it goes; exported as agent.pt; the clone kept if it
+    validates better; evaluated beside the baselines; summarised. Returns the Markdown summary."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     version, t0 = code_version(), time.perf_counter()
@@ -202,54 +194,11 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
     try:
         resume = resume and adopt_latest_checkpoint(out) is not None
         init_agent, pretrain = _warm_start(cfg, out, init_agent, not resume, command)
-        resources = _grow_if_autoscaling(cfg, address, resources)
-        plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
-        if plan.gpus_per_runner > 0 and not cuda_usable_on_gpu_workers(plan.gpus_per_runner):
-            log.warning("the cluster advertises GPUs but CUDA is not usable on them; env runners use CPU")
-            plan = plan_runners(resources, cfg.ppo.num_env_runners, 0.0)
-        log.info(f"world {cfg.world.name!r}: {plan.describe()}; output {out}")
-        algo = build_ppo_config(cfg, plan).build_algo()
-        placement = runner_placement(algo)
-        for r in placement["runners"]:
-            log.info(f"  env runner on node {r['node_id']}  GPU ids {r['gpu_ids'] or '-'}  device {r['device']}  "
-                     f"env {r['env']}")
-        history_path = out / "progress.jsonl"
-        history = []
-        if resume:
-            checkpoint = adopt_latest_checkpoint(out)
-            algo.restore_from_path(str(checkpoint.resolve()))
-            lines = history_path.read_text().splitlines() if history_path.exists() else []
-            done = _complete_iteration(checkpoint)
-            history = [json.loads(line) for line in lines[:done]]  # iterations after the checkpoint are redone
-            history_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-            log.info(f"resumed from {checkpoint} after iteration {done}")
-        else:
-            history_path.unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
-            if init_agent is not None:
-                warm_start(algo, init_agent)
-                log.info(f"PPO starts from {cfg.ppo.init_agent or out / 'pretrain' / 'agent.pt'}")
-        writer = _dashboard_writer(out, len(history) + 1)
-        log.info(f"TensorBoard: {tensorboard_command(out)}  (or --logdir runs/ for every run and sweep)")
-        for it in range(len(history) + 1, cfg.ppo.iterations + 1):
-            result = algo.train()
-            history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0,
-                                     cfg.world.data.metric_name))
-            scalars = keys.training_scalars(result, cfg.ppo.kl_coeff > 0) | {keys.RENT_SCALAR: cfg.world.reward.rent_lambda}
-            for tag, value in scalars.items():
-                if value == value:  # NaN: not reported yet (no episode finished)
-                    writer.add_scalar(tag, value, it)
-            with history_path.open("a") as f:
-                f.write(json.dumps(history[-1]) + "\n")
-            if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
-                _save_checkpoint(algo, out, it)
-        spec = action_spec(cfg.world)  # the plane only: no data loaded to name the heads
-        save_agent(out / "agent.pt", algo.get_module().net, spec, feature_names(spec), cfg.model_dump(mode="json"),
-                   version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
-        algo.stop()
-        writer.close()
+        algo, plan, placement = _build_ppo(cfg, out, address, resources)
+        history = _restore(algo, out) if resume else _start_fresh(algo, cfg, out, init_agent)
+        history = _train(algo, cfg, out, history, t0)
+        _export(algo, cfg, out, history, version)
         selection = _keep_the_better(cfg, out) if pretrain is not None else None
-        if cfg.eval_episodes:
-            log.info(f"evaluating the agent on {cfg.eval_episodes} episodes beside WAIT-only, random and the heuristic")
         evaluation, paired = _evaluate(cfg, out, pretrain is not None and selection is None)
     finally:
         if address:
@@ -262,3 +211,72 @@ def train_tamiyo(cfg: TrainTamiyoConfig, out: Path, address: str | None = None, 
     md = run_markdown(cfg, out, summary)
     (out / "summary.md").write_text(md)
     return md
+
+
+def _build_ppo(cfg: TrainTamiyoConfig, out: Path, address: str | None, resources: dict):
+    """RLlib PPO on the env runners the cluster can hold (grown first on an autoscaling cluster; GPU runners only
+    where CUDA works): the algorithm, the runner plan and where each runner landed."""
+    resources = _grow_if_autoscaling(cfg, address, resources)
+    plan = plan_runners(resources, cfg.ppo.num_env_runners, cfg.ppo.gpus_per_env_runner)
+    if plan.gpus_per_runner > 0 and not cuda_usable_on_gpu_workers(plan.gpus_per_runner):
+        log.warning("the cluster advertises GPUs but CUDA is not usable on them; env runners use CPU")
+        plan = plan_runners(resources, cfg.ppo.num_env_runners, 0.0)
+    log.info(f"world {cfg.world.name!r}: {plan.describe()}; output {out}")
+    algo = build_ppo_config(cfg, plan).build_algo()
+    placement = runner_placement(algo)
+    for r in placement["runners"]:
+        log.info(f"  env runner on node {r['node_id']}  GPU ids {r['gpu_ids'] or '-'}  device {r['device']}  "
+                 f"env {r['env']}")
+    return algo, plan, placement
+
+
+def _restore(algo, out: Path) -> list[dict]:
+    """Continue from the run's newest complete checkpoint: its progress log cut back to the checkpoint's
+    iteration (iterations after it are redone)."""
+    checkpoint = adopt_latest_checkpoint(out)
+    algo.restore_from_path(str(checkpoint.resolve()))
+    path = out / PROGRESS_FILE
+    done = _complete_iteration(checkpoint)
+    history = [json.loads(line) for line in (path.read_text().splitlines() if path.exists() else [])[:done]]
+    path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    log.info(f"resumed from {checkpoint} after iteration {done}")
+    return history
+
+
+def _start_fresh(algo, cfg: TrainTamiyoConfig, out: Path, init_agent) -> list[dict]:
+    (out / PROGRESS_FILE).unlink(missing_ok=True)  # a fresh run in an old folder starts a fresh log
+    if init_agent is not None:
+        warm_start(algo, init_agent)
+        log.info(f"PPO starts from {cfg.ppo.init_agent or out / 'pretrain' / 'agent.pt'}")
+    return []
+
+
+def _train(algo, cfg: TrainTamiyoConfig, out: Path, history: list[dict], t0: float) -> list[dict]:
+    """PPO iterations up to cfg.ppo.iterations: each one's progress line (printed, appended to progress.jsonl)
+    and dashboard scalars (TensorBoard through Nissa); a checkpoint every `checkpoint_every` and at the end."""
+    from esper.nissa.tensorboard import ScalarWriter
+
+    first = len(history) + 1
+    writer = ScalarWriter(out, purge_step=first if first > 1 else None)  # a resumed run drops redone iterations
+    log.info(f"TensorBoard: {tensorboard_command(out)}  (or --logdir runs/ for every run and sweep)")
+    for it in range(first, cfg.ppo.iterations + 1):
+        result, scalars = ppo_iteration(algo, cfg)
+        history.append(_progress(it, cfg.ppo.iterations, result, time.perf_counter() - t0, cfg.ppo.kl_coeff > 0,
+                                 cfg.world.data.metric_name))
+        writer.scalars(scalars, it)
+        with (out / PROGRESS_FILE).open("a") as f:
+            f.write(json.dumps(history[-1]) + "\n")
+        if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
+            _save_checkpoint(algo, out, it)
+    writer.close()
+    return history
+
+
+def _export(algo, cfg: TrainTamiyoConfig, out: Path, history: list[dict], version: str) -> None:
+    """agent.pt: the trained policy with its action layout, features and config (loads without pickle)."""
+    from esper.tamiyo.agent_file import save_agent
+
+    spec = action_spec(cfg.world)
+    save_agent(out / "agent.pt", algo.get_module().net, spec, feature_names(spec), cfg.model_dump(mode="json"),
+               version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
+    algo.stop()

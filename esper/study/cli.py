@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from esper.leyline.base import EsperModel
-from esper.leyline.experiment import ConfigError, load_config
+from esper.leyline.experiment import ConfigError, load_config, preset_path
 
-PRESETS = Path(__file__).resolve().parents[2] / "experiments" / "presets"
-"""The YAML presets; each one's header comment gives the command that runs it."""
 M = TypeVar("M", bound=EsperModel)
 
 
@@ -27,15 +25,6 @@ def fail(message: str) -> NoReturn:
     """End a script on a user's mistake: one line on stderr, exit code 2 (as argparse does)."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def preset_path(name: str) -> Path:
-    """experiments/presets/<name>.yaml, or `name` itself when it is a .yaml/.yml path; unknown → ConfigError."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PRESETS / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(q.stem for q in PRESETS.glob("*.yaml"))
-        raise ConfigError(f"--preset: unknown preset {name!r}; known: {known} (or give a .yaml path)")
-    return path
 
 
 def script_parser(doc: str, *, preset: str | None = "smoke", out: str | None = None,
@@ -61,7 +50,11 @@ def load(parser: argparse.ArgumentParser, args: argparse.Namespace, model: type[
     """The preset (`preset`, else --preset) with --set overrides, validated as `model`; a bad one ends the script
     in one line naming the field. With --print-config, prints the config and exits."""
     try:
-        cfg = load_config(preset_path(preset or args.preset), args.overrides, model=model)
+        path = preset_path(preset or args.preset)
+    except ConfigError as exc:
+        fail(f"--preset: {exc}")
+    try:
+        cfg = load_config(path, args.overrides, model=model)
     except ConfigError as exc:
         fail(str(exc))
     if getattr(args, "print_config", False):

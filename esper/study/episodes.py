@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from esper.leyline import Op
 from esper.leyline.control import Controller
 from esper.simic.env import EsperEnv
+from esper.tamiyo.registry import controller_factory
 
 
 @dataclass
@@ -93,21 +94,21 @@ def paired_difference(stats: list[EpisodeStats], baseline: list[EpisodeStats], k
     return {"mean": mean, "se": se, "beats_by_2se": mean > 0 and mean > 2 * se}
 
 
-def evaluate(env: EsperEnv, controller: Controller, seeds: list[int]) -> tuple[dict, list[dict]]:
-    stats = [run_episode(env, controller, s) for s in seeds]
-    return summarise(stats), [asdict(s) for s in stats]
+def play_set(env: EsperEnv, name: str, seeds: list[int], agent=None) -> list[EpisodeStats]:
+    """Controller `name` (esper/tamiyo/registry.py) on the episode `seeds` of `env`: the one way every evaluation
+    plays. Each episode gets a fresh controller seeded by the episode's seed, so an episode's result depends on
+    its seed alone — not on which episodes came before it, nor on how they are split over Ray tasks."""
+    return [run_episode(env, controller_factory(name, env.action_spec, agent, seed=s)(), s) for s in seeds]
 
 
 def _play_chunk(world_json: dict, name: str, agent_path: str | None, seeds: list[int]) -> list[dict]:
-    """A Ray task: controller `name` (with agent.pt at `agent_path` for ppo names) on `seeds`. Each episode gets a
-    fresh controller seeded by the episode's seed, so results do not depend on how episodes are split into tasks."""
+    """A Ray task: controller `name` (with agent.pt at `agent_path` for trained ones) on `seeds`."""
     from esper.leyline.world import WorldConfig
     from esper.tamiyo.agent_file import load_agent
-    from esper.tamiyo.registry import controller_factory
 
     env = EsperEnv(WorldConfig.model_validate(world_json))
     agent = load_agent(agent_path) if agent_path else None
-    return [asdict(run_episode(env, controller_factory(name, env.action_spec, agent, seed=s)(), s)) for s in seeds]
+    return [asdict(st) for st in play_set(env, name, seeds, agent)]
 
 
 def evaluate_in_parallel(world, controllers: dict[str, tuple[str, str | None]], seeds: list[int],

@@ -12,10 +12,9 @@ import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 from esper.runlog import ResumableLog
-from esper.study.episodes import EpisodeStats, compare_paired, format_metric, run_episode, summarise
+from esper.study.episodes import EpisodeStats, compare_paired, format_metric, play_set, run_episode, summarise
 
 log = logging.getLogger(__name__)
 BASELINES = ("random", "wait")
@@ -27,19 +26,16 @@ def agent_digest(path: Path | None) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
 
 
-def play_controllers(env, make: dict[str, Callable], seeds: list[int], log_: ResumableLog | None = None,
+def play_controllers(env, names: list[str], seeds: list[int], agent=None, log_: ResumableLog | None = None,
                      world: str = "world") -> dict[str, list[EpisodeStats]]:
     """Every controller on the same episode seeds of `env`, by name; sets already in `log_` are read back."""
     done = {r["controller"]: r["episodes"] for r in (log_.records if log_ else []) if r["world"] == world}
     played = {}
-    for name, factory in make.items():
+    for name in names:
         if name in done:
             played[name] = [EpisodeStats(**e) for e in done[name]]
         else:
-            controller, played[name] = factory(), []
-            for i, s in enumerate(seeds):
-                played[name].append(run_episode(env, controller, s))
-                log.info(f"{world}: {name} episode {i + 1}/{len(seeds)}")
+            played[name] = play_set(env, name, seeds, agent)
             if log_ is not None:
                 log_.append({"world": world, "controller": name, "episodes": [asdict(st) for st in played[name]]})
         r = summarise(played[name])
@@ -61,13 +57,13 @@ def paired_with_baselines(played: dict[str, list[EpisodeStats]]) -> dict:
     return out
 
 
-def evaluate_worlds(envs: dict, worlds: dict, make: dict, seeds: list[int], log_: ResumableLog | None,
+def evaluate_worlds(envs: dict, worlds: dict, names: list[str], seeds: list[int], agent, log_: ResumableLog | None,
                     named: bool) -> tuple[dict, list[dict]]:
     """Every controller on the same seeds of every world: the report (per world, and pooled when the worlds are
     `named` ones) and one row per episode."""
     report, rows, pooled = {"seeds": seeds}, [], {}
     for wname, env in envs.items():
-        played = play_controllers(env, make, seeds, log_, wname)
+        played = play_controllers(env, names, seeds, agent, log_, wname)
         rows += [asdict(st) | {"controller": n, "world": wname} for n, sts in played.items() for st in sts]
         entry = {"world": worlds[wname].model_dump(mode="json"),
                  "results": {n: summarise(sts) for n, sts in played.items()}, "paired": paired_with_baselines(played)}
@@ -161,12 +157,13 @@ def run_evaluation(world, agent_path: Path | None, controllers: list[str], seeds
     spec = action_spec(world)
     names = [c for c in controllers if agent is not None or not needs_agent(c)]
     names += [p for p in all_plans(spec, plan_space, plan_starts) if p not in names]
-    make = {c: controller_factory(c, spec, agent) for c in names}
+    for c in names:
+        controller_factory(c, spec, agent)  # every name is checked before the first episode
     identity = {"agent": agent_digest(agent_path), "seeds": seeds,  # controllers may be added on a resume
                 "worlds": {n: w.model_dump(mode="json") for n, w in worlds.items()}}
     log_ = ResumableLog(out / "episodes.jsonl", identity, resume)
     envs = {name: EsperEnv(w) for name, w in worlds.items()}
-    report, rows = evaluate_worlds(envs, worlds, make, seeds, log_, named=worlds_file is not None)
+    report, rows = evaluate_worlds(envs, worlds, names, seeds, agent, log_, named=worlds_file is not None)
     if plan_space:
         report["plan_search"] = rank_plans((report.get("pooled") or report)["results"])
     report["episodes"] = rows
