@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.esper-installed
 
-.PHONY: run test test-all demo bench clean-venv
+.PHONY: run test demo bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,14 +13,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## the main job on its small default: record, clone, PPO on the smoke world (offline, local, ~8.5 min)
+run: $(STAMP)  ## the main job on its small default: record, clone, PPO on the smoke world (offline, local, 9–13 min from a fresh clone)
 	$(PY) experiments/ppo_multislot.py
 
-test: $(STAMP)  ## the default test suite (slow tests excluded)
+test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
-
-test-all: $(STAMP)  ## every test, slow ones included
-	$(PY) -m pytest -m ''
 
 demo: $(STAMP)  ## one-minute walk of a seed through its lifecycle
 	$(PY) experiments/demo_plane.py
