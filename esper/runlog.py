@@ -74,6 +74,7 @@ class ResumableLog:
         """The finished pieces, in the order they finished."""
 
     def append(self, record: dict) -> None:
+        """Add one finished piece, on disk (fsynced) before this returns."""
         with open(self.path, "a") as f:
             append_log(f, [record])
         self.records.append(record)

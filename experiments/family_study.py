@@ -55,7 +55,7 @@ def train(args) -> None:
         if (run / "summary.json").is_file():
             print(f"train seed {seed}: done ({run})")
             continue
-        resume = ["--resume", str(run)] if (run / "checkpoint").is_dir() else ["--output", str(run)]
+        resume = ["--out", str(run), *(["--resume"] if (run / "checkpoint").is_dir() else [])]
         sets = [x for kv in args.overrides for x in ("--set", kv)]
         _run([sys.executable, str(HERE / "ppo_multislot.py"), "--preset", args.preset, "--seed", str(seed),
               "--no-ray-dashboard", *sets, *resume])

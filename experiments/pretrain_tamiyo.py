@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from esper.study.cli import fail, show_progress
 
 
 def _parse() -> argparse.Namespace:
@@ -41,21 +42,19 @@ def _config(data: Path):
     """The recording's training config — or a one-line error."""
     from esper.leyline.experiment import ConfigError
     from esper.simic.config import TrainTamiyoConfig
-    from esper.tolaria.builder import build_model
+    from esper.tolaria.builder import action_spec
 
     try:
         cfg = TrainTamiyoConfig.model_validate(json.loads((data / "manifest.json").read_text())["config"])
-        build_model(cfg.world)
+        action_spec(cfg.world)
         return cfg
     except OSError as exc:
-        sys.exit(f"error: {data} is not a finished record_episodes.py output ({exc.strerror}: manifest.json)")
+        fail(f"{data} is not a finished record_episodes.py output ({exc.strerror}: manifest.json)")
     except (ValueError, KeyError, ConfigError) as exc:
-        sys.exit(f"error: {data / 'manifest.json'}: not a recording's manifest ({exc})")
+        fail(f"{data / 'manifest.json'}: not a recording's manifest ({exc})")
 
 
 def main() -> None:
-    from _console import show_progress
-
     args = _parse()
     cfg = _config(args.data)
     show_progress()
@@ -64,7 +63,7 @@ def main() -> None:
     try:
         prepared = prepare(args.data, args.out, cfg, args.top_pct, args.seed, args.controllers)
     except PretrainDataError as exc:
-        sys.exit(f"error: {exc}")
+        fail(str(exc))
     import ray
 
     from esper.runtime import local_ray

@@ -17,18 +17,15 @@ layout a pretrained agent must match; OUT/episodes.parquet indexes the episodes.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from esper.simic.record import FIRST_EVAL_SEED
+from esper.study.cli import check_world, checked, load, script_parser, show_progress
 from esper.tamiyo.registry import names_help
 
 
-def _parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="smoke", help="world preset name or YAML (default %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+def _parse():
+    p = script_parser(__doc__, preset="smoke", out="(required) the dataset folder", resume=True)
     p.add_argument("--controllers", nargs="+", default=["heuristic", "eps:0.2:heuristic", "random", "wait"], help=names_help())
     p.add_argument("--plan-space", type=int, default=0, metavar="K",
                    help="also record every fixed plan of 1..K seeds (default 0: none)")
@@ -36,39 +33,34 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--seed-base", type=int, default=0, help="episode seeds: base, base+1, … (default %(default)s)")
     p.add_argument("--chunk", type=int, default=4, help="episodes per Ray task (default %(default)s)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted recording into the same --out")
     args = p.parse_args()
+    if args.out is None:
+        p.error("--out (the dataset folder) is required")
     if args.episodes < 1 or args.chunk < 1 or args.plan_space < 0:
         p.error("--episodes and --chunk must be ≥ 1, --plan-space ≥ 0")
     if args.seed_base < 0 or args.seed_base + args.episodes > FIRST_EVAL_SEED:
         p.error(f"episode seeds must lie in [0, {FIRST_EVAL_SEED}): evaluation episodes use the seeds from there on")
-    return args
+    return p, args
 
 
-def _setup(args):
-    """The training config and the controllers' names (checked against the world's plane) — or a one-line error."""
-    from _config import load_preset
-    from esper.leyline.experiment import ConfigError
-    from esper.simic.config import TrainTamiyoConfig
+def _check(cfg, args) -> list[str]:
+    """The world, the controllers (checked against its plane) and --out, before Ray starts: the names to record."""
+    from esper.simic.record import open_recording
     from esper.tamiyo.registry import controller_names
     from esper.tolaria.builder import action_spec
 
-    try:
-        cfg = load_preset(args.preset, args.overrides, TrainTamiyoConfig)
-        spec = action_spec(cfg.world)  # the plane only: no data loaded here
-        return cfg, controller_names(args.controllers, spec, args.plan_space)
-    except (ConfigError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+    check_world(cfg.world)
+    controllers = controller_names(args.controllers, action_spec(cfg.world), args.plan_space)
+    open_recording(args.out, cfg.world, args.resume)
+    return controllers
 
 
 def main() -> None:
-    from _console import show_progress
+    from esper.simic.config import TrainTamiyoConfig
 
-    args = _parse()
-    cfg, controllers = _setup(args)
-    if (args.out / "steps").exists() and not args.resume:
-        sys.exit(f"error: {args.out} already holds a recording: --resume to continue it, or choose another --out")
+    p, args = _parse()
+    cfg = load(p, args, TrainTamiyoConfig)
+    controllers = checked(lambda: _check(cfg, args))
     show_progress()
     import ray
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from esper.simic import train
-from esper.simic.train import _save_checkpoint, adopt_latest_checkpoint, latest_checkpoint
+from esper.simic.train import save_checkpoint, adopt_latest_checkpoint, latest_checkpoint
 
 
 class FakeAlgo:
-    """What _save_checkpoint needs of an RLlib Algorithm: save_to_path writes a state folder."""
+    """What save_checkpoint needs of an RLlib Algorithm: save_to_path writes a state folder."""
 
     def __init__(self, state: str) -> None:
         self.state = state
@@ -67,18 +67,18 @@ def _crash_before(step: str, monkeypatch) -> None:
 
 @pytest.mark.parametrize("step", STEPS)
 def test_a_crash_at_any_step_of_the_swap_leaves_a_complete_checkpoint(step, tmp_path, monkeypatch):
-    _save_checkpoint(FakeAlgo("iteration 1"), tmp_path, 1)
+    save_checkpoint(FakeAlgo("iteration 1"), tmp_path, 1)
     with monkeypatch.context() as m:
         _crash_before(step, m)
         with pytest.raises(Crash):
-            _save_checkpoint(FakeAlgo("iteration 2"), tmp_path, 2)
+            save_checkpoint(FakeAlgo("iteration 2"), tmp_path, 2)
     found = latest_checkpoint(tmp_path)
     assert found is not None, f"crash before {step}: nothing to resume from ({sorted(p.name for p in tmp_path.iterdir())})"
     # before the new state is complete the old one is used; once it is complete, the new one
     expected = "iteration 1" if step in ("save_to_path", "write_marker") else "iteration 2"
     assert _state(found) == expected, (step, found)
     # and the next save after the crash works and leaves one checkpoint folder
-    _save_checkpoint(FakeAlgo("iteration 3"), tmp_path, 3)
+    save_checkpoint(FakeAlgo("iteration 3"), tmp_path, 3)
     assert _state(latest_checkpoint(tmp_path)) == "iteration 3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
 
@@ -87,18 +87,18 @@ def test_a_crash_at_any_step_of_the_swap_leaves_a_complete_checkpoint(step, tmp_
 def test_resuming_after_a_crash_keeps_the_newest_state_through_the_next_crash(step, tmp_path, monkeypatch):
     """--resume adopts the newest complete checkpoint as checkpoint/; a crash early in the next save (which starts
     by deleting checkpoint.tmp/) still leaves that state."""
-    _save_checkpoint(FakeAlgo("iteration 1"), tmp_path, 1)
+    save_checkpoint(FakeAlgo("iteration 1"), tmp_path, 1)
     with monkeypatch.context() as m:
         _crash_before(step, m)
         with pytest.raises(Crash):
-            _save_checkpoint(FakeAlgo("iteration 2"), tmp_path, 2)
+            save_checkpoint(FakeAlgo("iteration 2"), tmp_path, 2)
     newest = _state(latest_checkpoint(tmp_path))
     assert adopt_latest_checkpoint(tmp_path) == tmp_path / "checkpoint"
     assert _state(tmp_path / "checkpoint") == newest
     with monkeypatch.context() as m:
         _crash_before("save_to_path", m)
         with pytest.raises(Crash):
-            _save_checkpoint(FakeAlgo("iteration 3"), tmp_path, 3)
+            save_checkpoint(FakeAlgo("iteration 3"), tmp_path, 3)
     assert _state(latest_checkpoint(tmp_path)) == newest
 
 

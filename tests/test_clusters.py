@@ -178,7 +178,7 @@ def test_ppo_job_autoscales_fake_gpu_nodes(fake_cluster, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "RAY_ADDRESS": address, "RAY_USAGE_STATS_ENABLED": "0"}  # the token from ~/.ray/auth_token
     cmd = [sys.executable, str(ROOT / "experiments" / "ppo_multislot.py"), "--address", "auto", "--num-env-runners", "2",
-           "--iterations", "1", "--output", str(out), "--set", "ppo.train_batch_size=16", "--set", "ppo.minibatch_size=8",
+           "--iterations", "1", "--out", str(out), "--set", "ppo.train_batch_size=16", "--set", "ppo.minibatch_size=8",
            "--set", "ppo.num_epochs=1", "--set", "eval_episodes=0", "--set", "ppo.cluster_wait_s=240",
            "--set", "pretrain=null"]
     started = time.monotonic()

@@ -24,8 +24,8 @@ def test_paired_table_differences_each_seed_against_the_reference():
             _row("stack", 0, -1.65), _row("stack", 1, -1.81), _row("stack", 2, -1.72)]
     table = paired_table(rows, ["static", "stack"], "neg_loss", ["static"])
     stack = next(line for line in table.splitlines() if line.startswith("| stack"))
-    # differences +0.05, -0.01, +0.03: mean +0.0233, sample std 0.0306; ahead on 2 of 3 seeds
-    assert "| +0.0233 ± 0.0306 (2/3) |" in stack
+    # differences +0.05, -0.01, +0.03: mean +0.0233, sample std 0.0306, SE 0.0306/√3 = 0.0176; ahead on 2 of 3 seeds
+    assert "| +0.0233 [0.0176] (2/3) |" in stack
     assert "| -1.7267 ± 0.0802 |" in stack  # the arm's own final metric, mean ± sample std
 
 

@@ -54,10 +54,13 @@ def test_the_recorder_refuses_bad_input_in_one_line(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "record_episodes.py"
-    (tmp_path / "steps").mkdir()
+    from esper.leyline.world import WorldConfig
+    from esper.runlog import ResumableLog
+
+    ResumableLog(tmp_path / "episodes.jsonl", {"world": WorldConfig().model_dump(mode="json")}, False).append({"x": 1})
     for extra, message in ((["--controllers", "greedy"], "unknown controller 'greedy'"),
                            (["--seed-base", "99999", "--episodes", "2"], "evaluation episodes use the seeds"),
-                           ([], "already holds a recording")):
+                           ([], "pass --resume"), (["--resume", "--set", "world.trainer.epochs=3"], "world.trainer.epochs")):
         proc = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), *extra], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

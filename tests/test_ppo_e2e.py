@@ -44,15 +44,15 @@ def test_one_ppo_iteration_and_agent_export(ray_session, tmp_path):
 
 
 def test_checkpoint_restores_the_policy_exactly(ray_session, tmp_path):
-    from esper.simic.train import _save_checkpoint
+    from esper.simic.train import save_checkpoint
 
     cfg = TrainTamiyoConfig.model_validate(CFG)
     plan = plan_runners({"CPU": 2.0}, requested=1)
     algo = build_ppo_config(cfg, plan).build_algo()
     try:
         algo.train()
-        _save_checkpoint(algo, tmp_path, 1)
-        _save_checkpoint(algo, tmp_path, 1)  # a second save swaps folders without leaving debris
+        save_checkpoint(algo, tmp_path, 1)
+        save_checkpoint(algo, tmp_path, 1)  # a second save swaps folders without leaving debris
         saved = {k: v.clone() for k, v in algo.get_module().net.state_dict().items()}
     finally:
         algo.stop()

@@ -69,13 +69,13 @@ def test_the_shared_test_cluster_is_loopback_only_and_refuses_strangers(ray_sess
 def test_training_entry_points_are_loopback_only_refuse_strangers_and_leave_nothing(entry_point, tmp_path):
     """Checked while training runs (env runners and trials up), then stopped by SIGTERM to the process group."""
     if entry_point == "ppo_multislot":
-        args = [str(ROOT / "experiments" / "ppo_multislot.py"), "--iterations", "50", "--output", str(tmp_path / "run"),
+        args = [str(ROOT / "experiments" / "ppo_multislot.py"), "--iterations", "50", "--out", str(tmp_path / "run"),
                 *TINY_PPO]
         running = "iter   1/"  # the first progress line: env runners are up and sampling
     else:
         sweep = tmp_path / "tiny.yaml"
         sweep.write_text(TINY_SWEEP)
-        args = [str(ROOT / "experiments" / "tune_rewards.py"), "--sweep", str(sweep), "--storage-path",
+        args = [str(ROOT / "experiments" / "tune_rewards.py"), "--preset", str(sweep), "--out",
                 str(tmp_path / "tune")]
         running = "RUNNING"  # Tune's status table: a trial is training
     log = tmp_path / "log.txt"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from esper.leyline.world import WorldConfig
-from esper.runlog import append_log, read_log
+from esper.runlog import ResumableLog, read_log
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,15 @@ def _record_chunk(world_json: dict, controller: str, seeds: list[int], out: str)
 
 
 def recorded(folder: Path) -> list[dict]:
-    """The episodes a recording folder holds so far (its episodes.jsonl; a torn last line from a crash is dropped)."""
-    return read_log(folder / "episodes.jsonl")
+    """The episodes a recording folder holds so far (its episodes.jsonl after the recording's identity line; a torn
+    last line from a crash is dropped)."""
+    return [r for r in read_log(folder / "episodes.jsonl") if "identity" not in r]
+
+
+def open_recording(folder: Path, world: WorldConfig, resume: bool) -> ResumableLog:
+    """A recording's episode log: LogError (one line) if `folder` holds a recording of another world, or any
+    recording when not `resume` — call it before Ray starts to fail early."""
+    return ResumableLog(folder / "episodes.jsonl", {"world": world.model_dump(mode="json")}, resume)
 
 
 def manifest(cfg, controllers: list[str], seeds: list[int], command: str) -> dict:
@@ -70,19 +77,21 @@ def manifest(cfg, controllers: list[str], seeds: list[int], command: str) -> dic
 
 
 def record(world: WorldConfig, controllers: list[str], seeds: list[int], folder: Path, manifest: dict,
-           chunk: int = 4) -> list[dict]:
+           chunk: int = 4, resume: bool = True) -> list[dict]:
     """Play every controller on every seed (Ray must be up) into `folder`, skipping the episodes it already
     holds; returns every episode of the recording. `manifest` is written as manifest.json by the recording's start
-    (a resumed recording keeps its own)."""
+    (a resumed recording keeps its own). The episodes' log (runlog.ResumableLog) refuses to continue a recording of
+    another world, and without `resume` any recording already there (LogError)."""
     import ray
 
     if not seeds or min(seeds) < 0 or max(seeds) >= FIRST_EVAL_SEED:
         raise ValueError(f"recording seeds must lie in [0, {FIRST_EVAL_SEED}): evaluation uses the seeds from there on")
+    episodes_log = open_recording(folder, world, resume)
     steps_dir = folder / "steps"
     steps_dir.mkdir(parents=True, exist_ok=True)
     if not (folder / "manifest.json").is_file():
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    done = {(e["controller"], e["episode_seed"]) for e in recorded(folder)}
+    done = {(e["controller"], e["episode_seed"]) for e in episodes_log.records}
     jobs = [(c, [s for s in seeds[i:i + chunk] if (c, s) not in done]) for c in controllers
             for i in range(0, len(seeds), chunk)]
     jobs = [(c, chunk_seeds) for c, chunk_seeds in jobs if chunk_seeds]
@@ -90,15 +99,15 @@ def record(world: WorldConfig, controllers: list[str], seeds: list[int], folder:
              f"controller(s) in {len(jobs)} tasks into {folder}")
     task, world_json, start = ray.remote(num_cpus=1)(_record_chunk), world.model_dump(mode="json"), time.monotonic()
     pending = {task.remote(world_json, c, s, str(steps_dir)): (c, s) for c, s in jobs}
-    with open(folder / "episodes.jsonl", "a") as index:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            controller, chunk_seeds = pending.pop(ready[0])
-            episodes = ray.get(ready[0])
-            append_log(index, episodes)
-            mean = sum(e["episode_return"] for e in episodes) / len(episodes)
-            log.info(f"  [{len(jobs) - len(pending)}/{len(jobs)}] {controller} seeds {chunk_seeds[0]}–{chunk_seeds[-1]}: "
-                     f"mean return {mean:+.3f} ({time.monotonic() - start:.0f}s)")
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        controller, chunk_seeds = pending.pop(ready[0])
+        episodes = ray.get(ready[0])
+        for e in episodes:
+            episodes_log.append(e)
+        mean = sum(e["episode_return"] for e in episodes) / len(episodes)
+        log.info(f"  [{len(jobs) - len(pending)}/{len(jobs)}] {controller} seeds {chunk_seeds[0]}–{chunk_seeds[-1]}: "
+                 f"mean return {mean:+.3f} ({time.monotonic() - start:.0f}s)")
     episodes = recorded(folder)
     _write_index(episodes, folder / "episodes.parquet")
     return episodes

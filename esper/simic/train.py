@@ -55,7 +55,7 @@ def _progress(it: int, total: int, r: dict, seconds: float, kl_penalty: bool, me
 _CHECKPOINT_FOLDERS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")  # by preference on a tie
 
 
-def _complete_iteration(folder: Path) -> int | None:
+def checkpoint_iteration(folder: Path) -> int | None:
     """The iteration a checkpoint folder holds, or None if it is not a complete one (its marker is written last)."""
     try:
         return int((folder / ESPER_ITERATION_FILE).read_text())
@@ -64,17 +64,17 @@ def _complete_iteration(folder: Path) -> int | None:
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint in a run folder. A crash at any point of `_save_checkpoint` leaves one:
+    """The newest complete checkpoint in a run folder. A crash at any point of `save_checkpoint` leaves one:
     `checkpoint/` normally; `checkpoint.old/` (and perhaps a complete `checkpoint.tmp/`) between its renames."""
     found = [(it, -rank, out / name) for rank, name in enumerate(_CHECKPOINT_FOLDERS)
-             if (it := _complete_iteration(out / name)) is not None]
+             if (it := checkpoint_iteration(out / name)) is not None]
     return max(found)[2] if found else None
 
 
 def adopt_latest_checkpoint(out: Path) -> Path | None:
     """The newest complete checkpoint, moved to `checkpoint/` if a crash left it elsewhere — the next save starts by
     deleting `checkpoint.tmp/` and ends by deleting `checkpoint.old/`, so a run must not continue from either. Each
-    step leaves a complete copy in place: a crash here is as safe as one in `_save_checkpoint`."""
+    step leaves a complete copy in place: a crash here is as safe as one in `save_checkpoint`."""
     found, final = latest_checkpoint(out), out / "checkpoint"
     if found is None or found == final:
         return found
@@ -83,7 +83,7 @@ def adopt_latest_checkpoint(out: Path) -> Path | None:
     return final
 
 
-def _save_checkpoint(algo, out: Path, iteration: int = 0) -> None:
+def save_checkpoint(algo, out: Path, iteration: int = 0) -> None:
     """Write to a fresh folder, then swap it in: a crash mid-save never destroys the last good checkpoint, and
     latest_checkpoint() finds it whichever step the crash interrupted."""
     tmp, final = out / "checkpoint.tmp", out / "checkpoint"
@@ -236,7 +236,7 @@ def _restore(algo, out: Path) -> list[dict]:
     checkpoint = adopt_latest_checkpoint(out)
     algo.restore_from_path(str(checkpoint.resolve()))
     path = out / PROGRESS_FILE
-    done = _complete_iteration(checkpoint)
+    done = checkpoint_iteration(checkpoint)
     history = [json.loads(line) for line in (path.read_text().splitlines() if path.exists() else [])[:done]]
     path.write_text("".join(json.dumps(h) + "\n" for h in history))
     log.info(f"resumed from {checkpoint} after iteration {done}")
@@ -267,7 +267,7 @@ def _train(algo, cfg: TrainTamiyoConfig, out: Path, history: list[dict], t0: flo
         with (out / PROGRESS_FILE).open("a") as f:
             f.write(json.dumps(history[-1]) + "\n")
         if it % cfg.ppo.checkpoint_every == 0 or it == cfg.ppo.iterations:
-            _save_checkpoint(algo, out, it)
+            save_checkpoint(algo, out, it)
     writer.close()
     return history
 

@@ -47,7 +47,7 @@ def compute_to_target(rows: list[dict], arms: list[str], metric: str, split: str
 
 def paired_table(rows: list[dict], arms: list[str], metric: str, references: list[str], split: str = "val") -> str:
     """Markdown table: per arm, the final metric on `split` (mean ± sample std over seeds) and, against each reference
-    arm, the difference arm − reference paired by seed (mean ± sample std; > 0 is better: metrics are higher-is-better)
+    arm, the difference arm − reference paired by seed (mean [SE]; > 0 is better: metrics are higher-is-better)
     with the number of seeds on which the arm is ahead. Every arm must have run the reference's seeds."""
     final_key, _, split_name = SPLITS[split]
     by_arm = {arm: {r["seed"]: r[final_key] for r in rows if r["arm"] == arm} for arm in arms}
@@ -55,13 +55,18 @@ def paired_table(rows: list[dict], arms: list[str], metric: str, references: lis
     if missing:
         raise ValueError(f"no arm {missing} to pair with (arms: {arms})")
 
-    def mean_std(values: list[float], sign: str = "") -> str:
+    def mean_std(values: list[float]) -> str:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):{sign}.4f} ± {std:.4f}"
+        return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+
+    def mean_se(diffs: list[float]) -> str:
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+        return f"{statistics.fmean(diffs):+.4f} [{se:.4f}]"
 
     head = f"| arm | seeds | final {split_name} {metric} |" + "".join(f" − {ref} (paired) |" for ref in references)
-    lines = [f"Paired by seed; mean ± sample std over seeds; a difference > 0 is better ({metric} is higher-is-better); "
-             "k/n: seeds on which the arm is ahead.", "", head, "|---|---:|---:|" + "---:|" * len(references)]
+    lines = [f"Final metric: mean ± sample std over seeds. Differences paired by seed: mean [standard error]; > 0 is "
+             f"better ({metric} is higher-is-better); k/n: seeds on which the arm is ahead.", "", head,
+             "|---|---:|---:|" + "---:|" * len(references)]
     for arm in arms:
         values = by_arm[arm]
         cells = []
@@ -69,7 +74,7 @@ def paired_table(rows: list[dict], arms: list[str], metric: str, references: lis
             if set(by_arm[ref]) != set(values):
                 raise ValueError(f"arms {arm!r} and {ref!r} ran different seeds: {sorted(values)} vs {sorted(by_arm[ref])}")
             diffs = [values[s] - by_arm[ref][s] for s in sorted(values)]
-            cells.append("—" if arm == ref else f"{mean_std(diffs, '+')} ({sum(d > 0 for d in diffs)}/{len(diffs)})")
+            cells.append("—" if arm == ref else f"{mean_se(diffs)} ({sum(d > 0 for d in diffs)}/{len(diffs)})")
         lines.append(f"| {arm} | {len(values)} | {mean_std(list(values.values()))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -90,14 +95,14 @@ def plot_curves(rows: list[dict], arms: list[str], metric: str, target: float | 
             continue
         grid = np.linspace(max(r["flops_history"][0] for r in rs), min(r["flops_history"][-1] for r in rs), 50)
         curves = np.stack([np.interp(grid, r["flops_history"], r[history_key]) for r in rs])
-        mean, std = curves.mean(0), curves.std(0)
+        mean, std = curves.mean(0), curves.std(0, ddof=1) if len(rs) > 1 else np.zeros_like(grid)
         ax.plot(grid / 1e12, mean, label=f"{arm} ({len(rs)} seeds)")
         ax.fill_between(grid / 1e12, mean - std, mean + std, alpha=0.2)
     if target is not None:
         ax.axhline(target, color="black", linestyle="--", linewidth=0.8, label=f"{BIG_CONTROL} final (target)")
     ax.set_xlabel("cumulative training TFLOPs")
     ax.set_ylabel(f"{split_name} {metric}")
-    ax.set_title(f"{metric} vs training compute (mean ± std over seeds)")
+    ax.set_title(f"{metric} vs training compute (mean ± sample std over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
