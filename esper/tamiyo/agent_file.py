@@ -113,13 +113,14 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, AgentFileError):
             raise
-        raise AgentFileError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        raise AgentFileError(f"{path}: malformed manifest ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     if not isinstance(payload.get("state_dict"), dict):
         raise AgentFileError(f"{path}: weights do not match the manifest's network (state_dict is missing or not a dict)")
     try:
         net.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:
-        raise AgentFileError(f"{path}: weights do not match the manifest's network ({exc})") from None
+        detail = " ".join(str(exc).split())  # torch lists every mismatched tensor on lines of its own: one line
+        raise AgentFileError(f"{path}: weights do not match the manifest's network ({detail})") from None
     return Agent(net.eval(), spec, names, m, payload.get("provenance", {}))
 
 
