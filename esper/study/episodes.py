@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -9,6 +10,8 @@ from esper.leyline import Op
 from esper.leyline.control import Controller
 from esper.simic.env import EsperEnv
 from esper.tamiyo.registry import controller_factory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,11 +97,17 @@ def paired_difference(stats: list[EpisodeStats], baseline: list[EpisodeStats], k
     return {"mean": mean, "se": se, "beats_by_2se": mean > 0 and mean > 2 * se}
 
 
-def play_set(env: EsperEnv, name: str, seeds: list[int], agent=None) -> list[EpisodeStats]:
+def play_set(env: EsperEnv, name: str, seeds: list[int], agent=None, progress: str = "") -> list[EpisodeStats]:
     """Controller `name` (esper/tamiyo/registry.py) on the episode `seeds` of `env`: the one way every evaluation
     plays. Each episode gets a fresh controller seeded by the episode's seed, so an episode's result depends on
-    its seed alone — not on which episodes came before it, nor on how they are split over Ray tasks."""
-    return [run_episode(env, controller_factory(name, env.action_spec, agent, seed=s)(), s) for s in seeds]
+    its seed alone — not on which episodes came before it, nor on how they are split over Ray tasks. With
+    `progress`, each finished episode is logged under that label."""
+    played = []
+    for i, s in enumerate(seeds):
+        played.append(run_episode(env, controller_factory(name, env.action_spec, agent, seed=s)(), s))
+        if progress:
+            log.info(f"{progress}: {name} episode {i + 1}/{len(seeds)}, return {played[-1].episode_return:+.3f}")
+    return played
 
 
 def _play_chunk(world_json: dict, name: str, agent_path: str | None, seeds: list[int]) -> list[dict]:

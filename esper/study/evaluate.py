@@ -35,7 +35,7 @@ def play_controllers(env, names: list[str], seeds: list[int], agent=None, log_: 
         if name in done:
             played[name] = [EpisodeStats(**e) for e in done[name]]
         else:
-            played[name] = play_set(env, name, seeds, agent)
+            played[name] = play_set(env, name, seeds, agent, progress=world)
             if log_ is not None:
                 log_.append({"world": world, "controller": name, "episodes": [asdict(st) for st in played[name]]})
         r = summarise(played[name])
