@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from _console import show_progress
-from esper.simic.record import FIRST_EVAL_SEED as EVAL_SEED_BASE
+from esper.simic.offline.record import FIRST_EVAL_SEED as EVAL_SEED_BASE
 
 LEARNING_TEST = ["ppo.train_batch_size=512", "ppo.minibatch_size=128", "ppo.num_epochs=8", "ppo.lr=0.001"]
 ARMS = ("scratch", "bc")
@@ -117,8 +117,8 @@ def _log_row(folder: Path, row: dict) -> None:
 
 def _warm_start(cfg, folder: Path, rows: list[dict]) -> tuple[float, int]:
     """The bc arm's recording and clone (resumable); its seconds and env steps (the recorded episodes' steps)."""
-    from esper.simic.pretrain import warm_start_from_recording
-    from esper.simic.record import recorded
+    from esper.simic.offline.pretrain import warm_start_from_recording
+    from esper.simic.offline.record import recorded
 
     if rows:
         return rows[0]["seconds"], rows[0]["env_steps"]
@@ -131,8 +131,8 @@ def run_arm(args, arm: str, seed: int, wait: list, seeds: list[int]) -> list[dic
     import ray
 
     from esper.runtime.resources import plan_runners
-    from esper.simic.ppo import build_ppo_config, warm_start
-    from esper.simic.train import _complete_iteration, _save_checkpoint, latest_checkpoint
+    from esper.simic.ppo.algo import build_ppo_config, warm_start
+    from esper.simic.ppo.train import _complete_iteration, _save_checkpoint, latest_checkpoint
     from esper.tamiyo.agent_file import load_agent
 
     cfg, folder = _config(args, arm, seed), args.out / f"{arm}-s{seed}"

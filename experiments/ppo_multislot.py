@@ -49,7 +49,7 @@ def _config(p, args):
     """The run's config: the preset with its overrides, or on --resume the run's own (only its iterations may
     grow), checked whole before Ray starts."""
     from esper.simic.config import TrainTamiyoConfig
-    from esper.simic.train import latest_checkpoint
+    from esper.simic.ppo.train import latest_checkpoint
 
     if not args.resume:
         return load(p, args, TrainTamiyoConfig)
@@ -67,7 +67,7 @@ def _config(p, args):
 def _check(cfg, resume: bool):
     """The world, the recording's controllers and the starting agent fit together (one line naming the field)."""
     from esper.leyline.experiment import ConfigError
-    from esper.simic.ppo import load_init_agent
+    from esper.simic.ppo.algo import load_init_agent
     from esper.tamiyo.registry import controller_names
     from esper.tolaria.builder import action_spec
 
@@ -86,7 +86,7 @@ def main() -> None:
     cfg = _config(p, args)
     init_agent = checked(lambda: _check(cfg, args.resume))
     from esper.runtime.cluster import ClusterCapacityError
-    from esper.simic.train import train_tamiyo
+    from esper.simic.ppo.train import train_tamiyo
 
     out = args.out or Path("runs/ppo") / f"{cfg.world.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -58,7 +58,7 @@ def main() -> None:
     args = _parse()
     cfg = _config(args.data)
     show_progress()
-    from esper.simic.pretrain import PretrainDataError, behaviour_clone, prepare
+    from esper.simic.offline.pretrain import PretrainDataError, behaviour_clone, prepare
 
     try:
         prepared = prepare(args.data, args.out, cfg, args.top_pct, args.seed, args.controllers)
@@ -68,7 +68,7 @@ def main() -> None:
 
     from esper.runtime import local_ray
     from esper.study.episodes import compare_paired, evaluate_in_parallel, summarise
-    from esper.simic.record import FIRST_EVAL_SEED
+    from esper.simic.offline.record import FIRST_EVAL_SEED
 
     local_ray.init(None, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:

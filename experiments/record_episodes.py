@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-from esper.simic.record import FIRST_EVAL_SEED
+from esper.simic.offline.record import FIRST_EVAL_SEED
 from esper.study.cli import check_world, checked, load, script_parser, show_progress
 from esper.tamiyo.registry import names_help
 
@@ -45,7 +45,7 @@ def _parse():
 
 def _check(cfg, args) -> list[str]:
     """The world, the controllers (checked against its plane) and --out, before Ray starts: the names to record."""
-    from esper.simic.record import open_recording
+    from esper.simic.offline.record import open_recording
     from esper.tamiyo.registry import controller_names
     from esper.tolaria.builder import action_spec
 
@@ -65,7 +65,7 @@ def main() -> None:
     import ray
 
     from esper.runtime import local_ray
-    from esper.simic.record import manifest, record, returns_by_controller
+    from esper.simic.offline.record import manifest, record, returns_by_controller
 
     seeds = list(range(args.seed_base, args.seed_base + args.episodes))
     local_ray.init(None, num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")

@@ -47,9 +47,9 @@ def _parse() -> argparse.Namespace:
 def _setup(args):
     """The sweep and its base, checked whole (search paths and values, the warm-start agent, the world)."""
     from esper.leyline.experiment import load_config, preset_path
-    from esper.simic.ppo import load_init_agent
-    from esper.simic.sweep_config import SweepConfig
-    from esper.simic.tuner import check_search, sweep_base
+    from esper.simic.ppo.algo import load_init_agent
+    from esper.simic.tune.config import SweepConfig
+    from esper.simic.tune.tuner import check_search, sweep_base
     from esper.study.cli import check_world
 
     sweep = load_config(preset_path(args.preset), args.overrides, model=SweepConfig)
@@ -76,8 +76,8 @@ def main() -> None:
     if (args.resume or args.report_only) and "://" not in storage and not local_folder.is_dir():
         fail(f"nothing to resume at {local_folder}")
     grid = _run(args, sweep, base, name, storage, local_folder)
-    from esper.simic.sweep import OBJECTIVE
-    from esper.simic.sweep_report import write_report
+    from esper.simic.tune.trial import OBJECTIVE
+    from esper.simic.tune.report import write_report
 
     finished = sum(1 for r in grid if r.metrics and OBJECTIVE in r.metrics)
     resume = " ".join(["python", *sys.argv, *([] if args.resume else ["--resume"])])
@@ -95,7 +95,7 @@ def _run(args, sweep, base, name: str, storage: str, folder: Path):
 
     from esper.nissa.dashboards import TensorBoard, tensorboard_command
     from esper.runtime import local_ray
-    from esper.simic.tuner import build_tuner, warm_start_once
+    from esper.simic.tune.tuner import build_tuner, warm_start_once
 
     local = args.address is None
     context = local_ray.init(args.address, include_dashboard=args.ray_dashboard if local else None,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from esper.simic import train
-from esper.simic.train import save_checkpoint, adopt_latest_checkpoint, latest_checkpoint
+from esper.simic.ppo import train
+from esper.simic.ppo.train import save_checkpoint, adopt_latest_checkpoint, latest_checkpoint
 
 
 class FakeAlgo:

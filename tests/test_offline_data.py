@@ -9,7 +9,7 @@ import pytest
 from esper.leyline import ActionMasks, FactoredAction
 from esper.simic.env import EsperEnv
 from esper.study.episodes import run_episode
-from esper.simic.offline import STEP_COLUMNS, episode_id, episode_rows, rows_to_table, unflatten_obs
+from esper.simic.offline.dataset import STEP_COLUMNS, episode_id, episode_rows, rows_to_table, unflatten_obs
 from esper.tamiyo.registry import controller_factory
 
 from _support import tiny_world

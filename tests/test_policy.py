@@ -284,7 +284,7 @@ def test_split_mask_inverts_flat(plane):
 def rl_setup(plane):
     from esper.leyline.world import WorldConfig
     from esper.simic.env import EsperEnv
-    from esper.simic.rl_module import TamiyoRLModule
+    from esper.simic.ppo.module import TamiyoRLModule
 
     env = EsperEnv(WorldConfig.model_validate({
         "data": {"source": "synthetic", "limit": 300, "val_fraction": 0.2},

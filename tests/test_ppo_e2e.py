@@ -9,7 +9,7 @@ from esper.leyline.features import feature_names
 from esper.simic.config import TrainTamiyoConfig
 from esper.runtime.resources import plan_runners
 from esper.simic.env import EsperEnv
-from esper.simic.ppo import FINAL_METRIC, build_ppo_config
+from esper.simic.ppo.algo import FINAL_METRIC, build_ppo_config
 from esper.tamiyo.agent_file import load_agent, save_agent
 
 CFG = {
@@ -44,7 +44,7 @@ def test_one_ppo_iteration_and_agent_export(ray_session, tmp_path):
 
 
 def test_checkpoint_restores_the_policy_exactly(ray_session, tmp_path):
-    from esper.simic.train import save_checkpoint
+    from esper.simic.ppo.train import save_checkpoint
 
     cfg = TrainTamiyoConfig.model_validate(CFG)
     plan = plan_runners({"CPU": 2.0}, requested=1)
@@ -81,7 +81,7 @@ def _saved_agent(cfg: TrainTamiyoConfig, path, seed: int, hidden: int | None = N
 def test_warm_start_puts_the_agent_in_the_learner_and_the_env_runner(ray_session, tmp_path):
     """ppo.init_agent: after warm_start the learner's and the sampling runner's weights are agent.pt's, and PPO
     trains on from there."""
-    from esper.simic.ppo import load_init_agent, warm_start
+    from esper.simic.ppo.algo import load_init_agent, warm_start
 
     want = _saved_agent(TrainTamiyoConfig.model_validate(CFG), tmp_path / "a.pt", seed=123)
     cfg = TrainTamiyoConfig.model_validate(CFG | {"ppo": CFG["ppo"] | {"init_agent": str(tmp_path / "a.pt")}})
@@ -102,7 +102,7 @@ def test_an_init_agent_that_does_not_fit_the_world_is_a_config_error(tmp_path):
     import pytest
 
     from esper.leyline.experiment import ConfigError
-    from esper.simic.ppo import load_init_agent
+    from esper.simic.ppo.algo import load_init_agent
 
     base = TrainTamiyoConfig.model_validate(CFG)
     _saved_agent(base, tmp_path / "wide.pt", seed=0, hidden=64)

@@ -8,7 +8,7 @@ import pytest
 
 from esper.leyline.experiment import ConfigError, load_config
 from esper.simic.config import TrainTamiyoConfig
-from esper.simic.sweep_config import SweepConfig
+from esper.simic.tune.config import SweepConfig
 
 from esper.study.compare import CompareConfig
 
@@ -21,7 +21,7 @@ def test_preset_validates_and_documents_its_command(path):
     model = {"compare": CompareConfig, "sweep": SweepConfig}.get(path.stem.split("_")[0], TrainTamiyoConfig)
     config = load_config(path, [], model=model)
     if isinstance(config, SweepConfig):  # its base and every swept value must fit the training config too
-        from esper.simic.tuner import check_search, sweep_base
+        from esper.simic.tune.tuner import check_search, sweep_base
 
         check_search(config, sweep_base(config))
     header = path.read_text().splitlines()[:4]

@@ -17,8 +17,8 @@ from esper.leyline import ActionMasks, FactoredAction
 from esper.leyline.features import feature_names
 from esper.simic.config import TrainTamiyoConfig
 from esper.simic.env import EsperEnv
-from esper.simic.offline import unflatten_obs
-from esper.simic.pretrain import PretrainDataError, choose_episodes, read_recording
+from esper.simic.offline.dataset import unflatten_obs
+from esper.simic.offline.pretrain import PretrainDataError, choose_episodes, read_recording
 from esper.tamiyo.agent_file import load_agent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ CFG = {
 def warm(ray_session, tmp_path_factory):
     """The warm start on a tiny world — record, clone — as a sweep makes it once for all its trials
     (tune_rewards.py; the main job's is the same warm_start_from_recording). (folder, clone path, summary, config)"""
-    from esper.simic.tuner import warm_start_once
+    from esper.simic.tune.tuner import warm_start_once
 
     cfg = TrainTamiyoConfig.model_validate(CFG)
     sweep = tmp_path_factory.mktemp("sweep")
@@ -81,7 +81,7 @@ def test_bc_learns_and_never_puts_probability_on_a_masked_action(warm):
 
 def test_the_clone_loads_into_ppo_with_identical_weights(warm):
     from esper.runtime.resources import plan_runners
-    from esper.simic.ppo import build_ppo_config, load_init_agent, warm_start
+    from esper.simic.ppo.algo import build_ppo_config, load_init_agent, warm_start
 
     _, path, _, _ = warm
     cfg = TrainTamiyoConfig.model_validate(CFG | {"pretrain": None, "ppo": CFG["ppo"] | {"init_agent": str(path)}})
@@ -97,7 +97,7 @@ def test_the_clone_loads_into_ppo_with_identical_weights(warm):
 
 
 def test_a_resumed_recording_plays_only_what_is_missing_and_episodes_do_not_depend_on_tasks(warm, ray_session):
-    from esper.simic.record import record, recorded
+    from esper.simic.offline.record import record, recorded
 
     out, _, _, cfg = warm
     before = {(e["controller"], e["episode_seed"]): e["episode_return"] for e in recorded(out / "offline")}
@@ -154,8 +154,8 @@ def test_the_main_job_keeps_the_clone_only_when_it_validates_better(tmp_path, mo
     lie apart from the recording's and the evaluation's; a tie keeps the fine-tuned agent, which is kept either way."""
     import esper.study.episodes as evaluate
     from esper.study.episodes import EpisodeStats
-    from esper.simic.record import FIRST_EVAL_SEED
-    from esper.simic.train import _keep_the_better
+    from esper.simic.offline.record import FIRST_EVAL_SEED
+    from esper.simic.ppo.train import _keep_the_better
 
     (tmp_path / "pretrain").mkdir()
     (tmp_path / "agent.pt").write_bytes(b"fine-tuned")

@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from esper.leyline.experiment import ConfigError, load_config
-from esper.simic.sweep_config import SweepConfig
+from esper.simic.tune.config import SweepConfig
 
-from esper.simic.tuner import build_tuner, check_search, sweep_base
+from esper.simic.tune.tuner import build_tuner, check_search, sweep_base
 
 ROOT = Path(__file__).parents[1]
 
@@ -43,7 +43,7 @@ def sweep_file(tmp_path: Path, extra: str = "") -> Path:
 
 def test_grid_completes_with_dashboards_results_and_report(ray_session, tmp_path):
     """Four trials finish; each has TensorBoard events and a final objective; the report ranks them."""
-    from esper.simic.sweep_report import write_report
+    from esper.simic.tune.report import write_report
 
     sweep = load_config(sweep_file(tmp_path), model=SweepConfig)
     base = sweep_base(sweep)
@@ -92,7 +92,7 @@ def test_a_crashing_trial_restarts_from_its_checkpoint(ray_session, tmp_path):
     """fail_once raises at iteration 2; Tune restarts the trial from the iteration-1 checkpoint and it finishes."""
     from ray import tune
 
-    from esper.simic.sweep import tamiyo_trial
+    from esper.simic.tune.trial import tamiyo_trial
 
     sweep = load_config(sweep_file(tmp_path), model=SweepConfig)
     base = sweep_base(sweep)
@@ -164,8 +164,8 @@ def test_bad_sweeps_fail_at_start_up_naming_the_field(tmp_path, bad, field):
 def test_a_family_sweep_scores_trials_by_return_and_a_fixed_world_by_rented_accuracy():
     """objective_rent None (world families: rent varies by episode) → the objective is the mean episode return;
     a number → accuracy − objective_rent × excess ratio, as before."""
-    from esper.simic.ppo import training_scalars
-    from esper.simic.sweep import TRAIN_OBJECTIVE, _objective, _train_metrics
+    from esper.simic.ppo.algo import training_scalars
+    from esper.simic.tune.trial import TRAIN_OBJECTIVE, _objective, _train_metrics
 
     assert _objective(0.6, 0.5, 0.25, None) == 0.25
     assert _objective(0.6, 0.5, 0.25, 0.1) == pytest.approx(0.55)

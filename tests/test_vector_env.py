@@ -14,7 +14,7 @@ from esper.simic.config import TrainTamiyoConfig
 from esper.runtime.cluster import runner_placement
 from esper.runtime.resources import plan_runners
 from esper.simic.env import EsperEnv
-from esper.simic.ppo import build_ppo_config
+from esper.simic.ppo.algo import build_ppo_config
 from esper.simic.vector_env import EsperVectorEnv, make_esper_env
 
 WORLD = {"data": {"source": "synthetic", "limit": 300, "val_fraction": 0.2},

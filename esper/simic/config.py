@@ -69,11 +69,11 @@ class PPOSettings(EsperModel):
 
 
 class PretrainSettings(EsperModel):
-    """A warm start learned in the run (esper/simic/pretrain.py): record controllers' episodes, clone the best of
+    """A warm start learned in the run (esper/simic/offline/pretrain.py): record controllers' episodes, clone the best of
     them with RLlib BC, and let PPO fine-tune the clone."""
 
     controllers: list[str] = ["random", "heuristic", "eps:0.2:heuristic"]
-    """Controllers to record, by name (wait, random, heuristic, plan:…, eps:ε:NAME; esper/tamiyo/by_name.py)."""
+    """Controllers to record, by name (wait, random, heuristic, plan:…, eps:ε:NAME; esper/tamiyo/registry.py)."""
     plan_space: int = Field(1, ge=0)
     """Also record every fixed plan of 1..plan_space seeds (0: none)."""
     episodes: int = Field(4, ge=1, le=50_000)

@@ -36,7 +36,7 @@ class EpisodeStats:
 def run_episode(env: EsperEnv, controller: Controller, seed: int, telemetry=None, steps: list | None = None) -> EpisodeStats:
     """One episode with `controller` deciding from the run's own observation (`telemetry` gets its events).
     `steps`, if given, receives one dict per step — obs, the executed action, reward, terminated, truncated,
-    new_obs — exactly what the policy saw and did (esper/simic/offline.py turns them into dataset rows)."""
+    new_obs — exactly what the policy saw and did (esper/simic/offline/dataset.py turns them into dataset rows)."""
     obs, _ = env.reset(seed=seed)
     if hasattr(controller, "reset"):
         controller.reset()

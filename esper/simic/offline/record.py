@@ -1,6 +1,6 @@
 """Record controllers' episodes as an offline dataset, in parallel Ray tasks; a crash loses only the tasks in flight.
 
-Layout of a recording folder: steps/ (Parquet, one row per step: esper/simic/offline.py's columns), episodes.jsonl
+Layout of a recording folder: steps/ (Parquet, one row per step: esper/simic/offline/dataset.py's columns), episodes.jsonl
 (one line per finished episode, appended as tasks finish: what a resumed recording skips), episodes.parquet (the
 same index as a table, written at the end) and manifest.json (the world, the observation layout, the command).
 """
@@ -32,7 +32,7 @@ def _record_chunk(world_json: dict, controller: str, seeds: list[int], out: str)
 
     from esper.simic.env import EsperEnv
     from esper.study.episodes import run_episode
-    from esper.simic.offline import episode_id, episode_rows, rows_to_table
+    from esper.simic.offline.dataset import episode_id, episode_rows, rows_to_table
     from esper.tamiyo.registry import controller_factory
 
     env = EsperEnv(WorldConfig.model_validate(world_json))

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
-from esper.simic.offline import OBS_KEYS, unflatten_obs
+from esper.simic.offline.dataset import OBS_KEYS, unflatten_obs
 
 BC_COLUMNS = ("eps_id", "obs_features", "obs_action_mask", "actions", "rewards", "new_obs_features",
               "new_obs_action_mask", "terminateds", "truncateds")
@@ -34,7 +34,7 @@ def bc_config(data: list[str], spaces: tuple, hidden: int, batch_size: int, lr: 
     from ray.rllib.algorithms.bc import BCConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from esper.simic.rl_module import TamiyoRLModule
+    from esper.simic.ppo.module import TamiyoRLModule
 
     observation_space, action_space = spaces
     return (

@@ -58,7 +58,7 @@ def write_split(folder: Path, episodes: list[dict], out: Path, seed: int):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from esper.simic.bc import BC_COLUMNS
+    from esper.simic.offline.bc import BC_COLUMNS
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(episodes))
@@ -87,7 +87,7 @@ def held_out_fit(net, test) -> dict:
     import numpy as np
     import torch
 
-    from esper.simic.offline import unflatten_obs
+    from esper.simic.offline.dataset import unflatten_obs
 
     cols = test.to_pydict()
     obs = unflatten_obs(cols)
@@ -121,7 +121,7 @@ def behaviour_clone(prepared: dict, cfg, iterations: int, batch_size: int, lr: f
     from esper.leyline.features import feature_names
     from esper.provenance import code_version
     from esper.runtime.quiet import quiet_ray_data
-    from esper.simic.bc import bc_config, learner_net_state
+    from esper.simic.offline.bc import bc_config, learner_net_state
     from esper.simic.env import spaces_for
     from esper.tamiyo.agent_file import save_agent
     from esper.tamiyo.policy import TamiyoPolicyNet
@@ -165,7 +165,7 @@ def warm_start_from_recording(cfg, out: Path, command: str = "") -> tuple[Path, 
     """The main job's warm start (Ray must be up): record cfg.pretrain's controllers into out/offline (continuing
     an interrupted recording), clone the best episodes into out/pretrain/agent.pt. Returns that path and a summary
     (also written to out/pretrain/warm_start.json)."""
-    from esper.simic.record import manifest, record, returns_by_controller
+    from esper.simic.offline.record import manifest, record, returns_by_controller
     from esper.tamiyo.registry import controller_names
     from esper.tolaria.builder import action_spec
 

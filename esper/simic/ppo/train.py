@@ -16,14 +16,14 @@ from esper.nissa.dashboards import tensorboard_command
 from esper.provenance import code_version
 from esper.runtime.cluster import grow_cluster, release_request, runner_bundles, runner_placement
 from esper.runtime.resources import cuda_usable_on_gpu_workers, plan_runners
-from esper.simic import ppo as keys
+from esper.simic.ppo import algo as keys
 from esper.simic.config import TrainTamiyoConfig
 from esper.tolaria.builder import action_spec
 from esper.study.episodes import format_metric
-from esper.simic.ppo import build_ppo_config, ppo_iteration, warm_start
+from esper.simic.ppo.algo import build_ppo_config, ppo_iteration, warm_start
 from esper.study.report import run_markdown
-from esper.simic.record import FIRST_EVAL_SEED as EVAL_SEED_BASE  # disjoint from training's and recordings' seeds
-from esper.simic.record import FIRST_VALIDATION_SEED
+from esper.simic.offline.record import FIRST_EVAL_SEED as EVAL_SEED_BASE  # disjoint from training's and recordings' seeds
+from esper.simic.offline.record import FIRST_VALIDATION_SEED
 
 ESPER_ITERATION_FILE = "esper_iteration.txt"
 PROGRESS_FILE = "progress.jsonl"
@@ -127,7 +127,7 @@ def _grow_if_autoscaling(cfg: TrainTamiyoConfig, address: str | None, resources:
 def _warm_start(cfg: TrainTamiyoConfig, out: Path, init_agent, fresh: bool, command: str):
     """PPO's starting agent and the pretraining summary: `init_agent` as given, or (cfg.pretrain) a clone of
     episodes recorded now — made on a fresh start, read back on a resume."""
-    from esper.simic.pretrain import WARM_START_FILE, warm_start_from_recording
+    from esper.simic.offline.pretrain import WARM_START_FILE, warm_start_from_recording
     from esper.tamiyo.agent_file import load_agent
 
     if cfg.pretrain is None:

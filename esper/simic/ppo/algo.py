@@ -12,7 +12,7 @@ from esper.simic.config import TrainTamiyoConfig
 from esper.leyline import Op
 from esper.runtime.resources import RunnerPlan
 from esper.simic.vector_env import make_esper_env
-from esper.simic.rl_module import TamiyoRLModule
+from esper.simic.ppo.module import TamiyoRLModule
 
 # Namespaced metric keys reported per episode by the env runners.
 FINAL_METRIC = "esper/final_metric"

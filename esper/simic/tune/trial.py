@@ -82,7 +82,7 @@ def tamiyo_trial(config: dict) -> None:
     iterations, eval_episodes, objective_rent, checkpoint_every, code_version, and for tests fail_once (a
     marker path: the first attempt to pass iteration 2 creates it and raises, as a crashing trial would)."""
     from esper.runtime.resources import RunnerPlan
-    from esper.simic.ppo import build_ppo_config, load_init_agent, ppo_iteration, warm_start
+    from esper.simic.ppo.algo import build_ppo_config, load_init_agent, ppo_iteration, warm_start
 
     cfg = trial_config(config)
     plan = RunnerPlan(num_env_runners=0, cpus_per_runner=1.0, gpus_per_runner=0.0, cluster_cpus=0, cluster_gpus=0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from esper.study.episodes import format_metric
-from esper.simic.sweep_config import SweepConfig
-from esper.simic.sweep import EVAL_PREFIX, OBJECTIVE
+from esper.simic.tune.config import SweepConfig
+from esper.simic.tune.trial import EVAL_PREFIX, OBJECTIVE
 
 RENT = "world.reward.rent_lambda"
 COLUMNS = {  # report column → Tune result column

@@ -1,5 +1,5 @@
 """A reward sweep's set-up: its base config and search checked at start-up, Tune's scheduler and Tuner, the warm
-start every trial shares. What experiments/tune_rewards.py runs; the trial itself is esper/simic/sweep.py."""
+start every trial shares. What experiments/tune_rewards.py runs; the trial itself is esper/simic/tune/trial.py."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def check_search(sweep, base: TrainTamiyoConfig) -> None:
     from pydantic import ValidationError
 
     from esper.leyline.experiment import ConfigError, format_validation_error
-    from esper.simic.sweep import trial_config
+    from esper.simic.tune.trial import trial_config
 
     for key, dim in sweep.search.items():
         for v in dim.grid or dim.choice or list(dim.uniform or dim.loguniform):
@@ -51,7 +51,7 @@ def build_tuner(sweep, base: TrainTamiyoConfig, name: str, storage: str, cluster
 
     from esper.nissa.tensorboard import DashboardLogger
     from esper.provenance import code_version
-    from esper.simic.sweep import TRAIN_OBJECTIVE, tamiyo_trial, trial_name
+    from esper.simic.tune.trial import TRAIN_OBJECTIVE, tamiyo_trial, trial_name
 
     trainable = tune.with_resources(tamiyo_trial, {"cpu": sweep.trial_cpus})
     if resume:
@@ -75,7 +75,7 @@ def build_tuner(sweep, base: TrainTamiyoConfig, name: str, storage: str, cluster
 def warm_start_once(base: TrainTamiyoConfig, folder: Path, command: str) -> TrainTamiyoConfig:
     """The base's `pretrain:` done once for the whole sweep — one recording, one clone in folder/warm_start/ — and
     the base every trial starts from: that clone as ppo.init_agent."""
-    from esper.simic.pretrain import warm_start_from_recording
+    from esper.simic.offline.pretrain import warm_start_from_recording
 
     log.info(f"warm start for every trial: recording and cloning into {folder / 'warm_start'}")
     path, _ = warm_start_from_recording(base, folder / "warm_start", command)
