@@ -45,7 +45,7 @@ def _run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> int:
     print("\n$ " + " ".join(cmd), flush=True)
     code = subprocess.run(cmd).returncode
     if code not in ok:
-        sys.exit(f"error: stage command failed (exit {code}): {' '.join(cmd)}")
+        sys.exit(f"error: stage command failed (exit {code}): {' '.join(cmd)}")  # its own error is printed above
     return code
 
 
@@ -104,8 +104,23 @@ def verdict(args) -> None:
     print("\nverdict: " + ("PASS" if code == 0 else "FAIL") + f" (verdict.md in each {args.out}/heldout-s*/)")
 
 
+def _check(args) -> None:
+    """The family, its PPO overrides and the held-out worlds, checked whole before the first stage starts."""
+    from esper.leyline.experiment import load_config, preset_path
+    from esper.simic.config import TrainTamiyoConfig
+    from esper.study.cli import check_world
+    from esper.study.evaluate import named_worlds
+
+    cfg = load_config(preset_path(args.preset), args.overrides, model=TrainTamiyoConfig)
+    check_world(cfg.world)
+    named_worlds(args.worlds, cfg.world)
+
+
 def main() -> None:
+    from esper.study.cli import checked
+
     args = _parse()
+    checked(lambda: _check(args))
     args.out.mkdir(parents=True, exist_ok=True)
     run = {"train": train, "plans": plans, "heldout": heldout, "verdict": verdict}
     for stage in [args.stage] if args.stage else STAGES:
