@@ -1,5 +1,6 @@
-"""The batch-first EsperVectorEnv: same results as lone envs on the same seeds and data stream, gymnasium's
-NEXT_STEP autoreset, thread-count independence, and RLlib stepping it via num_envs_per_env_runner."""
+"""The batch-first EsperVectorEnv: same results as lone envs on the same seeds and data stream (also where compute
+budgets end episodes mid-epoch), gymnasium's NEXT_STEP autoreset, thread-count independence, and RLlib stepping
+it via num_envs_per_env_runner."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def _legal_random(spec, flat_mask, rng) -> np.ndarray:
     _, bp_mask, blend_mask = m.head_masks(op, slot)
     return FactoredAction(Op(op), slot, int(rng.choice(np.flatnonzero(bp_mask))),
                           int(rng.choice(np.flatnonzero(blend_mask)))).as_array()
+
+
+def _grow(spec, flat_mask) -> np.ndarray:
+    """Advance a seed where allowed, else germinate the largest blueprint: seeds go live early, epochs grow dear."""
+    m = ActionMasks.from_flat(spec, flat_mask)
+    op = next((op for op in (Op.ADVANCE, Op.GERMINATE) if m.op[op]), Op.WAIT)
+    slot = int(np.flatnonzero(m.head_masks(op, 0)[0])[0])
+    return FactoredAction(op, slot, int(np.flatnonzero(m.head_masks(op, slot)[1])[-1])).as_array()
 
 
 def _play_both(world, n, steps, workers, seeds, data_seed, rng_seed=0):
@@ -138,3 +147,39 @@ def test_rllib_steps_the_vector_env(ray_session):
         assert result["num_episodes"] >= 3 and result["episode_len_mean"] == 3
     finally:
         algo.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_equal_compute_worlds_stop_at_their_budget_as_lone_envs_do(workers):
+    """Equal-compute worlds (a FLOPs budget of 2.5 bare-host epochs, 8 epochs at most): each world stops taking
+    the shared batches at the batch that spends its budget, mid-epoch, while the others go on; up to each
+    world's episode end its rewards, observations, termination, FLOPs and weights equal a lone env's.
+    World 0 grows seeds at once (its budget runs out in its second epoch), world 1 waits (the bare host: 2 batches
+    into its third), world 2 plays at random."""
+    world, n, seeds = _world(epochs=8, budget_host_epochs=2.5), 3, [7, 8, 9]
+    venv, lone = EsperVectorEnv(world, num_envs=n, workers=workers), [EsperEnv(world) for _ in range(n)]
+    vobs, _ = venv.reset(seed=seeds, options={"data_seed": 11})
+    for env, s in zip(lone, seeds):
+        env.reset(seed=s, options={"data_seed": 11})
+    rng, ended = np.random.default_rng(0), [None] * n  # the step at which each world's (first) episode ended
+    for step in range(world.trainer.epochs):
+        spec, masks = lone[0].action_spec, vobs["action_mask"]
+        actions = np.stack([_grow(spec, masks[0]), np.zeros(4, dtype=np.int64), _legal_random(spec, masks[2], rng)])
+        vobs, vrew, vterm, _, _ = venv.step(actions)
+        for i in (i for i in range(n) if ended[i] is None):
+            lobs, lrew, lterm, _, info = lone[i].step(actions[i])
+            assert info["counts"]["invalid"] == 0
+            assert np.array_equal(vobs["features"][i], lobs["features"]), (step, i)
+            assert np.array_equal(vobs["action_mask"][i], lobs["action_mask"]) and vrew[i] == lrew and vterm[i] == lterm
+            v, t = venv.envs[i].trainer, lone[i].trainer
+            assert v.train_flops == t.train_flops and v.epoch == t.epoch
+            if lterm:  # the vector env resets this world next step: compare the models now
+                ended[i] = step
+                assert t.exhausted and t.epoch < world.trainer.epochs, "the budget, not the epoch cap, ended it"
+                assert i != 1 or t.train_flops == pytest.approx(8 / 3 * t.host_epoch_flops), "bare host: 2 of 3 batches"
+                v_state, l_state = venv.envs[i].model.state_dict(), lone[i].model.state_dict()
+                assert all(torch.equal(v_state[k], l_state[k]) for k in l_state)
+        if None not in ended:
+            break
+    assert None not in ended and len(set(ended)) > 1, f"worlds should end at different steps here: {ended}"
+    venv.close()

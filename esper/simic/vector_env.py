@@ -1,7 +1,9 @@
 """Batch-first vectorised Simic env: N worlds on one device trained together over one shared data stream.
 
 The control flow is inverted: instead of N envs each looping over its own batches, the data is iterated once
-and every batch is dispatched to all N host models. What is shared: the data on the device (loaded once), each
+and every batch is dispatched to all N host models, through the trainers' own epoch loop
+(`esper.tolaria.trainer.train_on_stream`: a world whose compute budget is spent stops taking batches mid-epoch,
+as a lone env's does, while the others go on). What is shared: the data on the device (loaded once), each
 training batch's indexing, augmentation and normalisation (done once for N models), the validation batches
 (normalised once for the env's lifetime). On a GPU each model trains on its own CUDA stream, so one model's
 kernels overlap the next one's launches; on CPU the models run one after another with PyTorch's intra-op threads
@@ -16,7 +18,7 @@ ends resets that world, and that world does not train in that step.
 
 from __future__ import annotations
 
-import itertools
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any, Iterable
@@ -28,6 +30,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from esper.simic.env import EsperEnv, world_from
+from esper.tolaria.trainer import Epoch, Wait, train_on_stream
 
 
 class EsperVectorEnv(VectorEnv):
@@ -104,41 +107,37 @@ class EsperVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ the batch-first epoch
     def _train_epoch(self, ids: list[int]) -> dict[int, float]:
-        """One epoch for the worlds `ids`: each shared batch is prepared once and every model trains on it
-        (with a thread pool, the next batch is prepared while the models train on the current one)."""
-        if not ids:
-            return {}
-        trainers = {i: self.envs[i].trainer for i in ids}
-        opts = {i: t.start_epoch() for i, t in trainers.items()}
-        losses: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
-        groups = [g for g in (ids[k::self.workers] for k in range(self.workers)) if g]  # models per thread
-        batches = itertools.islice(iter(self.stream), self.world.trainer.max_batches_per_epoch)  # as Trainer.epoch_batches
-        batch = next(batches, None)
-        while batch is not None:
-            x, y = batch
-            if self._pool is None:
-                self._train_group(ids, trainers, opts, losses, x, y)
-                batch = next(batches, None)
-            else:  # the threads' work is the models' kernels, which run without the GIL
-                running = [self._pool.submit(self._train_group, g, trainers, opts, losses, x, y) for g in groups]
-                batch = next(batches, None)
-                for job in running:
-                    job.result()
+        """One epoch for the worlds `ids` through the trainers' own loop (train_on_stream) over the shared stream:
+        each batch is prepared once and every world still open trains on it (on a GPU, each on its own CUDA stream)."""
+        epochs = {i: self.envs[i].trainer.open_epoch() for i in ids}
+        streams = {epochs[i]: self._streams[i] for i in ids} if self._streams is not None else {}
+        train_on_stream(list(epochs.values()), self.stream, functools.partial(self._deal, streams))
         if self._streams is not None:
-            torch.cuda.synchronize(self.device)
-        return {i: trainers[i].end_epoch(losses[i]) for i in ids}
+            torch.cuda.synchronize(self.device)  # the losses and gradients were made on the models' own streams
+        return {i: epoch.close() for i, epoch in epochs.items()}
+
+    def _deal(self, streams: dict[Epoch, torch.cuda.Stream], epochs: list[Epoch], x, y) -> Wait:
+        """Start `epochs` on the shared batch: in turn, or spread over the thread pool, whose jobs the returned
+        function waits for (meanwhile train_on_stream prepares the next batch)."""
+        if self._pool is None:
+            self._train_group(streams, epochs, x, y)
+            return lambda: None
+        # the threads' work is the models' kernels, which run without the GIL
+        jobs = [self._pool.submit(self._train_group, streams, epochs[k::self.workers], x, y)
+                for k in range(min(self.workers, len(epochs)))]
+        return lambda: [job.result() for job in jobs]
 
     def _map(self, fn, ids: list[int]) -> list:
         """fn over the worlds `ids`, on the pool when there is one (each world's work touches only that world)."""
         return list(self._pool.map(fn, ids)) if self._pool is not None else [fn(i) for i in ids]
 
-    def _train_group(self, ids, trainers, opts, losses, x, y) -> None:
-        for i in ids:
-            stream = self._streams[i] if self._streams is not None else None
+    def _train_group(self, streams: dict[Epoch, torch.cuda.Stream], epochs: list[Epoch], x, y) -> None:
+        for epoch in epochs:
+            stream = streams.get(epoch)
             if stream is not None:
                 stream.wait_stream(torch.cuda.current_stream(self.device))  # the batch was made on the default stream
             with torch.cuda.stream(stream) if stream is not None else nullcontext():
-                losses[i].append(trainers[i].train_batch(opts[i], x, y))
+                epoch.train(x, y)
 
     def _batch(self, observations: list) -> Any:
         self._obs = concatenate(self.single_observation_space, observations, self._obs)

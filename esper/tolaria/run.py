@@ -121,9 +121,12 @@ class Run:
             self.model.apply(action)
         self.decisions.append(f"{self.trainer.epoch}: {action.op.name}" + (f" ({reason})" if reason else ""))
 
-    def step(self, action: FactoredAction, reason: str = "") -> EpochOutcome:
-        """Apply a decision, train one epoch, judge it."""
+    def step(self, action: FactoredAction, reason: str = "",
+             before_epoch: Callable[[Trainer], None] | None = None) -> EpochOutcome:
+        """Apply a decision, train one epoch, judge it. `before_epoch(trainer)` runs just before the training."""
         self.apply(action, reason)
+        if before_epoch is not None:
+            before_epoch(self.trainer)
         return self.finish_epoch(self.trainer.train_epoch())
 
     def finish_epoch(self, loss: float) -> EpochOutcome:
@@ -202,8 +205,5 @@ def run_training(run: Run, controller: Controller, before_epoch: Callable[[Train
     where it is (a run that keeps diverging is not rescued by retrying)."""
     while not run.done and run.governor.rollbacks <= max_rollbacks:
         decision = controller.decide(run.observe())
-        run.apply(decision.action, decision.reason)
-        if before_epoch is not None:
-            before_epoch(run.trainer)
-        run.finish_epoch(run.trainer.train_epoch())
+        run.step(decision.action, decision.reason, before_epoch)
     return run.result()

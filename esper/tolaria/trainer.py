@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterable, Iterator
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -106,54 +106,16 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = self.cfg.seed_lr * f
 
-    # ------------------------------------------------------------------ loops
+    # ------------------------------------------------------------------ the epoch loop
     def train_epoch(self) -> float:
         """One epoch (or max_batches_per_epoch batches) on this trainer's own loader; returns the mean train loss."""
-        opts = self.start_epoch()
-        losses = []
-        for x, y in self.epoch_batches():
-            if self.exhausted:  # equal compute: the budget is spent mid-epoch
-                break
-            losses.append(self.train_batch(opts, x, y))
-        return self.end_epoch(losses)
+        epoch = self.open_epoch()
+        train_on_stream([epoch], self.train_loader)
+        return epoch.close()
 
-    def epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This epoch's batches: the loader cut at max_batches_per_epoch (nothing beyond is drawn)."""
-        return itertools.islice(iter(self.train_loader), self.cfg.max_batches_per_epoch)
-
-    # The three steps of an epoch, separate so a vectorised env can feed many trainers the same shared batches.
-    def start_epoch(self) -> list[torch.optim.Optimizer]:
-        """Optimisers matched to the plane, learning rates for this epoch, train mode; returns the optimisers."""
-        self.sync_optimizers()
-        self._set_lrs()
-        self.model.train()
-        self._epoch_seed_flops, self._epoch_samples = seeds_train_flops(self.model), 0  # stages are fixed in an epoch
-        return [self.host_opt] + [opt for _, opt in self.seed_opts.values()]
-
-    def train_batch(self, opts: list[torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on (x, y); returns the detached loss (no host sync)."""
-        if self.budget is not None:
-            self._set_lrs()  # the schedule follows the FLOPs spent, batch by batch
-        self._epoch_samples += x.shape[0]
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(x), y)
-        isolation = self.model.pop_isolation_loss()
-        (loss if isolation is None else loss + isolation).backward()
-        for opt in opts:
-            opt.step()
-        return loss.detach()
-
-    def end_epoch(self, losses: list[torch.Tensor]) -> float:
-        """Record seed gradient norms, advance the epoch; returns the mean of `losses`."""
-        total = torch.zeros((), device=self._device())
-        for loss in losses:  # sequential sum: the same float result however the epoch was driven
-            total += loss
-        self._record_grad_norms()
-        self.train_flops += self._epoch_samples * (self.host_flops + self._epoch_seed_flops)
-        self._epoch_samples = 0  # booked: flops_spent() must not count them twice
-        self.epoch += 1
-        return float(total) / max(len(losses), 1)
+    def open_epoch(self) -> Epoch:
+        """Start an epoch, to be fed batch by batch (train_on_stream: this trainer's loader or a shared one)."""
+        return Epoch(self)
 
     def _record_grad_norms(self) -> None:
         for name in self.seed_opts:
@@ -162,3 +124,84 @@ class Trainer:
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+class Epoch:
+    """One epoch of a Trainer: open until it has taken max_batches_per_epoch batches or (equal compute) spent the
+    trainer's budget. Batches come from outside, so one data stream can feed many trainers' epochs at once.
+    Part of the Trainer (it keeps the trainer's per-epoch FLOPs counters, which `exhausted` reads mid-epoch)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        """Optimisers matched to the plane, learning rates for this epoch, train mode."""
+        t = self.trainer = trainer
+        t.sync_optimizers()
+        t._set_lrs()
+        t.model.train()
+        t._epoch_seed_flops, t._epoch_samples = seeds_train_flops(t.model), 0  # stages are fixed in an epoch
+        self.opts = [t.host_opt] + [opt for _, opt in t.seed_opts.values()]
+        self.losses: list[torch.Tensor] = []  # detached, on the device: no host sync per batch
+
+    @property
+    def open(self) -> bool:
+        """Takes another batch: under max_batches_per_epoch and, in an equal-compute run, budget left."""
+        cap = self.trainer.cfg.max_batches_per_epoch
+        return (cap is None or len(self.losses) < cap) and not self.trainer.exhausted
+
+    def train(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimiser step on (x, y)."""
+        t = self.trainer
+        if t.budget is not None:
+            t._set_lrs()  # the schedule follows the FLOPs spent, batch by batch
+        t._epoch_samples += x.shape[0]
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
+        loss = t.loss_fn(t.model(x), y)
+        isolation = t.model.pop_isolation_loss()
+        (loss if isolation is None else loss + isolation).backward()
+        for opt in self.opts:
+            opt.step()
+        self.losses.append(loss.detach())
+
+    def close(self) -> float:
+        """Record seed gradient norms, book the epoch's FLOPs, advance the trainer's epoch; returns the mean loss."""
+        t = self.trainer
+        total = torch.zeros((), device=t._device())
+        for loss in self.losses:  # sequential sum: the same float result however the epoch was fed
+            total += loss
+        t._record_grad_norms()
+        t.train_flops += t._epoch_samples * (t.host_flops + t._epoch_seed_flops)
+        t._epoch_samples = 0  # booked: flops_spent() must not count them twice
+        t.epoch += 1
+        return float(total) / max(len(self.losses), 1)
+
+
+Wait = Callable[[], object]
+"""Waits until the epochs a dealer started on a batch have trained on it."""
+
+
+def deal_in_turn(epochs: list[Epoch], x: torch.Tensor, y: torch.Tensor) -> Wait:
+    """Train the epochs on the batch one after another, now (nothing is left to wait for)."""
+    for epoch in epochs:
+        epoch.train(x, y)
+    return lambda: None
+
+
+def train_on_stream(epochs: list[Epoch], stream: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    deal: Callable[[list[Epoch], torch.Tensor, torch.Tensor], Wait] = deal_in_turn) -> None:
+    """The one epoch loop: feed `epochs` (a lone trainer's, or many trainers' sharing one data stream) the batches
+    of `stream`, each drawn once, to every epoch still open, until none is (an epoch whose budget is spent stops
+    taking batches, the others go on). The caller closes the epochs.
+
+    `deal(open epochs, x, y)` starts them on a batch and returns what waits for them. The next batch is drawn
+    before that wait, so a dealer training in the background (a thread pool) overlaps the two. The batches drawn
+    (so the stream's RNG state) do not depend on the dealer: up to one past the batch that spends the last open
+    budget, as a lone trainer's loop always drew, and none past the largest max_batches_per_epoch."""
+    live = [e for e in epochs if e.open]
+    caps = [e.trainer.cfg.max_batches_per_epoch for e in live]
+    batches = itertools.islice(iter(stream), None if None in caps else max(caps, default=0))
+    batch = next(batches, None)
+    while batch is not None and live:
+        wait = deal(live, *batch)
+        batch = next(batches, None)
+        wait()
+        live = [e for e in live if e.open]
