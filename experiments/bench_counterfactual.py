@@ -24,7 +24,7 @@ import torch
 
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
-from esper.leyline import CNNHostConfig
+from esper.kasmina.hosts import CNNHostConfig
 from esper.tolaria.counterfactual import contributing_slots, fused_outputs
 
 PLACEMENTS = {"block3": ["block3"], "block2+block3": ["block2", "block3"], "all three": ["block1", "block2", "block3"]}

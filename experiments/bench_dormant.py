@@ -23,7 +23,8 @@ from torch import nn
 
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
-from esper.leyline import CNNHostConfig, KasminaConfig
+from esper.kasmina.config import KasminaConfig
+from esper.kasmina.hosts import CNNHostConfig
 from esper.study.bench import parse_bench_args, write_bench_json
 
 ARMS = ("host", "dormant", "training", "blending")

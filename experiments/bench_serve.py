@@ -40,7 +40,7 @@ def _parse() -> argparse.Namespace:
 def _observation(agent_path: Path) -> tuple[list[float], list[float]]:
     """A realistic observation: features and mask at the start of an episode of the agent's own world (its
     plane, on a few synthetic images: the layout depends on the host and plane, not on the data)."""
-    from esper.leyline.world import WorldConfig
+    from esper.world import WorldConfig
     from esper.simic.env import EsperEnv
     from esper.tamiyo.agent_file import load_agent
 
@@ -53,7 +53,7 @@ def _observation(agent_path: Path) -> tuple[list[float], list[float]]:
 
 def _random_agent(path: Path) -> None:
     from esper.leyline.features import feature_names, feature_size
-    from esper.leyline.world import WorldConfig
+    from esper.world import WorldConfig
     from esper.tamiyo.agent_file import save_agent
     from esper.tolaria.builder import action_spec
     from esper.tamiyo.policy import TamiyoPolicyNet

@@ -20,7 +20,7 @@ import torch
 from esper.kasmina import MorphogeneticModel, read_manifest
 from esper.kasmina.hosts import build_host
 from esper.leyline import Stage
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.tolaria.builder import build_run, build_world_task
 from esper.tolaria.trainer import pick_device
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.tamiyo import ScheduleTamiyo
 from esper.tolaria.builder import build_run, build_world_task
 from esper.tolaria.run import run_training

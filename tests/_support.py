@@ -7,10 +7,12 @@ from torch import nn
 
 from esper.kasmina import BLUEPRINTS, MorphogeneticModel
 from esper.kasmina.hosts import CNNHost
-from esper.leyline import CNNHostConfig, GateConfig, KasminaConfig, Stage, TrainingSignals
+from esper.kasmina.config import GateConfig, KasminaConfig
+from esper.kasmina.hosts import CNNHostConfig
+from esper.leyline import Stage, TrainingSignals
 from esper.leyline.control import Observation
 from esper.leyline.telemetry import StageChangeEvent
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.tolaria.datasets import DataBundle, channel_stats
 from esper.tolaria.image_task import ImageClassification
 

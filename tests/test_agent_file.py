@@ -14,7 +14,7 @@ from _support import tiny_model
 from esper.leyline import FactoredAction, Op
 from esper.leyline.control import Decision, Observation
 from esper.leyline.features import feature_names, feature_size
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.simic.env import EsperEnv
 from esper.study.episodes import run_episode
 from esper.tamiyo.agent_file import AGENT_FORMAT, AGENT_FORMAT_VERSION, Agent, AgentFileError, load_agent, save_agent

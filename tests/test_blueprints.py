@@ -7,7 +7,8 @@ import torch
 
 from _support import CONV_BLUEPRINTS, images, open_gates, tiny_host, tiny_model
 from esper.kasmina import BLUEPRINTS, InjectionPoint, MorphogeneticModel, get_blueprint
-from esper.leyline import KasminaConfig, Stage
+from esper.kasmina.config import KasminaConfig
+from esper.leyline import Stage
 from esper.leyline.experiment import ConfigError
 
 TINY_POINTS = tiny_host().injection_points()

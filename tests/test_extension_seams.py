@@ -17,7 +17,7 @@ from esper.kasmina.hosts import build_host, register_host
 from esper.leyline.registry import HostConfig
 from esper.leyline.experiment import ConfigError
 from esper.leyline.registry import TaskConfig
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.simic.env import EsperEnv
 from esper.tamiyo import HeuristicTamiyo
 from esper.tolaria.builder import build_run

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esper.kasmina import Inject, InjectionPoint, MorphogeneticModel
-from esper.leyline import FactoredAction, KasminaConfig, Op, Stage
+from esper.kasmina.config import KasminaConfig
+from esper.leyline import FactoredAction, Op, Stage
 
 
 class TinyResNet(nn.Module):

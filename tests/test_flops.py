@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _support import advance_to, image_task, open_gates, tiny_model
 from esper.leyline import Stage
-from esper.leyline.experiment import TrainerConfig
+from esper.tolaria.trainer import TrainerConfig
 from esper.tamiyo import ScheduleTamiyo
 from esper.tolaria.data import load_synthetic, split_train_val
 from esper.tolaria.flops import host_train_flops, seed_train_flops

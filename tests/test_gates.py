@@ -7,16 +7,9 @@ from pydantic import ValidationError
 
 from _support import EventLog, advance_to, tiny_model
 from esper.kasmina import GateClosedError, IllegalCommandError
-from esper.leyline import (
-    GATE_PROFILES,
-    BlendChoices,
-    GateConfig,
-    CNNHostConfig,
-    KasminaConfig,
-    Op,
-    Stage,
-    is_legal,
-)
+from esper.kasmina.config import GATE_PROFILES, BlendChoices, GateConfig, KasminaConfig
+from esper.kasmina.hosts import CNNHostConfig
+from esper.leyline import Op, Stage, is_legal
 from esper.leyline.telemetry import GateEvent
 
 STRICT = KasminaConfig(gate_profile="strict")
@@ -325,5 +318,7 @@ def test_other_config_validation():
 
 
 def test_unknown_blueprint_in_config_fails_at_model_construction():
-    with pytest.raises(KeyError, match="nope"):
+    from esper.leyline.experiment import ConfigError
+
+    with pytest.raises(ConfigError, match=r"kasmina.blueprints: unknown blueprint\(s\) \['nope'\]"):
         MorphogeneticModel_with(blueprints=("norm", "nope"))

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from _support import advance_to, obs_of as _obs, open_gates, signals_at as _signals, tiny_model
-from esper.leyline import BlendChoices, BlendCurve, FactoredAction, KasminaConfig, Op, Stage, TrainingSignals
+from esper.kasmina.config import BlendChoices, KasminaConfig
+from esper.leyline import BlendCurve, FactoredAction, Op, Stage, TrainingSignals
 from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, WaitTamiyo
 
 

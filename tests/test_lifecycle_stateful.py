@@ -12,18 +12,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from _support import SEED_STAGES, EventLog, images, perturb, tiny_host, tiny_model
 from esper.kasmina import IllegalCommandError, MorphogeneticModel
-from esper.leyline import (
-    ADVANCE_TARGET,
-    CONTRIBUTING_STAGES,
-    LIVE_STAGES,
-    BlendCurve,
-    FactoredAction,
-    GateConfig,
-    KasminaConfig,
-    Op,
-    Stage,
-    is_legal,
-)
+from esper.kasmina.config import GateConfig, KasminaConfig
+from esper.leyline import ADVANCE_TARGET, CONTRIBUTING_STAGES, LIVE_STAGES, BlendCurve, FactoredAction, Op, Stage, is_legal
 
 SLOT_NAMES = tuple(p.name for p in tiny_host().injection_points())
 CONFIGS = {

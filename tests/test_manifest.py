@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from _support import SEED_STAGES, advance_to, images, labels, perturb, tiny_model
 from esper.kasmina import MorphogeneticModel, read_manifest
 from esper.kasmina.hosts import CNNHost, build_host
-from esper.leyline import CNNHostConfig, GateConfig, KasminaConfig, Stage
+from esper.kasmina.config import GateConfig, KasminaConfig
+from esper.kasmina.hosts import CNNHostConfig
+from esper.leyline import Stage
 
 # Four blocks so one model can hold TRAINING, BLENDING (mid-ramp), FOSSILIZED and EMBARGOED slots at once.
 HOST = CNNHostConfig(preset="custom", widths=(8, 16, 16, 32))

@@ -94,7 +94,7 @@ def _text_world_agent(tmp_path) -> tuple:
     from _serve_support import sharp_net
 
     from esper.leyline.features import feature_names
-    from esper.leyline.world import WorldConfig
+    from esper.world import WorldConfig
     from esper.tamiyo.agent_file import save_agent
 
     corpus = tmp_path / "corpus.txt"
@@ -133,13 +133,14 @@ def _check_identity(world, agent_path) -> None:
     cpu = torch.device("cpu")
 
     local = Recording(NeuralTamiyo(agent))
-    run_training(build_run(world, env.task, seed=episode_seed, device=cpu), local)
+    run_training(build_run(world, env.task, seed=episode_seed, device=cpu, capacity_price=world.reward.rent_lambda), local)
     _assert_same(env_seen, local.seen, "run_training vs env")
 
     recorder = BodyRecorder(guarded(build_api(InProcessBackend(ServedPolicy(agent_path))), TOKEN, MAX_BODY))
     with live_server(recorder, free_port()) as url:
         remote = RemoteTamiyo(TamiyoClient(url, token=TOKEN, timeout_s=10.0, retries=0))
-        result = run_training(build_run(world, env.task, seed=episode_seed, device=cpu), remote)
+        result = run_training(build_run(world, env.task, seed=episode_seed, device=cpu,
+                                        capacity_price=world.reward.rent_lambda), remote)
     assert remote.fallbacks == 0 and remote.answered == EPOCHS
     _assert_same(env_seen, [(b["features"], b["action_mask"]) for b in recorder.bodies], "HTTP vs env")
     assert [d.split()[1] for d in result.decisions] == [op.name for op in ops]

@@ -54,7 +54,7 @@ def test_the_recorder_refuses_bad_input_in_one_line(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "record_episodes.py"
-    from esper.leyline.world import WorldConfig
+    from esper.world import WorldConfig
     from esper.runlog import ResumableLog
 
     ResumableLog(tmp_path / "episodes.jsonl", {"world": WorldConfig().model_dump(mode="json")}, False).append({"x": 1})

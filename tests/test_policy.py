@@ -282,7 +282,7 @@ def test_split_mask_inverts_flat(plane):
 
 @pytest.fixture(scope="module")
 def rl_setup(plane):
-    from esper.leyline.world import WorldConfig
+    from esper.world import WorldConfig
     from esper.simic.env import EsperEnv
     from esper.simic.ppo.module import TamiyoRLModule
 

@@ -51,7 +51,7 @@ def test_one_discount_for_ppo_and_the_shaping():
 def test_a_budget_in_host_epochs_is_one_field_and_leaves_the_static_host_its_decisions():
     from pydantic import ValidationError
 
-    from esper.leyline.experiment import TrainerConfig
+    from esper.tolaria.trainer import TrainerConfig
 
     cfg = CompareConfig.model_validate({"world": {"trainer": {"epochs": 10, "budget_host_epochs": 15}}})
     assert cfg.world.trainer.epochs == 16, "the static host needs 15 decisions and one that ends its budget"

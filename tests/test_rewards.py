@@ -11,7 +11,8 @@ import pytest
 from _support import advance_to, tiny_model
 
 from esper.leyline import ActionMasks, Op, SlotReport, Stage
-from esper.leyline.world import RewardConfig, WorldConfig
+from esper.simic.rewards import RewardConfig
+from esper.world import WorldConfig
 from esper.simic.env import EsperEnv
 from esper.simic.rewards import REWARD_TERMS, RewardStep, compute_reward, potential
 

@@ -18,7 +18,7 @@ import requests
 import torch
 
 from esper.leyline.features import feature_names, feature_size
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.serve.client import RemoteTamiyo, TamiyoClient
 from esper.serve.config import ServeConfig
 from esper.serve.policy import file_digest

@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 
 from esper.leyline import ActionMasks, FactoredAction, Op, Stage
 from esper.leyline.features import feature_names
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.simic.env import EsperEnv
 
 TINY_WORLD = {

@@ -371,7 +371,7 @@ def test_graft_fossilizes_a_germinated_seed_at_once_without_changing_the_output(
     import torch
     from _support import images, tiny_model
 
-    from esper.leyline import KasminaConfig
+    from esper.kasmina.config import KasminaConfig
 
     model = tiny_model(KasminaConfig(gate_profile="permissive", lifecycle="graft")).eval()
     spec, x = model.action_spec, images(4)
@@ -387,7 +387,7 @@ def test_graft_fossilizes_a_germinated_seed_at_once_without_changing_the_output(
 def test_graft_with_gates_that_ask_for_evidence_fails_at_start_up_naming_the_field():
     from pydantic import ValidationError
 
-    from esper.leyline import KasminaConfig
+    from esper.kasmina.config import KasminaConfig
 
     with pytest.raises(ValidationError, match="kasmina.lifecycle='graft'.*min_training_epochs=0"):
         KasminaConfig(gate_profile="strict", lifecycle="graft")

@@ -10,10 +10,12 @@ import torch
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.slot import IllegalCommandError
 from esper.kasmina.hosts import build_host
-from esper.leyline import FactoredAction, KasminaConfig, Op, Stage
-from esper.leyline.config import TransformerHostConfig
-from esper.leyline.experiment import TextDataConfig, TrainerConfig
-from esper.leyline.world import WorldConfig
+from esper.kasmina.config import KasminaConfig
+from esper.leyline import FactoredAction, Op, Stage
+from esper.kasmina.hosts import TransformerHostConfig
+from esper.tolaria.text_task import TextDataConfig
+from esper.tolaria.trainer import TrainerConfig
+from esper.world import WorldConfig
 from esper.tolaria.builder import build_run, build_world_task
 from esper.tolaria.data import DataError
 from esper.tolaria.run import run_training

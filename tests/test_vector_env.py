@@ -10,7 +10,7 @@ import torch
 
 from esper.leyline import FactoredAction, Op
 from esper.leyline.actions import ActionMasks
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.simic.config import TrainTamiyoConfig
 from esper.runtime.cluster import runner_placement
 from esper.runtime.resources import plan_runners

@@ -7,7 +7,7 @@ import pydantic
 import pytest
 
 from esper.leyline.family import Choice, Range, draw_world
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.simic.env import EsperEnv
 
 TINY = {

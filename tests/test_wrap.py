@@ -14,7 +14,8 @@ from torchvision.models import resnet18
 import esper
 from esper.kasmina import BLUEPRINTS, IllegalCommandError, MorphogeneticModel, load_wrapped
 from esper.kasmina.layers import Block
-from esper.leyline import KasminaConfig, Stage
+from esper.kasmina.config import KasminaConfig
+from esper.leyline import Stage
 from esper.leyline.experiment import ConfigError
 
 VOCAB, WIDTH, CONTEXT = 11, 32, 8

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from esper.leyline import GateConfig, SlotState, Stage
+from esper.kasmina.config import GateConfig
+from esper.leyline import SlotState, Stage
 
 # Which gate guards which transition (documented in docs/architecture.md).
 GATE_FOR: dict[tuple[Stage, Stage], str] = {

@@ -15,18 +15,8 @@ from torch import Tensor, nn
 from esper.kasmina.blueprints import BLUEPRINTS, get_blueprint
 from esper.kasmina.protocol import HostProtocol
 from esper.kasmina.slot import IllegalCommandError, SeedSlot
-from esper.leyline import (
-    LIVE_STAGES,
-    ActionMasks,
-    ActionSpec,
-    ArchitectureManifest,
-    FactoredAction,
-    KasminaConfig,
-    Op,
-    SlotReport,
-    Stage,
-    compute_masks,
-)
+from esper.kasmina.config import KasminaConfig
+from esper.leyline import LIVE_STAGES, ActionMasks, ActionSpec, ArchitectureManifest, FactoredAction, Op, SlotReport, Stage, compute_masks
 from esper.leyline.experiment import ConfigError
 from esper.leyline.manifest import MANIFEST_FORMAT_VERSION
 from esper.leyline.telemetry import TelemetryEvent

@@ -11,19 +11,8 @@ from torch import Tensor, nn
 from esper.kasmina.blueprints import Blueprint, get_blueprint
 from esper.kasmina.gates import GateResult, check_gate
 from esper.kasmina.protocol import InjectionPoint
-from esper.leyline import (
-    ADVANCE_TARGET,
-    LIVE_STAGES,
-    BlendCurve,
-    GateConfig,
-    SlotManifest,
-    TRANSITIONS,
-    SlotReport,
-    SlotState,
-    Stage,
-    alpha_at,
-    is_legal,
-)
+from esper.kasmina.config import GateConfig
+from esper.leyline import ADVANCE_TARGET, LIVE_STAGES, BlendCurve, SlotManifest, TRANSITIONS, SlotReport, SlotState, Stage, alpha_at, is_legal
 from esper.leyline.telemetry import (
     CullEvent,
     FossilizeEvent,

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from esper.kasmina.model import MorphogeneticModel, fitting_blueprints, read_manifest
 from esper.kasmina.protocol import Inject, InjectionPoint
-from esper.leyline import KasminaConfig
+from esper.kasmina.config import KasminaConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Leyline: the shared contracts — stages and transitions, factored actions and masks, signals, telemetry, configs."""
+"""Leyline: the shared contracts — stages and transitions, factored actions and masks, signals, telemetry, config loading."""
 
 from esper.leyline.actions import (
     HEADS,
@@ -11,15 +11,8 @@ from esper.leyline.actions import (
 )
 from esper.leyline.base import EsperModel
 from esper.leyline.blending import BlendCurve, alpha_at
-from esper.leyline.config import (
-    GATE_PROFILES,
-    BlendChoices,
-    CNNHostConfig,
-    GateConfig,
-    HostConfig,
-    KasminaConfig,
-)
 from esper.leyline.manifest import ArchitectureManifest, SlotManifest
+from esper.leyline.registry import HostConfig
 from esper.leyline.signals import SlotReport, SlotState, TrainingSignals
 from esper.leyline.stages import (
     ADVANCE_TARGET,
@@ -32,8 +25,8 @@ from esper.leyline.stages import (
 )
 
 __all__ = [
-    "ADVANCE_TARGET", "AUTOMATIC_STAGES", "CONTRIBUTING_STAGES", "GATE_PROFILES", "HEADS", "LIVE_STAGES",
-    "OP_USES", "TRANSITIONS", "ActionMasks", "ActionSpec", "ArchitectureManifest", "BlendChoices", "BlendCurve", "CNNHostConfig",
-    "EsperModel", "FactoredAction", "GateConfig", "HostConfig", "KasminaConfig", "Op", "SlotManifest",
+    "ADVANCE_TARGET", "AUTOMATIC_STAGES", "CONTRIBUTING_STAGES", "HEADS", "LIVE_STAGES",
+    "OP_USES", "TRANSITIONS", "ActionMasks", "ActionSpec", "ArchitectureManifest", "BlendCurve",
+    "EsperModel", "FactoredAction", "HostConfig", "Op", "SlotManifest",
     "SlotReport", "SlotState", "Stage", "TrainingSignals", "alpha_at", "compute_masks", "is_legal",
 ]

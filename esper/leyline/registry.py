@@ -7,7 +7,7 @@ of their name field, so a new host or task registers its config class and every 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -17,15 +17,17 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigFamily(Generic[M]):
-    """Config classes of one family, keyed by the default of their discriminator field."""
+    """Config classes of one family, keyed by the default of their discriminator field, each with the builder
+    that makes what it configures: registered together, so no config validates without a builder behind it."""
 
     def __init__(self, kind: str, key: str, default: str) -> None:
         self.kind, self.key, self.default = kind, key, default
         """kind: what the family is called in errors; key: the discriminator field; default: its value when omitted."""
         self._classes: dict[str, type[M]] = {}
+        self._builders: dict[type[M], Callable[..., Any]] = {}
 
-    def register(self, cls: type[M]) -> type[M]:
-        """Add `cls` (usable as a class decorator); its discriminator field's default is its name."""
+    def register(self, cls: type[M], build: Callable[..., Any]) -> None:
+        """Add `cls` and its builder; the discriminator field's default is its name."""
         name = cls.model_fields[self.key].default
         if not isinstance(name, str) or not name:
             raise TypeError(f"{cls.__name__}.{self.key} needs a string default: the {self.kind}'s registered name")
@@ -33,7 +35,14 @@ class ConfigFamily(Generic[M]):
         if known is not None and known.__qualname__ != cls.__qualname__:
             raise ValueError(f"{self.kind} {name!r} is already registered by {known.__qualname__}")
         self._classes[name] = cls
-        return cls
+        self._builders[cls] = build
+
+    def builder(self, config: M) -> Callable[..., Any]:
+        """The builder registered with `config`'s class."""
+        build = self._builders.get(type(config))
+        if build is None:
+            raise ValueError(f"{type(config).__name__} is not a registered {self.kind} config; registered: {self.names()}")
+        return build
 
     def names(self) -> list[str]:
         return sorted(self._classes)
@@ -57,7 +66,8 @@ class ConfigFamily(Generic[M]):
 
 
 class HostConfig(EsperModel):
-    """Base of every host's config: `name` picks the host (esper.kasmina.hosts.register_host adds one)."""
+    """Base of every host's config: `name` picks the host (esper.kasmina.hosts.register_host adds one, with its
+    builder)."""
 
     name: str
     """Host family."""

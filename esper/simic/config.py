@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from esper.leyline.base import EsperModel
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 
 
 class PPOSettings(EsperModel):

@@ -14,7 +14,7 @@ from esper.leyline import FactoredAction, Op
 from esper.leyline.control import Observation
 from esper.leyline.family import corner_worlds, draw_world, with_values
 from esper.leyline.features import FEATURE_BOUND, encode, feature_size
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.runtime.devices import actor_device
 from esper.simic.rewards import RewardStep, compute_reward, potential
 from esper.tolaria.builder import action_spec, build_model, build_run, build_world_task, check_output_size
@@ -110,7 +110,8 @@ class EsperEnv(gym.Env):
             self.episode_world, drawn = draw_world(self.world, self.np_random)
             self.task = self._task_of(self.episode_world)
             logger.info("episode %d: world %s", episode_seed, drawn)
-        self.run = build_run(self.episode_world, self.task, seed=episode_seed, data_seed=data_seed, device=self.device)
+        self.run = build_run(self.episode_world, self.task, seed=episode_seed, data_seed=data_seed, device=self.device,
+                             capacity_price=self.episode_world.reward.rent_lambda)
         self.counts = {op.name.lower(): 0 for op in Op}
         self.counts.update(fossilized=0, culled=0, invalid=0)
         self.run.model.listeners.append(self._count_event)

@@ -10,8 +10,61 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from pydantic import Field, model_validator
+
 from esper.leyline import Op, SlotReport
-from esper.leyline.world import RewardConfig
+from esper.leyline.base import EsperModel
+
+
+class RewardConfig(EsperModel):
+    """Every reward weight (docs/simic.md, "Reward"); the Tune sweep's search space.
+
+    r_t = acc_weight·Δmetric + pbrs_weight·(γ·Φ(s′) − Φ(s)) − rent_lambda·excess_params_ratio/T
+          − compute_rent_lambda·FLOPs_t/B − cost[op]
+          (+ terminal_weight·final metric at the last step; a Governor rollback ends the episode with −death_penalty)
+    The metric is the task's (validation accuracy, a fraction, for image classification).
+    """
+
+    acc_weight: float = Field(1.0, ge=0)
+    """Weight of the change in the task's validation metric since the last step (named after the first metric,
+    accuracy)."""
+    pbrs_weight: float = Field(0.1, ge=0)
+    """Weight of the potential-based shaping term."""
+    gamma: float = Field(0.99, gt=0, le=1)
+    """Discount used in the shaping term (match PPO's γ to keep optimal policies unchanged)."""
+    stage_potentials: dict[str, float] = {
+        "DORMANT": 0.0, "GERMINATED": 0.1, "TRAINING": 0.2, "BLENDING": 0.3, "HOLDING": 0.4,
+        "FOSSILIZED": 0.5, "CULLED": 0.0, "EMBARGOED": 0.0, "RESETTING": 0.0,
+    }
+    """Φ contribution of a slot in each stage (Φ(s) = sum over slots)."""
+    rent_lambda: float = Field(0.05, ge=0)
+    """Rent λ: per episode, λ·(mean excess_params_ratio) is paid (charged per step as λ·ratio/T)."""
+    compute_rent_lambda: float = Field(0.0, ge=0)
+    """Compute rent λ_c: each step pays λ_c × (training FLOPs its epoch spent) / B, B = the run's compute budget
+    (trainer.budget_flops or budget_host_epochs; in an equal-epoch world what the bare host spends in all its
+    epochs) — the bare host pays λ_c over a whole episode, a host with a seed as big as itself ≈ 2·λ_c."""
+    germinate_cost: float = Field(0.002, ge=0)
+    """Cost of a GERMINATE action."""
+    advance_cost: float = Field(0.0, ge=0)
+    """Cost of an ADVANCE action."""
+    cull_cost: float = Field(0.002, ge=0)
+    """Cost of a CULL action."""
+    terminal_weight: float = Field(1.0, ge=0)
+    """Weight of the final validation metric, paid at the last step."""
+    death_penalty: float = Field(1.0, ge=0)
+    """Penalty when the Governor rolls back (the episode ends)."""
+    invalid_action_penalty: float = Field(0.05, ge=0)
+    """Penalty when an action the masks forbid reaches the env (it is executed as WAIT)."""
+
+    @model_validator(mode="after")
+    def _all_stages(self) -> "RewardConfig":
+        from esper.leyline.stages import Stage
+
+        missing = {s.name for s in Stage} - set(self.stage_potentials)
+        extra = set(self.stage_potentials) - {s.name for s in Stage}
+        if missing or extra:
+            raise ValueError(f"reward.stage_potentials must name every stage exactly (missing {sorted(missing)}, unknown {sorted(extra)})")
+        return self
 
 
 def potential(reports: Sequence[SlotReport], cfg: RewardConfig) -> float:

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import Stage
 from esper.leyline.base import EsperModel
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.runlog import ResumableLog
 from esper.tamiyo import HeuristicConfig, PlanTamiyo
 from esper.tamiyo.registry import controller_factory, entry_for, needs_agent
@@ -146,7 +146,8 @@ def play_arm(arm: str, seed: int, cfg: CompareConfig, task, device: torch.device
     from esper.tolaria.builder import build_run
     from esper.tolaria.run import run_training
 
-    run = build_run(cfg.world, task, seed=seed, device=device, prepare=pregrown(cfg) if arm == "capacity" else None)
+    run = build_run(cfg.world, task, seed=seed, device=device, prepare=pregrown(cfg) if arm == "capacity" else None,
+                    capacity_price=cfg.world.reward.rent_lambda)  # what a controller is told, as in the RL world
     hub = TelemetryHub([ConsoleBackend(), ParquetBackend(out / "telemetry" / f"{arm}-seed{seed}.parquet")],
                        arm=arm, seed=seed)
     run.listen(hub)

@@ -112,7 +112,7 @@ def play_set(env: EsperEnv, name: str, seeds: list[int], agent=None, progress: s
 
 def _play_chunk(world_json: dict, name: str, agent_path: str | None, seeds: list[int]) -> list[dict]:
     """A Ray task: controller `name` (with agent.pt at `agent_path` for trained ones) on `seeds`."""
-    from esper.leyline.world import WorldConfig
+    from esper.world import WorldConfig
     from esper.tamiyo.agent_file import load_agent
 
     env = EsperEnv(WorldConfig.model_validate(world_json))

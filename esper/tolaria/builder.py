@@ -11,7 +11,7 @@ from esper.kasmina.model import fitting_blueprints, plane_action_spec
 from esper.leyline.actions import ActionSpec
 from esper.kasmina.hosts import build_host
 from esper.leyline.experiment import ConfigError
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.tolaria.run import Run
 from esper.tolaria.task import Task, build_task
 
@@ -38,10 +38,12 @@ def action_spec(world: WorldConfig) -> ActionSpec:
 
 
 def build_run(world: WorldConfig, task: Task, *, seed: int, device: torch.device, data_seed: int | None = None,
-              prepare: Callable[[MorphogeneticModel], None] | None = None) -> Run:
+              prepare: Callable[[MorphogeneticModel], None] | None = None, capacity_price: float = 0.0) -> Run:
     """A Run of `world` on `task`: the model is initialised from `seed` (and `prepare(model)`, e.g. a capacity
     control's pre-grown seed, draws from the same stream); the training batches' order comes from `data_seed`
-    (default `seed`). The process's own RNG stream is left as it was."""
+    (default `seed`). `capacity_price` is the price of capacity the run's controller is told (the RL side's rent
+    λ, `world.reward.rent_lambda`; the engine itself charges nothing). The process's own RNG stream is left as it
+    was."""
     outside = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -53,7 +55,7 @@ def build_run(world: WorldConfig, task: Task, *, seed: int, device: torch.device
         torch.set_rng_state(outside)
     check_output_size(model, task)
     return Run(model, task, world.trainer, world.governor, data_seed=seed if data_seed is None else data_seed,
-               rng_state=rng_state, rent_lambda=world.reward.rent_lambda)
+               rng_state=rng_state, rent_lambda=capacity_price)
 
 
 def check_output_size(model: MorphogeneticModel, task: Task) -> None:

@@ -9,9 +9,28 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from pydantic import Field
+
 from esper.leyline import LIVE_STAGES
-from esper.leyline.experiment import GovernorConfig
+from esper.leyline.base import EsperModel
 from esper.leyline.telemetry import RollbackEvent, TelemetryEvent
+
+
+class GovernorConfig(EsperModel):
+    """When the Governor declares a catastrophe."""
+
+    enabled: bool = True
+    """Watch training at all."""
+    window: int = Field(5, ge=2)
+    """Epoch losses kept for the moving mean and standard deviation."""
+    sigma: float = Field(4.0, gt=0)
+    """Divergence: loss > mean + sigma·std of the window …"""
+    min_rise: float = Field(0.5, ge=0)
+    """… and loss > mean·(1 + min_rise) (guards against tiny σ on flat curves)."""
+    patience: int = Field(1, ge=1)
+    """Consecutive divergent epochs before a rollback (NaN/Inf roll back at once)."""
+    min_history: int = Field(3, ge=1)
+    """Epochs of history before divergence can be declared."""
 
 
 @dataclass(frozen=True)

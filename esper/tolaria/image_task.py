@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor
 from torch.nn import functional as F
 
-from esper.leyline.experiment import ImageDataConfig
+from esper.leyline.registry import TaskConfig
 from esper.tolaria.data import DataError, DeviceLoader
 from esper.tolaria.datasets import DataBundle, load_bundle
 from esper.tolaria.task import register_task
+
+
+class ImageDataConfig(TaskConfig):
+    """Image classification (esper.tolaria.image_task): where the images come from and how they are split."""
+
+    task: Literal["image_classification"] = "image_classification"
+    """Task family."""
+    metric_name: ClassVar[str] = "accuracy"
+    source: str = "synthetic"
+    """'synthetic' (built-in task), 'cifar10' (torchvision download) or a .parquet path."""
+    limit: int | None = Field(6000, ge=20)
+    """Images drawn from the source (a fixed random subset); None = all."""
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    """Fraction carved from train for validation (fixed split seed, the same for every arm and seed)."""
+    eval_data: str | None = None
+    """Optional external evaluation set (.parquet), reported separately."""
+
+    @field_validator("source", "eval_data")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        """A relative .parquet path is made absolute where the config is read: Ray workers and Tune trials run in
+        other directories, and the saved config should name the file that was actually read."""
+        if value is None or not value.endswith(".parquet") or Path(value).is_absolute():
+            return value
+        return str(Path(value).resolve())
+
 
 EVAL_BATCH = 512  # validation and evaluation batch size (no gradients: as large as memory allows)
 

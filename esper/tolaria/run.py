@@ -17,7 +17,8 @@ import torch
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import FactoredAction, TrainingSignals
 from esper.leyline.control import Controller, Observation
-from esper.leyline.experiment import GovernorConfig, TrainerConfig
+from esper.tolaria.governor import GovernorConfig
+from esper.tolaria.trainer import TrainerConfig
 from esper.leyline.telemetry import EpochEvent, TelemetryEvent
 from esper.tolaria.counterfactual import Evaluation, evaluate_with_counterfactuals, evaluation_flops
 from esper.tolaria.flops import seeds_train_flops
@@ -74,7 +75,7 @@ class Run:
 
     def __init__(self, model: MorphogeneticModel, task: Task, trainer: TrainerConfig, governor: GovernorConfig, *,
                  data_seed: int, rng_state: torch.Tensor | None = None, rent_lambda: float = 0.0) -> None:
-        """`rent_lambda`: the price of capacity the controller is told (the world's reward.rent_lambda)."""
+        """`rent_lambda`: the price of capacity the controller is told (given by the RL side; 0 outside it)."""
         self.model, self.task, self.rent_lambda = model, task, rent_lambda
         self.trainer = Trainer(model, task, trainer, seed=data_seed)
         self.governor = Governor(self.trainer, governor, emit=self._emit)

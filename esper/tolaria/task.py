@@ -2,8 +2,8 @@
 
 Everything above the Task — Trainer, counterfactual evaluation, the Governor, gates, observation features,
 rewards, comparisons, telemetry — speaks of the task's *metric* (higher is better) and never of images or
-classes. A new task is one class implementing `Task`, one config class registered in `TASK_CONFIGS`
-(esper.leyline.registry) and one `register_task` call (docs/extending.md).
+classes. A new task is one class implementing `Task`, its config class, and one `register_task(config, builder)`
+call that registers both together (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ class Task(Protocol):
 
 TaskBuilder = Callable[[TaskConfig, torch.device, "int | None"], Task]
 DataCheck = Callable[[TaskConfig], None]
-_BUILDERS: dict[type[TaskConfig], TaskBuilder] = {}
 _CHECKS: dict[type[TaskConfig], DataCheck] = {}
 
 
@@ -67,8 +66,7 @@ def register_task(config_cls: type[TaskConfig], build: TaskBuilder, check: DataC
     `data: {task: <name>, …}`), and `build(config, device, val_examples)` makes the Task. `check(config)`, if
     given, is a cheap look at the task's data (files exist and read) that raises DataError naming what is wrong:
     scripts run it before starting anything (esper.study.cli.check_world)."""
-    TASK_CONFIGS.register(config_cls)
-    _BUILDERS[config_cls] = build
+    TASK_CONFIGS.register(config_cls, build)
     if check is not None:
         _CHECKS[config_cls] = check
 
@@ -82,10 +80,7 @@ def check_task_data(config: TaskConfig) -> None:
 
 def build_task(config: TaskConfig, device: torch.device, val_examples: int | None = None) -> Task:
     """The task of a world's `data` section on `device`; validation cut to its first `val_examples` examples."""
-    build = _BUILDERS.get(type(config))
-    if build is None:
-        raise ValueError(f"no task builder registered for {type(config).__name__} (task {config.task!r})")
-    return build(config, device, val_examples)
+    return TASK_CONFIGS.builder(config)(config, device, val_examples)
 
 
 from esper.tolaria import image_task, text_task  # noqa: E402,F401  (the built-in tasks register themselves)

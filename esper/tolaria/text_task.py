@@ -5,14 +5,41 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor
 from torch.nn import functional as F
 
-from esper.leyline.experiment import TextDataConfig
+from esper.leyline.registry import TaskConfig
 from esper.tolaria.data import DataError
 from esper.tolaria.task import register_task
+
+
+class TextDataConfig(TaskConfig):
+    """Next-character prediction on a text file (esper.tolaria.text_task): nanoGPT's character-level setting."""
+
+    task: Literal["char_lm"] = "char_lm"
+    """Task family."""
+    metric_name: ClassVar[str] = "neg_loss"  # −(validation loss, nats per character): higher is better
+    source: str
+    """A UTF-8 text file (e.g. ../shared/data/tinyshakespeare/input.txt); its distinct characters are the vocabulary."""
+    limit: int | None = Field(None, ge=100)
+    """Characters used from the start of the file; None = all."""
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    """The last fraction of the text is validation (nanoGPT's split: 0.1)."""
+    block_size: int = Field(64, ge=2)
+    """Context length T of every window (at most the host's block_size)."""
+    val_windows: int = Field(200, ge=1)
+    """Fixed validation windows, evenly spaced over the validation text (the same for every run)."""
+
+    @field_validator("source")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        """Made absolute where the config is read (Ray workers and Tune trials run in other directories)."""
+        return str(Path(value).resolve())
+
 
 EVAL_BATCH = 64  # validation windows per batch
 

@@ -4,16 +4,60 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import LIVE_STAGES, Stage
-from esper.leyline.experiment import TrainerConfig
+from esper.leyline.base import EsperModel
 from esper.tolaria.flops import host_epoch_flops, seeds_train_flops
 from esper.tolaria.task import Task
+
+
+class TrainerConfig(EsperModel):
+    """Optimisation settings shared by every arm of an experiment (equal budgets)."""
+
+    epochs: int = Field(10, ge=1)
+    """Epochs per run (one controller decision per epoch)."""
+    batch_size: int = Field(128, ge=1)
+    """Mini-batch size."""
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    """The host's optimiser (fossilized seeds join it): SGD with Nesterov momentum (CNNs), or AdamW with betas
+    (0.9, 0.99) (transformers, as nanoGPT trains them)."""
+    lr: float = Field(0.05, gt=0)
+    """Peak learning rate of the host's optimiser."""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum (unused by AdamW)."""
+    weight_decay: float = Field(5e-4, ge=0)
+    """Weight decay of the host's optimiser (host and fossilized seeds)."""
+    seed_lr: float = Field(0.01, gt=0)
+    """Peak learning rate of each live seed's own Adam optimiser."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """LR schedule over `epochs` (applied identically to host and seeds)."""
+    augment: bool = True
+    """The task's training-time augmentation (images: random crop + horizontal flip, on device); a task
+    without one ignores it."""
+    max_batches_per_epoch: int | None = Field(None, ge=1)
+    """Cap on train batches per epoch (cheap worlds); None = the whole train set."""
+    budget_flops: float | None = Field(None, gt=0)
+    """Equal-compute runs: the training FLOPs a run may spend (esper/tolaria/flops.py). The run ends once they are
+    spent (its last epoch stops at the batch that spends them), the LR schedule runs over them (cosine in the
+    fraction spent, set every batch) instead of over `epochs`, and `epochs` only caps the decisions.
+    None = equal epochs."""
+    budget_host_epochs: float | None = Field(None, gt=0)
+    """The same FLOPs budget in units of the bare host's training epoch: a run may spend what the host alone
+    spends in this many epochs (resolved when the run starts; not with budget_flops). The RL world's
+    compute-budget episodes use this: the budget follows the host and the data."""
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "TrainerConfig":
+        if self.budget_flops is not None and self.budget_host_epochs is not None:
+            raise ValueError("trainer.budget_flops and trainer.budget_host_epochs are two ways to set one budget: "
+                             "give one")
+        return self
 
 
 def pick_device(preference: str = "auto") -> torch.device:

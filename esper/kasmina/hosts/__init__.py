@@ -6,14 +6,12 @@ from typing import Any, Callable
 
 from torch import nn
 
-from esper.kasmina.hosts.cnn import WIDTH_PRESETS, CNNHost
-from esper.kasmina.hosts.transformer import TransformerHost
-from esper.leyline.config import CNNHostConfig, TransformerHostConfig
+from esper.kasmina.hosts.cnn import WIDTH_PRESETS, CNNHost, CNNHostConfig
+from esper.kasmina.hosts.transformer import TransformerHost, TransformerHostConfig
 from esper.leyline.registry import HOST_CONFIGS, HostConfig
 
 HostBuilder = Callable[..., nn.Module]
 """build(config, **extras) → host module; `extras` are the other keys of the host's own `host_spec()`."""
-_BUILDERS: dict[type[HostConfig], HostBuilder] = {}
 
 
 def register_host(config_cls: type[HostConfig], build: HostBuilder) -> None:
@@ -21,8 +19,7 @@ def register_host(config_cls: type[HostConfig], build: HostBuilder) -> None:
     `host: {name: <name>, …}`) and `build` makes the module. The module implements HostProtocol, and its
     `host_spec()` returns {"name": …, "config": config.model_dump(mode="json"), …extras} so a saved grown model
     can be rebuilt."""
-    HOST_CONFIGS.register(config_cls)
-    _BUILDERS[config_cls] = build
+    HOST_CONFIGS.register(config_cls, build)
 
 
 def build_host(spec: HostConfig | dict[str, Any]) -> nn.Module:
@@ -35,13 +32,11 @@ def build_host(spec: HostConfig | dict[str, Any]) -> nn.Module:
         extras = {k: v for k, v in spec.items() if k not in ("name", "config")}
     else:
         config, extras = spec, {}
-    build = _BUILDERS.get(type(config))
-    if build is None:
-        raise ValueError(f"no host builder registered for {type(config).__name__}; registered: {HOST_CONFIGS.names()}")
-    return build(config, **extras)
+    return HOST_CONFIGS.builder(config)(config, **extras)
 
 
 register_host(CNNHostConfig, CNNHost)
 register_host(TransformerHostConfig, TransformerHost)
 
-__all__ = ["WIDTH_PRESETS", "CNNHost", "TransformerHost", "build_host", "register_host"]
+__all__ = ["WIDTH_PRESETS", "CNNHost", "CNNHostConfig", "TransformerHost", "TransformerHostConfig", "build_host",
+           "register_host"]

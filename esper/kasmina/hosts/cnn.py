@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from esper.kasmina.protocol import Inject, InjectionPoint
-from esper.leyline.config import CNNHostConfig
+from esper.leyline.registry import HostConfig
+
+
+class CNNHostConfig(HostConfig):
+    """The CNN host for images (esper.kasmina.hosts.cnn)."""
+
+    name: Literal["cnn"] = "cnn"
+    """Host family."""
+    preset: Literal["tiny", "small", "paper", "custom"] = "small"
+    """Width preset: tiny (8-16-32, cheap worlds), small (16-32-64), paper (32-64-128, the seed documents' host)."""
+    widths: tuple[int, ...] | None = None
+    """Channel width of each block; required when preset is custom, else taken from the preset."""
+    convs_per_block: int = Field(1, ge=1, le=4)
+    """3×3 conv layers per block (each block ends with an injection point)."""
+    num_classes: int = Field(10, ge=2)
+    """Output classes (must equal the task's output size)."""
+    in_channels: int = Field(3, ge=1)
+    """Input image channels."""
+
+    @model_validator(mode="after")
+    def _widths_for_custom(self) -> "CNNHostConfig":
+        if self.preset == "custom" and not self.widths:
+            raise ValueError("host.widths is required when host.preset is 'custom'")
+        if self.widths is not None and any(w < 1 for w in self.widths):
+            raise ValueError("host.widths must all be ≥ 1")
+        return self
+
 
 WIDTH_PRESETS: dict[str, tuple[int, ...]] = {
     "tiny": (8, 16, 32),  # cheap worlds (smoke, tests)

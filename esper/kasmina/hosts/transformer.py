@@ -4,14 +4,59 @@ point after each, a final norm and a linear head to next-token logits."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from esper.kasmina.layers import Block
 from esper.kasmina.protocol import Inject, InjectionPoint
-from esper.leyline.config import TransformerHostConfig
+from esper.leyline.registry import HostConfig
+
+
+TRANSFORMER_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},  # cheap worlds and tests
+    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128},  # nanoGPT's CPU configuration
+}
+
+
+class TransformerHostConfig(HostConfig):
+    """A GPT-style character transformer host (esper.kasmina.hosts.transformer)."""
+
+    name: Literal["transformer"] = "transformer"
+    """Host family."""
+    preset: Literal["tiny", "small", "custom"] = "tiny"
+    """tiny (2 layers, 2 heads, 64 wide), small (4 layers, 4 heads, 128 wide: nanoGPT's CPU configuration), or
+    custom (n_layer, n_head, n_embd as given)."""
+    n_layer: int | None = Field(None, ge=1)
+    """Transformer blocks (each ends with an injection point); from the preset unless custom."""
+    n_head: int | None = Field(None, ge=1)
+    """Attention heads per block."""
+    n_embd: int | None = Field(None, ge=8)
+    """Feature width D (a multiple of n_head)."""
+    block_size: int = Field(64, ge=2)
+    """Context length T (the text task's windows must not be longer)."""
+    vocab_size: int = Field(65, ge=2)
+    """Characters in the vocabulary (must equal the task's output size; tiny Shakespeare has 65)."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> "TransformerHostConfig":
+        given = {k: getattr(self, k) for k in ("n_layer", "n_head", "n_embd")}
+        if self.preset == "custom" and None in given.values():
+            raise ValueError("host.n_layer, host.n_head and host.n_embd are required when host.preset is 'custom'")
+        if self.preset != "custom" and any(v is not None for v in given.values()):
+            raise ValueError(f"host.n_layer/n_head/n_embd come from preset {self.preset!r}: set preset: custom to give them")
+        self.dims()  # n_embd must split into the heads
+        return self
+
+    def dims(self) -> dict[str, int]:
+        """n_layer, n_head, n_embd in effect."""
+        d = TRANSFORMER_PRESETS[self.preset] if self.preset != "custom" else \
+            {"n_layer": self.n_layer, "n_head": self.n_head, "n_embd": self.n_embd}
+        if d["n_embd"] % d["n_head"]:
+            raise ValueError(f"host.n_embd ({d['n_embd']}) must be a multiple of host.n_head ({d['n_head']})")
+        return d
 
 
 class TransformerHost(nn.Module):

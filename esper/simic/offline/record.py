@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from esper.leyline.world import WorldConfig
+from esper.world import WorldConfig
 from esper.runlog import ResumableLog, read_log
 
 log = logging.getLogger(__name__)

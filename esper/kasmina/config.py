@@ -1,4 +1,4 @@
-"""Pydantic configs of the Kasmina plane: gate profiles, blend choices, slot and host settings."""
+"""Pydantic configs of the Kasmina plane: gate profiles, blend choices, the plane's settings (host configs live with their hosts)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from esper.leyline.base import EsperModel
 from esper.leyline.blending import BlendCurve
-from esper.leyline.registry import HOST_CONFIGS, HostConfig
+
 
 
 class GateConfig(EsperModel):
@@ -65,77 +65,6 @@ class BlendChoices(EsperModel):
         if min(self.tempos) < 1:
             raise ValueError("blend.tempos must all be ≥ 1 epoch")
         return self
-
-
-@HOST_CONFIGS.register
-class CNNHostConfig(HostConfig):
-    """The CNN host for images (esper.kasmina.hosts.cnn)."""
-
-    name: Literal["cnn"] = "cnn"
-    """Host family."""
-    preset: Literal["tiny", "small", "paper", "custom"] = "small"
-    """Width preset: tiny (8-16-32, cheap worlds), small (16-32-64), paper (32-64-128, the seed documents' host)."""
-    widths: tuple[int, ...] | None = None
-    """Channel width of each block; required when preset is custom, else taken from the preset."""
-    convs_per_block: int = Field(1, ge=1, le=4)
-    """3×3 conv layers per block (each block ends with an injection point)."""
-    num_classes: int = Field(10, ge=2)
-    """Output classes (must equal the task's output size)."""
-    in_channels: int = Field(3, ge=1)
-    """Input image channels."""
-
-    @model_validator(mode="after")
-    def _widths_for_custom(self) -> "CNNHostConfig":
-        if self.preset == "custom" and not self.widths:
-            raise ValueError("host.widths is required when host.preset is 'custom'")
-        if self.widths is not None and any(w < 1 for w in self.widths):
-            raise ValueError("host.widths must all be ≥ 1")
-        return self
-
-
-TRANSFORMER_PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},  # cheap worlds and tests
-    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128},  # nanoGPT's CPU configuration
-}
-
-
-@HOST_CONFIGS.register
-class TransformerHostConfig(HostConfig):
-    """A GPT-style character transformer host (esper.kasmina.hosts.transformer)."""
-
-    name: Literal["transformer"] = "transformer"
-    """Host family."""
-    preset: Literal["tiny", "small", "custom"] = "tiny"
-    """tiny (2 layers, 2 heads, 64 wide), small (4 layers, 4 heads, 128 wide: nanoGPT's CPU configuration), or
-    custom (n_layer, n_head, n_embd as given)."""
-    n_layer: int | None = Field(None, ge=1)
-    """Transformer blocks (each ends with an injection point); from the preset unless custom."""
-    n_head: int | None = Field(None, ge=1)
-    """Attention heads per block."""
-    n_embd: int | None = Field(None, ge=8)
-    """Feature width D (a multiple of n_head)."""
-    block_size: int = Field(64, ge=2)
-    """Context length T (the text task's windows must not be longer)."""
-    vocab_size: int = Field(65, ge=2)
-    """Characters in the vocabulary (must equal the task's output size; tiny Shakespeare has 65)."""
-
-    @model_validator(mode="after")
-    def _shape(self) -> "TransformerHostConfig":
-        given = {k: getattr(self, k) for k in ("n_layer", "n_head", "n_embd")}
-        if self.preset == "custom" and None in given.values():
-            raise ValueError("host.n_layer, host.n_head and host.n_embd are required when host.preset is 'custom'")
-        if self.preset != "custom" and any(v is not None for v in given.values()):
-            raise ValueError(f"host.n_layer/n_head/n_embd come from preset {self.preset!r}: set preset: custom to give them")
-        self.dims()  # n_embd must split into the heads
-        return self
-
-    def dims(self) -> dict[str, int]:
-        """n_layer, n_head, n_embd in effect."""
-        d = TRANSFORMER_PRESETS[self.preset] if self.preset != "custom" else \
-            {"n_layer": self.n_layer, "n_head": self.n_head, "n_embd": self.n_embd}
-        if d["n_embd"] % d["n_head"]:
-            raise ValueError(f"host.n_embd ({d['n_embd']}) must be a multiple of host.n_head ({d['n_head']})")
-        return d
 
 
 class KasminaConfig(EsperModel):
