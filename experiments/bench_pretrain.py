@@ -37,16 +37,16 @@ def main() -> None:
                    help="stop an arm at its first evaluation that passes (bar, default) or train it to "
                         "--max-iterations regardless (max: where each arm gets, not only when it first passes)")
     args = p.parse_args()
+    from esper.simic.config import TrainTamiyoConfig
+
+    args.overrides = LEARNING_TEST + args.overrides  # --set wins over the learning test's PPO settings
+    base = load(p, args, TrainTamiyoConfig)  # (--print-config ends here)
     if args.out is None:
         p.error("--out is required (the benchmark's folder)")
     if min(args.max_iterations, args.eval_every, args.episodes) < 1:
         p.error("--max-iterations, --eval-every and --episodes must be ≥ 1")
     if args.out.exists() and any(args.out.iterdir()) and not args.resume:
         p.error(f"{args.out} is not empty: --resume to continue it, or choose another --out")
-    from esper.simic.config import TrainTamiyoConfig
-
-    args.overrides = LEARNING_TEST + args.overrides  # --set wins over the learning test's PPO settings
-    base = load(p, args, TrainTamiyoConfig)
     if "bc" in args.arms and base.pretrain is None:
         fail(f"preset {args.preset!r} has no pretrain: section for the bc arm")
     checked(lambda: check_world(base.world))

@@ -50,7 +50,8 @@ def main() -> None:
     from esper.tolaria.data import DataError
 
     remote = remote_job.remote_controller(args.url, args.token, args.timeout, args.retries, args.fallback)
-    result, summary = checked(lambda: remote_job.run_remote(world, remote, args.seed), ConfigError, DataError)  # data ≠ host…
+    # the task's data, or a host that does not fit it, shows only when the run builds
+    result, summary = checked(lambda: remote_job.run_remote(world, remote, args.seed), ConfigError, DataError)
     if agent is not None:
         summary["in_process"] = remote_job.same_run(agent, world, args.seed, result)
     if args.out:
