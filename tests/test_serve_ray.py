@@ -22,12 +22,11 @@ from esper.world import WorldConfig
 from esper.serve.client import RemoteTamiyo, TamiyoClient
 from esper.serve.config import ServeConfig
 from esper.serve.policy import file_digest
+from esper.serve.remote_job import train  # what experiments/remote_training.py runs
 from esper.tamiyo.agent_file import load_agent, save_agent
 from esper.tamiyo.neural import NeuralTamiyo
 from esper.tamiyo.policy import TamiyoPolicyNet
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
-from remote_training import train  # noqa: E402  (the job script's own training function)
 
 WORLD = WorldConfig.model_validate({
     "data": {"source": "synthetic", "limit": 300, "val_fraction": 0.2},

@@ -17,6 +17,7 @@ from typing import NoReturn, TypeVar
 
 from esper.leyline.base import EsperModel
 from esper.leyline.experiment import ConfigError, load_config, preset_path
+from esper.world import WorldConfig
 
 M = TypeVar("M", bound=EsperModel)
 
@@ -28,9 +29,10 @@ def fail(message: str) -> NoReturn:
 
 
 def script_parser(doc: str, *, preset: str | None = "smoke", out: str | None = None,
-                  resume: bool = False) -> argparse.ArgumentParser:
+                  resume: bool = False, out_file: bool = False) -> argparse.ArgumentParser:
     """A script's parser with the shared options: --preset (default `preset`; None: the option is not offered),
-    --set, --out (default `out`, described), --resume (if the job can continue) and --print-config."""
+    --set, --out (default `out`, described; a file rather than a folder with `out_file`), --resume (if the job
+    can continue) and --print-config."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if preset is not None:
         p.add_argument("--preset", default=preset, metavar="NAME|PATH",
@@ -39,11 +41,20 @@ def script_parser(doc: str, *, preset: str | None = "smoke", out: str | None = N
                        help="override a config field, e.g. --set world.trainer.epochs=12 (repeatable)")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     if out is not None:
-        p.add_argument("--out", type=Path, default=None, metavar="FOLDER", help=f"output folder (default {out})")
+        kind = ("PATH", "output file") if out_file else ("FOLDER", "output folder")
+        p.add_argument("--out", type=Path, default=None, metavar=kind[0], help=f"{kind[1]} (default {out})")
     if resume:
         p.add_argument("--resume", action="store_true",
                        help="continue an interrupted job in --out: keep what it finished, do the rest (same settings)")
     return p
+
+
+class WorldPreset(EsperModel):
+    """A preset that is only a world: what a script that trains one fixed world reads (demo_plane.py,
+    governor_faults.py); its experiment's own settings stay flags."""
+
+    world: WorldConfig = WorldConfig()
+    """The world the script trains."""
 
 
 def load(parser: argparse.ArgumentParser, args: argparse.Namespace, model: type[M], preset: str | None = None) -> M:
