@@ -59,16 +59,14 @@ class PretrainBench:
 def wait_baseline(bench: PretrainBench) -> list[EpisodeStats]:
     """WAIT-only on the evaluation episodes (every evaluation is paired with it), played once and kept in wait.json."""
     from esper.simic.env import EsperEnv
-    from esper.study.episodes import run_episode
-    from esper.tamiyo.registry import controller_factory
+    from esper.study.episodes import play_set
 
     path = bench.out / "wait.json"
     if path.is_file():
         return [EpisodeStats(**d) for d in json.loads(path.read_text())]
     log.info(f"WAIT-only on {bench.episodes} evaluation episodes (the baseline every evaluation is paired with)")
     env = EsperEnv(bench.arm_config("scratch", 0).world)
-    make = controller_factory("wait", env.action_spec, None)
-    wait = [run_episode(env, make(), s) for s in bench.eval_seeds]
+    wait = play_set(env, "wait", bench.eval_seeds)
     path.write_text(json.dumps([asdict(w) for w in wait]))
     return wait
 
@@ -81,7 +79,7 @@ def _judge(cfg, agent_path: Path, wait: list, seeds: list[int]) -> dict:
     from esper.study.episodes import evaluate_in_parallel, paired_difference
 
     chunk = -(-len(seeds) // (os.cpu_count() or 1))
-    stats = evaluate_in_parallel(cfg.world, {"ppo": ("ppo", str(agent_path))}, seeds, chunk, num_cpus=0)["ppo"]
+    stats = evaluate_in_parallel(cfg.world, {"ppo": ("ppo", str(agent_path))}, seeds, num_cpus=0, chunk=chunk)["ppo"]
     d = {k: paired_difference(stats, wait, k) for k in ("final_metric", "episode_return")}
     return {"accuracy": d["final_metric"], "return": d["episode_return"],
             "passed": d["final_metric"]["beats_by_2se"] and d["episode_return"]["beats_by_2se"]}

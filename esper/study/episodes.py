@@ -98,20 +98,20 @@ def paired_difference(stats: list[EpisodeStats], baseline: list[EpisodeStats], k
 
 
 def play_set(env: EsperEnv, name: str, seeds: list[int], agent=None, progress: str = "") -> list[EpisodeStats]:
-    """Controller `name` (esper/tamiyo/registry.py) on the episode `seeds` of `env`: the one way every evaluation
-    plays. Each episode gets a fresh controller seeded by the episode's seed, so an episode's result depends on
-    its seed alone — not on which episodes came before it, nor on how they are split over Ray tasks. With
-    `progress`, each finished episode is logged under that label."""
-    played = []
+    """Controller `name` (esper/tamiyo/registry.py) on the episode `seeds` of `env`, in order: the one way every
+    evaluation plays. One controller (its own randomness seeded 0) plays the whole set, reset between episodes, so
+    a set's results depend only on the set — the same in process or as one Ray task. With `progress`, each
+    finished episode is logged under that label."""
+    controller, played = controller_factory(name, env.action_spec, agent)(), []
     for i, s in enumerate(seeds):
-        played.append(run_episode(env, controller_factory(name, env.action_spec, agent, seed=s)(), s))
+        played.append(run_episode(env, controller, s))
         if progress:
             log.info(f"{progress}: {name} episode {i + 1}/{len(seeds)}, return {played[-1].episode_return:+.3f}")
     return played
 
 
-def _play_chunk(world_json: dict, name: str, agent_path: str | None, seeds: list[int]) -> list[dict]:
-    """A Ray task: controller `name` (with agent.pt at `agent_path` for trained ones) on `seeds`."""
+def _play_remote(world_json: dict, name: str, agent_path: str | None, seeds: list[int]) -> list[dict]:
+    """A Ray task: controller `name` (with agent.pt at `agent_path` for trained ones) on its whole episode set."""
     from esper.world import WorldConfig
     from esper.tamiyo.agent_file import load_agent
 
@@ -121,14 +121,17 @@ def _play_chunk(world_json: dict, name: str, agent_path: str | None, seeds: list
 
 
 def evaluate_in_parallel(world, controllers: dict[str, tuple[str, str | None]], seeds: list[int],
-                         chunk: int = 5, num_cpus: float = 1) -> dict[str, list[EpisodeStats]]:
-    """Every controller on the same `seeds`, in Ray tasks of `chunk` episodes (Ray must be up). `controllers` maps
-    a label to (controller name, agent.pt path or None); the label names its episodes. `num_cpus` per task: 0
-    when the caller's own actors hold the CPUs but sit idle meanwhile (PPO's env runners between iterations)."""
+                         num_cpus: float = 1, chunk: int | None = None) -> dict[str, list[EpisodeStats]]:
+    """Every controller on the same `seeds`, one Ray task per controller (Ray must be up): the same episodes
+    `play_set` plays in process. `controllers` maps a label to (controller name, agent.pt path or None); the label
+    names its episodes. `num_cpus` per task: 0 when the caller's own actors hold the CPUs but sit idle meanwhile
+    (PPO's env runners between iterations). `chunk` splits each set over tasks of that many episodes — only for
+    controllers without randomness of their own (a greedy agent), whose episodes do not depend on the split."""
     import ray
 
-    task, world_json = ray.remote(num_cpus=num_cpus)(_play_chunk), world.model_dump(mode="json")
-    refs = {label: [task.remote(world_json, name, path, seeds[i:i + chunk]) for i in range(0, len(seeds), chunk)]
+    task, world_json = ray.remote(num_cpus=num_cpus)(_play_remote), world.model_dump(mode="json")
+    step = chunk or max(len(seeds), 1)
+    refs = {label: [task.remote(world_json, name, path, seeds[i:i + step]) for i in range(0, len(seeds), step)]
             for label, (name, path) in controllers.items()}
     return {label: [EpisodeStats(**(d | {"controller": label})) for part in ray.get(parts) for d in part]
             for label, parts in refs.items()}
