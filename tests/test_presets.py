@@ -10,6 +10,7 @@ from esper.leyline.experiment import ConfigError, load_config
 from esper.simic.config import TrainTamiyoConfig
 from esper.simic.tune.config import SweepConfig
 
+from esper.study.cli import WorldPreset
 from esper.study.compare import CompareConfig
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
@@ -18,7 +19,8 @@ PRESETS = sorted((EXPERIMENTS / "presets").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_preset_validates_and_documents_its_command(path):
-    model = {"compare": CompareConfig, "sweep": SweepConfig}.get(path.stem.split("_")[0], TrainTamiyoConfig)
+    model = {"compare": CompareConfig, "sweep": SweepConfig, "demo": WorldPreset, "governor": WorldPreset}.get(
+        path.stem.split("_")[0], TrainTamiyoConfig)
     config = load_config(path, [], model=model)
     if isinstance(config, SweepConfig):  # its base and every swept value must fit the training config too
         from esper.simic.tune.tuner import check_search, sweep_base
