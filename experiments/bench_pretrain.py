@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 
-from esper.study.cli import check_world, checked, fail, load, script_parser, show_progress
+from esper.study.cli import fail, load, script_parser, show_config, show_progress
 
 
 def main() -> None:
@@ -40,7 +40,8 @@ def main() -> None:
     from esper.simic.config import TrainTamiyoConfig
 
     args.overrides = LEARNING_TEST + args.overrides  # --set wins over the learning test's PPO settings
-    base = load(p, args, TrainTamiyoConfig)  # (--print-config ends here)
+    base = load(p, args, TrainTamiyoConfig)  # the world checked whole
+    show_config(args, base)
     if args.out is None:
         p.error("--out is required (the benchmark's folder)")
     if min(args.max_iterations, args.eval_every, args.episodes) < 1:
@@ -49,7 +50,6 @@ def main() -> None:
         p.error(f"{args.out} is not empty: --resume to continue it, or choose another --out")
     if "bc" in args.arms and base.pretrain is None:
         fail(f"preset {args.preset!r} has no pretrain: section for the bc arm")
-    checked(lambda: check_world(base.world))
     show_progress()
     bench = PretrainBench(base, args.out, args.seeds, args.arms, args.max_iterations, args.eval_every, args.episodes,
                           args.until)

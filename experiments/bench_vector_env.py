@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from esper.study.cli import check_world, checked, fail, load, script_parser, show_progress
+from esper.study.cli import fail, load, script_parser, show_config, show_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,8 +38,9 @@ def main() -> None:
     args.overrides.append(f"world.device={args.device}")
     from esper.simic.config import TrainTamiyoConfig
 
-    world = load(p, args, TrainTamiyoConfig).world
-    checked(lambda: check_world(world))
+    cfg = load(p, args, TrainTamiyoConfig)  # the world checked whole
+    show_config(args, cfg)
+    world = cfg.world
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from esper.leyline.experiment import ConfigError
 from esper.provenance import code_version
-from esper.study.cli import check_world, checked, load, script_parser, show_progress
+from esper.study.cli import checked, load, script_parser, show_config, show_progress
 from esper.tolaria.data import DataError
 from esper.study.compare import CompareConfig, run_comparison, start_comparison
 
@@ -33,7 +33,7 @@ def main() -> None:
     if args.resume and args.out is None:
         p.error("--resume needs the --out folder of the comparison to continue")
     cfg = load(p, args, CompareConfig)
-    checked(lambda: check_world(cfg.world))
+    show_config(args, cfg)
     if len(cfg.seeds) < 3:
         print("warning: fewer than 3 seeds — mean ± std will not support a claim", file=sys.stderr)
     show_progress()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from esper.study.cli import WorldPreset, check_world, checked, fail, load, script_parser, show_progress
+from esper.study.cli import WorldPreset, fail, load, script_parser, show_config, show_progress
 from esper.study.demo_plane import SLOT, run_demo
 
 
@@ -23,10 +23,11 @@ def main() -> None:
     p = script_parser(__doc__, preset="demo", out="runs/demo/grown_model.pt", out_file=True)
     p.add_argument("--seed", type=int, default=0, help="host initialisation and data order")
     args = p.parse_args()
-    world = load(p, args, WorldPreset).world
+    cfg = load(p, args, WorldPreset)  # the world checked whole
+    world = cfg.world
     if world.host.name != "cnn":
         fail(f"world.host.name: the demo grows a conv seed in {SLOT} of a CNN host, got {world.host.name!r}")
-    checked(lambda: check_world(world))
+    show_config(args, cfg)
     show_progress()
     out = args.out or Path("runs/demo/grown_model.pt")
     same = run_demo(world, args.seed, out)

@@ -45,7 +45,7 @@ def main() -> None:
         p.error("--episodes must be ≥ 1, --plan-space and --plan-starts ≥ 0")
     show_progress()
     world = _world(p, args)
-    checked(lambda: check_world(world))
+    checked(lambda: check_world(world))  # the agent's own world too
     seeds = [args.seed_base + i for i in range(args.episodes)]
     out = args.out or (args.agent.parent / "eval" if args.agent else Path("runs/eval"))
     from esper.study.evaluate import run_evaluation

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from esper.study.cli import WorldPreset, check_world, checked, fail, load, script_parser, show_progress
+from esper.study.cli import WorldPreset, fail, load, script_parser, show_config, show_progress
 from esper.study.governor_faults import MIN_EPOCHS, run_faults, table
 
 
@@ -29,11 +29,12 @@ def main() -> None:
     args = p.parse_args()
     if args.runs < 2:
         p.error("--runs must be ≥ 2 (one of each fault)")
-    world = load(p, args, WorldPreset).world
+    cfg = load(p, args, WorldPreset)  # the world checked whole
+    world = cfg.world
     if world.trainer.epochs < MIN_EPOCHS:
         fail(f"world.trainer.epochs must be ≥ {MIN_EPOCHS} (the Governor needs 3 epochs of history), "
              f"got {world.trainer.epochs}")
-    checked(lambda: check_world(world))
+    show_config(args, cfg)
     show_progress()
     t0 = time.perf_counter()
     rows = run_faults(world, args.runs, args.explode_scale)

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from esper.study.cli import check_world, checked, fail, load, script_parser, show_progress
+from esper.study.cli import check_world, checked, fail, load, script_parser, show_config, show_progress
 
 
 def _parse():
@@ -85,6 +85,7 @@ def main() -> None:
     show_progress()
     cfg = _config(p, args)
     init_agent = checked(lambda: _check(cfg, args.resume))
+    show_config(args, cfg)
     from esper.runtime.cluster import ClusterCapacityError
     from esper.simic.ppo.train import train_tamiyo
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 
 from esper.simic.offline.record import FIRST_EVAL_SEED
-from esper.study.cli import check_world, checked, load, script_parser, show_progress
+from esper.study.cli import checked, load, script_parser, show_config, show_progress
 from esper.tamiyo.registry import names_help
 
 
@@ -49,7 +49,6 @@ def _check(cfg, args) -> list[str]:
     from esper.tamiyo.registry import controller_names
     from esper.tolaria.builder import action_spec
 
-    check_world(cfg.world)
     controllers = controller_names(args.controllers, action_spec(cfg.world), args.plan_space)
     open_recording(args.out, cfg.world, args.resume)
     return controllers
@@ -61,6 +60,7 @@ def main() -> None:
     p, args = _parse()
     cfg = load(p, args, TrainTamiyoConfig)
     controllers = checked(lambda: _check(cfg, args))
+    show_config(args, cfg)
     show_progress()
     import ray
 

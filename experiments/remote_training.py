@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from esper.study.cli import check_world, checked, load, script_parser, show_progress
+from esper.study.cli import checked, load, script_parser, show_config, show_progress
 
 
 def main() -> None:
@@ -41,9 +41,11 @@ def main() -> None:
     from esper.tolaria.builder import build_model
 
     args.overrides += [f"world.reward.rent_lambda={args.rent}"] if args.rent is not None else []
-    world = load(p, args, TrainTamiyoConfig).world
-    checked(lambda: (check_world(world), build_model(world)))  # the host and plane build before any server is asked
+    cfg = load(p, args, TrainTamiyoConfig)  # the world checked whole
+    world = cfg.world
+    checked(lambda: build_model(world))  # the host and plane build before any server is asked
     agent = checked(lambda: load_agent(args.check_against)) if args.check_against else None
+    show_config(args, cfg)
     show_progress()  # also the fallbacks' warnings
     from esper.leyline.experiment import ConfigError
     from esper.serve import remote_job

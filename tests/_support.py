@@ -105,3 +105,41 @@ def signals_at(epoch: int = 5, max_epochs: int = 20, accs: tuple[float, ...] | N
     return TrainingSignals(epoch=epoch, max_epochs=max_epochs, train_loss=1.0, val_loss=1.0,
                            val_metric=accs[-1] if accs else 0.0, host_params=1000, chance_loss=2.3,
                            loss_history=(1.0,) * len(accs), metric_history=accs)
+
+
+def run_script(script: str, *args: str, cwd=None):
+    """Run experiments/<script>.py as `python experiments/<script>.py ARGS` would, in this interpreter (runpy, as
+    __main__: no fresh torch import per case), for bad-input tests that must end before anything starts.
+    Returns (exit code, stdout, stderr, seconds). Esper's log handlers and the working directory are restored, and
+    the script must not have left Ray running."""
+    import contextlib
+    import io
+    import logging
+    import os
+    import runpy
+    import sys
+    import time
+    from pathlib import Path
+
+    import ray
+
+    root = Path(__file__).resolve().parents[1]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    handlers, argv, here = list(logging.getLogger("esper").handlers), sys.argv, os.getcwd()
+    started = time.monotonic()
+    try:
+        os.chdir(cwd or root)
+        sys.argv = [f"experiments/{script}.py", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(root / "experiments" / f"{script}.py"), run_name="__main__")
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if isinstance(exc.code, str):
+                    err.write(exc.code + "\n")
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+        logging.getLogger("esper").handlers = handlers
+    assert not ray.is_initialized(), f"{script} started Ray before rejecting its input"
+    return code, out.getvalue(), err.getvalue(), time.monotonic() - started

@@ -1,16 +1,16 @@
 """Bad input to the recipes fails at start-up: one line naming what is wrong, exit code ≠ 0, nothing started.
 
-Each case runs a script as a user would; a case that started Ray, a recording or a first run would take far longer
-than the time limit here, and say so on its output."""
+Each case runs a script as `python experiments/<script>.py …` would, as __main__ in this interpreter
+(tests/_support.run_script), which also fails a case that left Ray running; a case that started a recording or a
+first run would take far longer than the time limit here."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from _support import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINT = ["--set", "world.kasmina.blueprints=[warp_drive]"]
@@ -64,13 +64,10 @@ CASES = {  # id: (script, arguments (tmp → list), what the one line must name)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line_and_starts_nothing(case, tmp_path):
     script, args, named = CASES[case]
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / f"{script}.py"), *args(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-    seconds = time.perf_counter() - started
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-3000:]
+    code, stdout, stderr, seconds = run_script(script, *args(tmp_path))
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code != 0, stdout[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error:"), stderr[-3000:]
     assert named in lines[0], lines[0]
-    assert "Started a local Ray instance" not in proc.stdout + proc.stderr and seconds < 60, (seconds, proc.stdout[-2000:])
+    assert seconds < 20, (seconds, stdout[-2000:])
     assert not (tmp_path / "c" / "runs.jsonl").exists() and not (tmp_path / "r" / "episodes.jsonl").exists()

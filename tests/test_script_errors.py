@@ -2,17 +2,16 @@
 Ray cluster, server, recording or training starts. A mistake in a config field names the field; a mistake argparse
 catches is its usage line and one error line.
 
-Each case runs the script as a user would, in a fresh interpreter (imports torch: a few seconds each)."""
+Each case runs the script as `python experiments/<script>.py …` would, as __main__ in this interpreter
+(tests/_support.run_script: no fresh torch import per case), and checks it left no Ray cluster behind."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from _support import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD_SCRIPTS = ["bench_pretrain", "bench_vector_env", "remote_training", "demo_plane", "governor_faults"]
@@ -27,25 +26,27 @@ MAX_SECONDS = 20
 """Far below any cluster start, episode or epoch on this machine; generous for a loaded 2-core box."""
 
 
-def _run(script: str, *args: str, cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess, float]:
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / f"{script}.py"), *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120,
-                          env={k: v for k, v in os.environ.items() if k != "ESPER_TAMIYO_TOKEN"})
-    return proc, time.monotonic() - t0
+def _run(script: str, *args: str, cwd: Path = ROOT, monkeypatch=None) -> tuple[int, str, float]:
+    code, _, stderr, seconds = run_script(script, *args, cwd=cwd)
+    return code, stderr, seconds
 
 
-def _assert_one_line(proc: subprocess.CompletedProcess, seconds: float, needle: str, usage: bool = False) -> None:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+def _assert_one_line(code: int, stderr: str, seconds: float, needle: str, usage: bool = False) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code != 0, stderr
+    assert "Traceback" not in stderr, stderr[-3000:]
     if usage:  # argparse: its usage (one or more lines), then "<prog>: error: …"
-        assert lines and lines[0].startswith("usage:") and ": error: " in lines[-1], proc.stderr
-        assert needle in lines[-1], proc.stderr
+        assert lines and lines[0].startswith("usage:") and ": error: " in lines[-1], stderr
+        assert needle in lines[-1], stderr
     else:
-        assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-        assert needle in lines[0], proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("error:"), stderr
+        assert needle in lines[0], stderr
     assert seconds < MAX_SECONDS, f"{seconds:.0f} s: something started before the input was checked"
+
+
+@pytest.fixture(autouse=True)
+def _no_token(monkeypatch):
+    monkeypatch.delenv("ESPER_TAMIYO_TOKEN", raising=False)  # the serving scripts would read one from the shell
 
 
 @pytest.fixture
@@ -86,5 +87,4 @@ def test_other_bad_flags_are_one_line(script, args, needle, usage, tmp_path):
 
 
 def test_a_demo_world_without_a_cnn_host_is_one_line():
-    proc, seconds = _run("demo_plane", "--set", "world.host={name: transformer}")
-    _assert_one_line(proc, seconds, "world.host.name")
+    _assert_one_line(*_run("demo_plane", "--set", "world.host={name: transformer}"), "world.host.name")

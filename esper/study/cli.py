@@ -58,8 +58,9 @@ class WorldPreset(EsperModel):
 
 
 def load(parser: argparse.ArgumentParser, args: argparse.Namespace, model: type[M], preset: str | None = None) -> M:
-    """The preset (`preset`, else --preset) with --set overrides, validated as `model`; a bad one ends the script
-    in one line naming the field. With --print-config, prints the config and exits."""
+    """The preset (`preset`, else --preset) with --set overrides, validated as `model`, its world checked whole
+    (check_world); a bad one ends the script in one line naming the field. A script with checks of its own makes
+    them next, then calls `show_config` (--print-config)."""
     try:
         path = preset_path(preset or args.preset)
     except ConfigError as exc:
@@ -68,12 +69,18 @@ def load(parser: argparse.ArgumentParser, args: argparse.Namespace, model: type[
         cfg = load_config(path, args.overrides, model=model)
     except ConfigError as exc:
         fail(str(exc))
+    if hasattr(cfg, "world"):
+        checked(lambda: check_world(cfg.world))
+    return cfg
+
+
+def show_config(args: argparse.Namespace, cfg: EsperModel) -> None:
+    """With --print-config: print the resolved, checked config and end the script."""
     if getattr(args, "print_config", False):
         import yaml
 
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         raise SystemExit(0)
-    return cfg
 
 
 def check_world(world, field: str = "world") -> None:
