@@ -1,15 +1,13 @@
-"""Suite-wide settings: deterministic torch, a modest hypothesis profile, helpers importable as `_support`."""
+"""Suite-wide settings: deterministic torch, a modest hypothesis profile (helpers are importable as `_support`:
+pyproject's `pythonpath = ["tests"]`)."""
 
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
-
-sys.path.insert(0, os.path.dirname(__file__))  # `from _support import ...` regardless of pytest's import mode
 
 # The suite's tensors are tiny: intra-op parallelism buys nothing, and on a busy 2-core machine OpenMP threads
 # spinning at barriers made the stateful test ~8× slower (64 s instead of 7 s). One thread keeps timings stable.
