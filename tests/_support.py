@@ -110,8 +110,9 @@ def signals_at(epoch: int = 5, max_epochs: int = 20, accs: tuple[float, ...] | N
 def run_script(script: str, *args: str, cwd=None):
     """Run experiments/<script>.py as `python experiments/<script>.py ARGS` would, in this interpreter (runpy, as
     __main__: no fresh torch import per case), for bad-input tests that must end before anything starts.
-    Returns (exit code, stdout, stderr, seconds). Esper's log handlers and the working directory are restored, and
-    the script must not have left Ray running."""
+    Returns (exit code, stdout, stderr, seconds). Esper's log handlers and the working directory are restored.
+    `ray.init` is replaced for the run by one that fails the test: a script must reject bad input before it starts
+    a cluster (the suite's own cluster may already be up, so `ray.is_initialized()` alone would not tell)."""
     import contextlib
     import io
     import logging
@@ -124,12 +125,19 @@ def run_script(script: str, *args: str, cwd=None):
     import ray
 
     root = Path(__file__).resolve().parents[1]
-    out, err, code = io.StringIO(), io.StringIO(), 0
+    out, err, code, starts = io.StringIO(), io.StringIO(), 0, []
+    real_init = ray.init
+
+    def refuse(*args, **kwargs):
+        starts.append(args)
+        raise AssertionError(f"{script} started Ray before rejecting its input")
+
     handlers, argv, here = list(logging.getLogger("esper").handlers), sys.argv, os.getcwd()
     started = time.monotonic()
     try:
         os.chdir(cwd or root)
         sys.argv = [f"experiments/{script}.py", *args]
+        ray.init = refuse
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 runpy.run_path(str(root / "experiments" / f"{script}.py"), run_name="__main__")
@@ -138,8 +146,9 @@ def run_script(script: str, *args: str, cwd=None):
                 if isinstance(exc.code, str):
                     err.write(exc.code + "\n")
     finally:
+        ray.init = real_init
         sys.argv = argv
         os.chdir(here)
         logging.getLogger("esper").handlers = handlers
-    assert not ray.is_initialized(), f"{script} started Ray before rejecting its input"
+    assert not starts, f"{script} started Ray before rejecting its input"
     return code, out.getvalue(), err.getvalue(), time.monotonic() - started
