@@ -1,4 +1,4 @@
-"""The world config: what one run trains (task data, host, plane, trainer, Governor) and how Tamiyo is paid for
+"""The world config: what one run trains (task data, host, plane, trainer, Governor, Emrakul) and how Tamiyo is paid for
 its decisions in it (reward). Every driver of a run — RL env, comparison, remote job — reads this one config; each
 section's config lives beside the code that reads it, and this module only composes them."""
 
@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from esper.leyline.base import EsperModel
+from esper.emrakul.config import EmrakulConfig
 from esper.kasmina.config import KasminaConfig
 from esper.kasmina.hosts import CNNHostConfig  # registers the built-in hosts
 from esper.leyline.experiment import ConfigError
@@ -36,6 +37,8 @@ class WorldConfig(EsperModel):
     """Training per step; `epochs` is the episode length in decision points."""
     governor: GovernorConfig = GovernorConfig()
     """Catastrophe detection (a rollback ends the episode)."""
+    emrakul: EmrakulConfig = EmrakulConfig()
+    """The reaper: audits of fossils after Tamiyo's decision (off by default)."""
     reward: RewardConfig = RewardConfig()
     """Reward weights."""
     val_images: int | None = Field(500, ge=10)

@@ -52,14 +52,15 @@ def test_every_advance_target_is_legal_and_advance_is_only_from_live_stages():
     assert path == [Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED]
 
 
-def test_fossilized_is_the_only_terminal_stage():
-    terminal = [s for s, out in TRANSITIONS.items() if not out]
-    assert terminal == [Stage.FOSSILIZED]
+def test_no_stage_is_terminal_a_fossil_can_only_leave_through_an_audit():
+    assert all(TRANSITIONS[s] for s in Stage)
+    assert TRANSITIONS[Stage.FOSSILIZED] == {Stage.WITHERING}
+    assert TRANSITIONS[Stage.WITHERING] == {Stage.FOSSILIZED, Stage.CULLED}
 
 
-def test_every_live_stage_can_be_culled_and_nothing_else_can():
+def test_every_live_stage_and_a_withering_fossil_can_be_culled_and_nothing_else_can():
     for s in Stage:
-        assert is_legal(s, Stage.CULLED) == (s in LIVE_STAGES), s
+        assert is_legal(s, Stage.CULLED) == (s in LIVE_STAGES or s is Stage.WITHERING), s
 
 
 def test_automatic_stages_have_exactly_one_exit_and_lead_back_to_dormant():
@@ -97,7 +98,7 @@ def test_is_legal_agrees_with_the_table_for_all_pairs():
 
 
 def test_contributing_stages_hold_a_seed():
-    assert CONTRIBUTING_STAGES == {Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED}
+    assert CONTRIBUTING_STAGES == {Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED, Stage.WITHERING}
     assert not (CONTRIBUTING_STAGES & AUTOMATIC_STAGES)
 
 
@@ -153,6 +154,7 @@ def specs_and_reports(draw):
         tempos=tempos,
         curves=curves,
         blueprint_allowed=allowed,
+        audit=draw(st.booleans()),
     )
     reports = [
         SlotReport(name=name, stage=draw(st.sampled_from(list(Stage))), gate_open=draw(st.booleans()))
@@ -167,14 +169,19 @@ def all_actions(spec: ActionSpec):
         yield FactoredAction(Op(op), s, b, bl)
 
 
-def slot_may(op: Op, report: SlotReport, allowed_row) -> bool:
-    """What the transition table and the gates say, restated independently of compute_masks."""
+def slot_may(op: Op, report: SlotReport, allowed_row, audit: bool = False) -> bool:
+    """What the transition table and the gates say, restated independently of compute_masks (`audit`: the layout
+    offers WITHER/REVIVE, and CULL of a withering fossil whose gate G6 is open)."""
     if op is Op.GERMINATE:
         return report.stage is Stage.DORMANT and any(allowed_row)
     if op is Op.ADVANCE:
         return report.stage in ADVANCE_TARGET and report.gate_open
     if op is Op.CULL:
-        return report.stage in LIVE_STAGES
+        return report.stage in LIVE_STAGES or (audit and report.stage is Stage.WITHERING and report.gate_open)
+    if op is Op.WITHER:
+        return audit and report.stage is Stage.FOSSILIZED
+    if op is Op.REVIVE:
+        return audit and report.stage is Stage.WITHERING
     raise AssertionError(op)
 
 
@@ -187,8 +194,9 @@ def test_masks_never_allow_what_the_table_forbids(data):
     assert masks.blueprint.shape == (n_slot, n_bp) and masks.blend.shape == (n_blend,)
 
     assert masks.op[Op.WAIT] and masks.allows(FactoredAction(Op.WAIT))
-    for op in (Op.GERMINATE, Op.ADVANCE, Op.CULL):
-        legal_slots = [slot_may(op, r, spec.blueprint_allowed[i]) for i, r in enumerate(reports)]
+    assert n_op == (6 if spec.audit else 4)
+    for op in spec.ops[1:]:
+        legal_slots = [slot_may(op, r, spec.blueprint_allowed[i], spec.audit) for i, r in enumerate(reports)]
         # The op is offered exactly when some slot can take it …
         assert bool(masks.op[op]) == any(legal_slots), op
         # … and then exactly on those slots.
@@ -212,9 +220,13 @@ def test_masks_never_allow_what_the_table_forbids(data):
         elif action.op is Op.ADVANCE:
             assert r.stage in ADVANCE_TARGET and r.gate_open
             assert is_legal(r.stage, ADVANCE_TARGET[r.stage])
-        else:
-            assert r.stage in LIVE_STAGES
+        elif action.op is Op.CULL:
+            assert r.stage in LIVE_STAGES or (spec.audit and r.stage is Stage.WITHERING and r.gate_open)
             assert is_legal(r.stage, Stage.CULLED)
+        else:
+            assert spec.audit
+            target = Stage.WITHERING if action.op is Op.WITHER else Stage.FOSSILIZED
+            assert is_legal(r.stage, target)
 
 
 @given(specs_and_reports())
@@ -224,14 +236,14 @@ def test_masks_are_complete_and_well_formed(data):
     masks = compute_masks(spec, reports)
     allowed = {a for a in all_actions(spec) if masks.allows(a)}
     for i, r in enumerate(reports):
-        for op in (Op.ADVANCE, Op.CULL):
-            if slot_may(op, r, spec.blueprint_allowed[i]):
+        for op in spec.ops[2:]:
+            if slot_may(op, r, spec.blueprint_allowed[i], spec.audit):
                 assert FactoredAction(op, i) in allowed
         for b, ok in enumerate(spec.blueprint_allowed[i]):
             for blend in range(spec.nvec[3]):
                 expect = r.stage is Stage.DORMANT and ok
                 assert (FactoredAction(Op.GERMINATE, i, b, blend) in allowed) == expect
-    for op in Op:
+    for op in spec.ops:
         if not masks.op[op]:
             continue
         assert masks.slot[op].any(), op
@@ -322,7 +334,7 @@ def test_allows_rejects_out_of_range_indices(data, draw):
     sizes = spec.nvec[1:]
     head = draw.draw(st.integers(0, 2), label="head")
     bad = draw.draw(st.sampled_from([-1, -sizes[head], sizes[head], sizes[head] + 3]), label="bad index")
-    for op in Op:
+    for op in spec.ops:
         values = [0, 0, 0]
         values[head] = bad
         action = FactoredAction(op, *values)

@@ -12,7 +12,7 @@ from esper.leyline.blending import BlendCurve
 
 
 class GateConfig(EsperModel):
-    """Quality-gate thresholds G0–G5 (see docs/architecture.md for what each gate protects)."""
+    """Quality-gate thresholds G0–G6 (G6, a withered fossil's cull, has none: α must be 0) (see docs/architecture.md for what each gate protects)."""
 
     max_seed_param_ratio: float = Field(0.5, gt=0)
     """G0 (germinate): a blueprint is only offered in a slot if its parameters ≤ this × host parameters."""
@@ -89,6 +89,13 @@ class KasminaConfig(EsperModel):
     decision and is FOSSILIZED at once — its zero-initialised branch joins the graph function-preserving and trains
     with the host from the next batch (Net2Net / MSG-style growth: no isolation, no blend, no cull; the gates must
     then let a new seed through without epochs or evidence). The blend head's choice is unused."""
+    wither_tempo: int = Field(4, ge=1)
+    """Epochs over which a WITHERING fossil's α falls linearly from 1 to 0 while the host trains on (Emrakul's
+    audit); at 0 the model is the model with that slot dormant, bit for bit, and the seed may be culled."""
+    audit_actions: bool = False
+    """Tamiyo's op head also offers WITHER and REVIVE, and CULL of a withered fossil (the action layout grows by
+    two ops: agents trained without them cannot play it). Emrakul (the world's `emrakul:` section) audits
+    whether or not Tamiyo may."""
     isolation_step: float = Field(1.0, gt=0)
     """Functional step size of isolated training: a TRAINING seed converges to f = −isolation_step·∂ℓ/∂h
     (a gradient-boosting step on the host's features); smaller = more conservative seeds at blend time."""

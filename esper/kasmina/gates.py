@@ -1,4 +1,4 @@
-"""Quality gates G0–G5: the evidence a seed must show before each lifecycle step."""
+"""Quality gates G0–G6: the evidence a seed must show before each lifecycle step."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ GATE_FOR: dict[tuple[Stage, Stage], str] = {
     (Stage.BLENDING, Stage.HOLDING): "G3",
     (Stage.HOLDING, Stage.FOSSILIZED): "G4",
     (Stage.RESETTING, Stage.DORMANT): "G5",
+    (Stage.WITHERING, Stage.CULLED): "G6",
 }
 
 
@@ -60,6 +61,9 @@ def check_gate(src: Stage, dst: Stage, ev: SlotState, cfg: GateConfig, host_para
                 fail.append("no counterfactual contribution measured yet")
         elif ev.contribution < cfg.min_contribution:
             fail.append(f"contribution {ev.contribution:.4f} < min_contribution {cfg.min_contribution}")
+    elif gate == "G6":
+        if ev.alpha > 0.0:  # culled at α = 0 the output does not change: the host already runs without it
+            fail.append(f"withering incomplete (α = {ev.alpha:.3f} > 0)")
     elif gate == "G5":
         if ev.blueprint is not None:  # a slot's seed module and its blueprint are dropped together
             fail.append("slot still holds a seed module")

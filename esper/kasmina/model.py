@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +16,7 @@ from esper.kasmina.blueprints import BLUEPRINTS, get_blueprint
 from esper.kasmina.protocol import HostProtocol
 from esper.kasmina.slot import IllegalCommandError, SeedSlot
 from esper.kasmina.config import KasminaConfig
-from esper.leyline import LIVE_STAGES, ActionMasks, ActionSpec, ArchitectureManifest, FactoredAction, Op, SlotReport, Stage, compute_masks
+from esper.leyline import FOSSIL_STAGES, LIVE_STAGES, ActionMasks, ActionSpec, ArchitectureManifest, FactoredAction, Op, SlotReport, Stage, compute_masks
 from esper.leyline.experiment import ConfigError
 from esper.leyline.manifest import MANIFEST_FORMAT_VERSION
 from esper.leyline.telemetry import TelemetryEvent
@@ -72,8 +72,8 @@ class MorphogeneticModel(nn.Module):
         self.config = config.model_copy(update={"blueprints": fitting_blueprints(config.blueprints, points)})
         host_params = sum(p.numel() for p in host.parameters())
         gates = self.config.gate_config()
-        step = self.config.isolation_step
-        self.slots = nn.ModuleDict({p.name: SeedSlot(p, gates, host_params, step) for p in points})
+        step, wither = self.config.isolation_step, self.config.wither_tempo
+        self.slots = nn.ModuleDict({p.name: SeedSlot(p, gates, host_params, step, wither) for p in points})
         self._slot_by_name: dict[str, SeedSlot] = dict(self.slots.items())  # plain dict: cheap lookup
         self.listeners: list[Callable[[TelemetryEvent], None]] = []
         for slot in self._slot_by_name.values():
@@ -113,30 +113,36 @@ class MorphogeneticModel(nn.Module):
     def cull(self, slot: str, reason: str = "commanded") -> None:
         self.slot(slot).cull(reason)
 
+    def wither(self, slot: str, reason: str = "commanded") -> None:
+        self.slot(slot).wither(reason)
+
+    def revive(self, slot: str, reason: str = "commanded") -> None:
+        self.slot(slot).revive(reason)
+
     def step_epoch(self) -> None:
         """Tick every slot's clock once (call once per decision point, after the controller acted)."""
         for slot in self._slot_by_name.values():
             slot.step_epoch()
 
-    def apply(self, action: FactoredAction) -> None:
-        """Execute a factored action; an action the masks forbid raises and changes nothing. With
-        `kasmina.auto_advance`, every seed whose gate is then open moves one stage on."""
-        nvec = self.action_spec.nvec
+    def apply(self, action: FactoredAction, reason: str = "commanded", audit: bool = False) -> None:
+        """Execute a factored action; an action the masks forbid raises and changes nothing. `audit`: the action is
+        in the audit layout (`audit_spec`: Emrakul's WITHER/REVIVE/CULL). With `kasmina.auto_advance`, every seed
+        whose gate is then open moves one stage on."""
+        spec = self.audit_spec if audit else self.action_spec
         values = (int(action.op), action.slot, action.blueprint, action.blend)
-        if any(not 0 <= v < n for v, n in zip(values, nvec)):
-            raise IllegalCommandError(f"action {values} is out of range for heads of sizes {nvec}")
-        masks = self.masks()
+        if any(not 0 <= v < n for v, n in zip(values, spec.nvec)):
+            raise IllegalCommandError(f"action {values} is out of range for heads of sizes {spec.nvec}")
+        masks = compute_masks(spec, self.reports())
         if not masks.allows(action):
             raise IllegalCommandError(f"action {action} is masked out (op mask {masks.op.astype(int).tolist()})")
-        spec = self.action_spec
         name = spec.slots[action.slot]
         if action.op is Op.GERMINATE:
             tempo, curve = spec.blend_choice(action.blend)
             self.germinate(name, spec.blueprints[action.blueprint], tempo, curve.value)
         elif action.op is Op.ADVANCE:
             self.advance(name)
-        elif action.op is Op.CULL:
-            self.cull(name)
+        elif action.op in (Op.CULL, Op.WITHER, Op.REVIVE):
+            getattr(self, action.op.name.lower())(name, reason)
         if self.config.auto_advance:
             self.advance_open_gates()
 
@@ -161,12 +167,18 @@ class MorphogeneticModel(nn.Module):
     def masks(self) -> ActionMasks:
         return compute_masks(self.action_spec, self.reports())
 
+    @property
+    def audit_spec(self) -> ActionSpec:
+        """The plane's action layout with the audit ops (WITHER, REVIVE, CULL of a withered fossil): what Emrakul
+        plays, whatever Tamiyo's layout offers."""
+        return self.action_spec if self.action_spec.audit else replace(self.action_spec, audit=True)
+
     def param_counts(self) -> ParamCounts:
         slots = self._slot_by_name.values()
         return ParamCounts(
             host=sum(p.numel() for p in self.host.parameters()),
             active_seeds=sum(s.seed_params for s in slots if s.stage in LIVE_STAGES),
-            fossilized=sum(s.seed_params for s in slots if s.stage is Stage.FOSSILIZED),
+            fossilized=sum(s.seed_params for s in slots if s.stage in FOSSIL_STAGES),  # withering: still there
         )
 
     def seed_parameters(self, stages: frozenset[Stage] = LIVE_STAGES) -> dict[str, list[nn.Parameter]]:
@@ -247,6 +259,7 @@ def plane_action_spec(points: list, host_params: int, config: KasminaConfig) -> 
         for p in points
     )
     return ActionSpec(
+        audit=config.audit_actions,
         slots=tuple(p.name for p in points),
         blueprints=tuple(config.blueprints),
         tempos=tuple(config.blend.tempos),

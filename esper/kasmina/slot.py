@@ -12,7 +12,7 @@ from esper.kasmina.blueprints import Blueprint, get_blueprint
 from esper.kasmina.gates import GateResult, check_gate
 from esper.kasmina.protocol import InjectionPoint
 from esper.kasmina.config import GateConfig
-from esper.leyline import ADVANCE_TARGET, LIVE_STAGES, BlendCurve, SlotManifest, TRANSITIONS, SlotReport, SlotState, Stage, alpha_at, is_legal
+from esper.leyline import ADVANCE_TARGET, CULLABLE_STAGES, FOSSIL_STAGES, LIVE_STAGES, BlendCurve, SlotManifest, TRANSITIONS, SlotReport, SlotState, Stage, alpha_at, is_legal
 from esper.leyline.telemetry import (
     CullEvent,
     FossilizeEvent,
@@ -22,7 +22,7 @@ from esper.leyline.telemetry import (
     TelemetryEvent,
 )
 
-SEED_STAGES = LIVE_STAGES | {Stage.FOSSILIZED}  # stages in which the slot holds a seed module
+SEED_STAGES = LIVE_STAGES | FOSSIL_STAGES  # stages in which the slot holds a seed module
 
 
 class IllegalCommandError(RuntimeError):
@@ -42,10 +42,13 @@ class SeedSlot(nn.Module):
                 h alone (the seed does not run)
     BLENDING:   h + α·f(stopgrad(h))   == lerp(h, h + f, α)
     HOLDING:    h + f(stopgrad(h))     (α = 1, host still shielded from the seed's gradient)
-    FOSSILIZED: h + f(h)               (permanent; trained jointly with the host)
+    FOSSILIZED: h + f(h)               (part of the host; trained jointly with it)
+    WITHERING:  h + α·f(h)             (Emrakul's audit: α falls 1 → 0 over `wither_tempo` epochs; at α = 0
+                                        exactly h, as if the slot were dormant)
     """
 
-    def __init__(self, point: InjectionPoint, gates: GateConfig, host_params: int, isolation_step: float = 1.0) -> None:
+    def __init__(self, point: InjectionPoint, gates: GateConfig, host_params: int, isolation_step: float = 1.0,
+                 wither_tempo: int = 4) -> None:
         super().__init__()
         if "." in point.name or not point.name:
             raise ValueError(f"injection point names must be non-empty and dot-free, got {point.name!r}")
@@ -56,6 +59,7 @@ class SeedSlot(nn.Module):
         self.seed: nn.Module | None = None
         self.alpha_override: float | None = None  # counterfactual evaluation forces α (e.g. 0)
         self.isolation_step = isolation_step
+        self.wither_tempo = wither_tempo
         self.isolation_penalty: Tensor | None = None  # set by a TRAINING forward; the trainer adds it to the loss
         self.state = SlotState(point.name)
         """Everything the slot knows besides its module; replaced, never mutated (reports may share it)."""
@@ -71,7 +75,7 @@ class SeedSlot(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, h: Tensor) -> Tensor:
         seed, stage = self.seed, self.state.stage
-        if seed is None or stage not in (Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED):
+        if seed is None or stage not in (Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, *FOSSIL_STAGES):
             return h
         if stage is Stage.FOSSILIZED and self.alpha_override is None:
             return h + seed(h)
@@ -87,8 +91,8 @@ class SeedSlot(nn.Module):
             return h + (f - f.detach())  # straight-through: value h, gradient ∂L/∂h reaches the seed
         alpha = self.state.alpha if self.alpha_override is None else self.alpha_override
         if alpha == 0.0:
-            return h
-        return h + alpha * seed(h.detach() if stage is not Stage.FOSSILIZED else h)
+            return h  # bit for bit the dormant slot's output (and the seed gets no gradient)
+        return h + alpha * seed(h if stage in FOSSIL_STAGES else h.detach())
 
     # ------------------------------------------------------------------ commands
     def germinate(self, blueprint: Blueprint | str, tempo: int, curve: BlendCurve, device=None, dtype=None,
@@ -158,15 +162,33 @@ class SeedSlot(nn.Module):
         self._emit(FossilizeEvent, blueprint=self.blueprint, seed_params=self.seed_params)
 
     def cull(self, reason: str = "commanded") -> None:
-        """Remove a live seed; the slot then serves an embargo before it can be reused."""
-        if self.stage not in LIVE_STAGES:
+        """Remove a live seed, or a withered fossil once its α is 0 (gate G6); the slot then serves an embargo
+        before it can be reused."""
+        if self.stage not in CULLABLE_STAGES:
             raise IllegalCommandError(
                 f"slot {self.point.name!r}: cannot cull from {self.stage.name}; "
-                f"cull is legal from {sorted(s.name for s in LIVE_STAGES)}"
+                f"cull is legal from {sorted(s.name for s in CULLABLE_STAGES)}"
             )
+        if self.stage is Stage.WITHERING:
+            self._gate_or_raise(Stage.WITHERING, Stage.CULLED, self.state)
         self._emit(CullEvent, blueprint=self.blueprint, from_stage=self.stage.name, reason=reason)
         self._clear_seed_state()  # free the parameters now; the slot must not cost anything while embargoed
         self._move(Stage.CULLED, reason)
+
+    def wither(self, reason: str = "commanded") -> None:
+        """Start an audit of a fossil: from the next epoch tick its α falls linearly to 0 over `wither_tempo`
+        epochs while the host trains on (FOSSILIZED → WITHERING; the measured churn starts afresh)."""
+        self._require_legal("wither", Stage.WITHERING)
+        self._set(churn=None, churn_loss=None)
+        self._move(Stage.WITHERING, reason)
+
+    def revive(self, reason: str = "commanded") -> None:
+        """End an audit by keeping the seed: α = 1 again, FOSSILIZED (WITHERING → FOSSILIZED)."""
+        if self.stage is not Stage.WITHERING:
+            raise IllegalCommandError(f"slot {self.point.name!r}: cannot revive from {self.stage.name}; "
+                                      "revive is legal from WITHERING")
+        self._set(alpha=1.0)
+        self._move(Stage.FOSSILIZED, reason)
 
     def step_epoch(self) -> None:
         """Advance the slot's clock: α ramps in BLENDING; CULLED→EMBARGOED→RESETTING→DORMANT run by themselves."""
@@ -176,6 +198,8 @@ class SeedSlot(nn.Module):
         if stage is Stage.BLENDING:
             assert s.tempo is not None and s.curve is not None
             self._set(alpha=alpha_at(self.state.epochs_in_stage, s.tempo, s.curve))
+        elif stage is Stage.WITHERING:  # exactly 0 after wither_tempo ticks (alpha_at's ends are exact)
+            self._set(alpha=1.0 - alpha_at(self.state.epochs_in_stage, self.wither_tempo, BlendCurve.LINEAR))
         elif stage is Stage.CULLED:
             self._move(Stage.EMBARGOED, "embargo")
             self._set(embargo_remaining=self.gates.embargo_epochs)
@@ -190,12 +214,13 @@ class SeedSlot(nn.Module):
             self._clear_seed_state()
             self._move(Stage.DORMANT, "reset")
 
-    def record(self, *, contribution: float | None = None, grad_norm: float | None = None) -> None:
-        """Store measurements the trainer made (counterfactual contribution, gradient norm)."""
-        if contribution is not None:
-            self._set(contribution=float(contribution))
-        if grad_norm is not None:
-            self._set(grad_norm=float(grad_norm))
+    def record(self, *, contribution: float | None = None, grad_norm: float | None = None,
+               churn: float | None = None, churn_loss: float | None = None) -> None:
+        """Store measurements the trainer made (counterfactual contribution, gradient norm, an audit's churn)."""
+        for name, value in (("contribution", contribution), ("grad_norm", grad_norm), ("churn", churn),
+                            ("churn_loss", churn_loss)):
+            if value is not None:
+                self._set(**{name: float(value)})
 
     # ------------------------------------------------------------------ queries
     def seed_grad_norm(self) -> float | None:
@@ -206,8 +231,9 @@ class SeedSlot(nn.Module):
         return float(torch.linalg.vector_norm(torch.cat(grads))) if grads else None
 
     def next_gate(self) -> GateResult | None:
-        """The gate guarding this slot's next ADVANCE, evaluated now (None if ADVANCE is not legal)."""
-        target = ADVANCE_TARGET.get(self.stage)
+        """The gate guarding this slot's next step, evaluated now: its ADVANCE, or a withering seed's cull (G6);
+        None if neither is legal."""
+        target = Stage.CULLED if self.stage is Stage.WITHERING else ADVANCE_TARGET.get(self.stage)
         return None if target is None else check_gate(self.stage, target, self.state, self.gates, self.host_params)
 
     def report(self) -> SlotReport:

@@ -18,6 +18,8 @@ from esper.leyline.stages import (
     ADVANCE_TARGET,
     AUTOMATIC_STAGES,
     CONTRIBUTING_STAGES,
+    CULLABLE_STAGES,
+    FOSSIL_STAGES,
     LIVE_STAGES,
     TRANSITIONS,
     Stage,
@@ -25,7 +27,7 @@ from esper.leyline.stages import (
 )
 
 __all__ = [
-    "ADVANCE_TARGET", "AUTOMATIC_STAGES", "CONTRIBUTING_STAGES", "HEADS", "LIVE_STAGES",
+    "ADVANCE_TARGET", "AUTOMATIC_STAGES", "CONTRIBUTING_STAGES", "CULLABLE_STAGES", "FOSSIL_STAGES", "HEADS", "LIVE_STAGES",
     "OP_USES", "TRANSITIONS", "ActionMasks", "ActionSpec", "ArchitectureManifest", "BlendCurve",
     "EsperModel", "FactoredAction", "HostConfig", "Op", "SlotManifest",
     "SlotReport", "SlotState", "Stage", "TrainingSignals", "alpha_at", "compute_masks", "is_legal",

@@ -22,7 +22,14 @@ class Op(IntEnum):
     GERMINATE = 1
     ADVANCE = 2
     CULL = 3
+    WITHER = 4
+    """Start Emrakul's audit of a fossil (FOSSILIZED → WITHERING); only in layouts with `audit`."""
+    REVIVE = 5
+    """End an audit by keeping the seed (WITHERING → FOSSILIZED, α = 1); only in layouts with `audit`."""
 
+
+PRE_AUDIT_OPS: tuple[Op, ...] = (Op.WAIT, Op.GERMINATE, Op.ADVANCE, Op.CULL)
+"""The op head of a layout without audits (every agent trained before Emrakul): a prefix of Op."""
 
 # Heads each op reads; the others are forced to index 0 so they add no log-prob or entropy.
 OP_USES: dict[Op, frozenset[str]] = {
@@ -30,6 +37,8 @@ OP_USES: dict[Op, frozenset[str]] = {
     Op.GERMINATE: frozenset({"slot", "blueprint", "blend"}),
     Op.ADVANCE: frozenset({"slot"}),
     Op.CULL: frozenset({"slot"}),
+    Op.WITHER: frozenset({"slot"}),
+    Op.REVIVE: frozenset({"slot"}),
 }
 
 
@@ -64,6 +73,9 @@ class ActionSpec:
     """[slot][blueprint]: static compatibility (kind of injection point, G0 parameter budget)."""
     slot_widths: tuple[int, ...] = ()
     """Channels (or width) at each slot; empty when unknown."""
+    audit: bool = False
+    """The op head also offers WITHER and REVIVE, and CULL reaches a withered fossil (`kasmina.audit_actions`).
+    False: the layout every agent trained before Emrakul plays (its op head, features and masks unchanged)."""
 
     def __post_init__(self) -> None:
         shape = (len(self.slots), len(self.blueprints))
@@ -75,9 +87,14 @@ class ActionSpec:
             raise ValueError("slot_widths must give one width per slot")
 
     @property
+    def ops(self) -> tuple[Op, ...]:
+        """The op head's entries, in index order."""
+        return tuple(Op) if self.audit else PRE_AUDIT_OPS
+
+    @property
     def nvec(self) -> tuple[int, int, int, int]:
         """Head sizes, in HEADS order (the MultiDiscrete action space)."""
-        return (len(Op), len(self.slots), len(self.blueprints), len(self.tempos) * len(self.curves))
+        return (len(self.ops), len(self.slots), len(self.blueprints), len(self.tempos) * len(self.curves))
 
     @property
     def mask_size(self) -> int:
@@ -100,6 +117,7 @@ class ActionSpec:
             "curves": [c.value for c in self.curves],
             "blueprint_allowed": [list(row) for row in self.blueprint_allowed],
             "slot_widths": list(self.slot_widths),
+            "audit": self.audit,
         }
 
     @classmethod
@@ -111,6 +129,7 @@ class ActionSpec:
             curves=tuple(BlendCurve(c) for c in d["curves"]),
             blueprint_allowed=tuple(tuple(bool(b) for b in row) for row in d["blueprint_allowed"]),
             slot_widths=tuple(int(w) for w in d.get("slot_widths", ())),
+            audit=bool(d.get("audit", False)),  # agents saved before Emrakul have no audit ops
         )
 
 
@@ -173,10 +192,14 @@ def compute_masks(spec: ActionSpec, reports: Sequence[SlotReport]) -> ActionMask
     for i, r in enumerate(reports):
         slot[Op.GERMINATE, i] = r.stage is Stage.DORMANT and bool(allowed_bp[i].any())
         slot[Op.ADVANCE, i] = r.stage in ADVANCE_TARGET and r.gate_open
-        slot[Op.CULL, i] = r.stage in LIVE_STAGES
+        withered = spec.audit and r.stage is Stage.WITHERING and r.gate_open  # G6: α has reached 0
+        slot[Op.CULL, i] = r.stage in LIVE_STAGES or withered
+        if spec.audit:
+            slot[Op.WITHER, i] = r.stage is Stage.FOSSILIZED
+            slot[Op.REVIVE, i] = r.stage is Stage.WITHERING
     op = slot.any(axis=1)
     op[Op.WAIT] = True
-    for o in Op:  # rows of unusable ops and of WAIT point at slot 0 so the mask stays well-formed
+    for o in spec.ops:  # rows of unusable ops and of WAIT point at slot 0 so the mask stays well-formed
         if not OP_USES[o] or not op[o]:
             slot[o] = _one_hot(n_slot)
     return ActionMasks(op=op, slot=slot, blueprint=allowed_bp.copy(), blend=np.ones(n_blend, dtype=bool))

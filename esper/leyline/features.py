@@ -9,7 +9,7 @@ import numpy as np
 
 from esper.leyline.actions import ActionSpec
 from esper.leyline.signals import SlotReport, TrainingSignals
-from esper.leyline.stages import Stage
+from esper.leyline.stages import PRE_AUDIT_STAGES, Stage
 
 GLOBAL_FEATURES = (
     "progress", "train_loss", "val_loss", "val_metric", "delta_metric_1", "delta_metric_2", "delta_metric_3",
@@ -17,21 +17,30 @@ GLOBAL_FEATURES = (
     "log10_rent", "budget_epochs",
 )
 SLOT_FEATURES_FIXED = (
-    *(f"stage_{s.name.lower()}" for s in Stage), "alpha", "epochs_in_stage", "contribution", "has_contribution",
-    "log_grad_norm", "gate_open", "embargo_remaining", "seed_param_ratio",
+    *(f"stage_{s.name.lower()}" for s in PRE_AUDIT_STAGES), "alpha", "epochs_in_stage", "contribution",
+    "has_contribution", "log_grad_norm", "gate_open", "embargo_remaining", "seed_param_ratio",
 )
+"""A slot's features in a layout without audits (every agent trained before Emrakul): a withering fossil reads as
+FOSSILIZED, its α below 1."""
+AUDIT_SLOT_FEATURES = ("stage_withering", "churn", "has_churn")
+"""Appended to each slot's fixed features in a layout with audit ops (`ActionSpec.audit`)."""
+
+
+def slot_features(spec: ActionSpec) -> tuple[str, ...]:
+    """The fixed per-slot feature names of `spec`'s layout."""
+    return SLOT_FEATURES_FIXED + (AUDIT_SLOT_FEATURES if spec.audit else ())
 
 
 def feature_names(spec: ActionSpec) -> list[str]:
     names = list(GLOBAL_FEATURES)
     for slot in spec.slots:
-        names += [f"{slot}/{n}" for n in SLOT_FEATURES_FIXED]
+        names += [f"{slot}/{n}" for n in slot_features(spec)]
         names += [f"{slot}/blueprint_{b}" for b in spec.blueprints]
     return names
 
 
 def feature_size(spec: ActionSpec) -> int:
-    return len(GLOBAL_FEATURES) + len(spec.slots) * (len(SLOT_FEATURES_FIXED) + len(spec.blueprints))
+    return len(GLOBAL_FEATURES) + len(spec.slots) * (len(slot_features(spec)) + len(spec.blueprints))
 
 
 FEATURE_BOUND = 5.0  # every feature is clipped to [−5, 5] (the observation space's bounds)
@@ -61,12 +70,17 @@ def encode(spec: ActionSpec, signals: TrainingSignals, reports: Sequence[SlotRep
         _clip(math.log10(max(signals.rent_lambda, 1e-4))), _clip(signals.budget_host_epochs / 16),
     ]
     for r in reports:
-        stage = [0.0] * len(Stage)
-        stage[int(r.stage)] = 1.0
+        stage = [0.0] * len(PRE_AUDIT_STAGES)
+        withering = r.stage is Stage.WITHERING
+        stage[int(Stage.FOSSILIZED if withering else r.stage)] = 1.0
         contribution = 0.0 if r.contribution is None else _clip(10 * r.contribution)
         grad = 0.0 if r.grad_norm is None else _clip(math.log1p(r.grad_norm))
         bp = [float(r.blueprint == b) for b in spec.blueprints]
+        gate_open = r.gate_open and not (withering and not spec.audit)  # G6 only means something with audit ops
         out += [*stage, r.alpha, min(r.epochs_in_stage / 10, 1.0), contribution, float(r.contribution is not None),
-                grad, float(r.gate_open), min(r.embargo_remaining / 5, 1.0),
-                _clip(r.seed_params / max(signals.host_params, 1)), *bp]
+                grad, float(gate_open), min(r.embargo_remaining / 5, 1.0),
+                _clip(r.seed_params / max(signals.host_params, 1))]
+        if spec.audit:
+            out += [float(withering), 0.0 if r.churn is None else _clip(10 * r.churn), float(r.churn is not None)]
+        out += bp
     return np.asarray(out, dtype=np.float32)

@@ -29,6 +29,8 @@ class SlotManifest(EsperModel):
     embargo_remaining: int = Field(0, ge=0)
     contribution: float | None = None
     grad_norm: float | None = None
+    churn: float | None = None
+    churn_loss: float | None = None
     epoch: int = Field(0, ge=0)
     """The slot's clock (epochs ticked since the model was built)."""
 

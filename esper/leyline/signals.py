@@ -38,6 +38,12 @@ class SlotState:
     """The seed's germination probe gave a finite output of the input's shape (gate G1)."""
     embargo_remaining: int = 0
     """Epochs left before an embargoed slot resets."""
+    churn: float | None = None
+    """Emrakul's audit of a WITHERING seed: the validation metric with the seed revived (α = 1) − the model as it
+    is, from the same fused pass as the contributions (positive = withering has cost that much); None = not
+    measured in this audit."""
+    churn_loss: float | None = None
+    """The same audit in validation loss: the model as it is − with the seed revived (positive = withering cost)."""
     epoch: int = 0
     """The slot's clock: epochs ticked since the model was built."""
 
@@ -81,6 +87,8 @@ class TrainingSignals:
     budget_host_epochs: float = 0.0
     """The run's compute budget in bare-host epochs (`trainer.budget_host_epochs`; in an equal-epoch run, its
     epochs)."""
+    compute_bound: bool = False
+    """The run ends when its FLOPs budget is spent (an equal-compute run), not after `max_epochs`."""
 
     @property
     def excess_params_ratio(self) -> float:

@@ -42,6 +42,8 @@ class EpochEvent(_Event):
     """Validation-pass FLOPs so far (the model as it is; cumulative, not part of the training budget)."""
     counterfactual_flops: float = 0.0
     """FLOPs of the counterfactual branches of those passes so far (cumulative)."""
+    audit_flops: float = 0.0
+    """FLOPs of Emrakul's audit branches (each withering seed revived) of those passes so far (cumulative)."""
     wall_seconds: float = 0.0
     """Wall-clock seconds since the run started (cumulative)."""
     params_host: int
@@ -100,6 +102,26 @@ class FossilizeEvent(_Event):
     seed_params: int
 
 
+class AuditEvent(_Event):
+    """A step of an audit of a fossil (Emrakul's, or Tamiyo's in a layout with audit ops): WITHER starts it,
+    REVIVE keeps the seed, CULL removes it."""
+
+    kind: Literal["audit"] = "audit"
+    slot: str
+    blueprint: str
+    verdict: Literal["wither", "revive", "cull"]
+    by: str
+    """Who decided: "emrakul", or "tamiyo"."""
+    churn: float | None = None
+    """The validation metric revived − as it was, last measured (None at WITHER)."""
+    churn_loss: float | None = None
+    """The validation loss as it was − revived, last measured."""
+    contribution: float | None = None
+    """The fossil's last counterfactual contribution before the audit."""
+    seed_params: int = 0
+    reason: str = ""
+
+
 class RollbackEvent(_Event):
     """The Governor restored the last good state."""
 
@@ -109,5 +131,5 @@ class RollbackEvent(_Event):
 
 
 TelemetryEvent = Union[
-    EpochEvent, StageChangeEvent, GateEvent, GerminateEvent, CullEvent, FossilizeEvent, RollbackEvent
+    EpochEvent, StageChangeEvent, GateEvent, GerminateEvent, CullEvent, FossilizeEvent, AuditEvent, RollbackEvent
 ]

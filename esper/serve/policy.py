@@ -77,7 +77,7 @@ class ServedPolicy:
             "observation": {"n_features": self.n_features, "feature_names": self.agent.feature_names,
                             "mask_size": spec.mask_size},
             "action": {"heads": ["op", "slot", "blueprint", "blend"], "nvec": list(spec.nvec),
-                       "ops": [o.name for o in Op], **spec.to_dict()},
+                       "ops": [o.name for o in spec.ops], **spec.to_dict()},
             "provenance": {k: v for k, v in self.agent.provenance.items() if k != "config"},
         }
 

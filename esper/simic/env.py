@@ -40,6 +40,8 @@ class PendingStep:
     invalid: bool
     phi_before: float
     flops_before: float
+    pruned_params: int = 0
+    """Parameters of withered fossils the decisions culled (Tamiyo's or Emrakul's)."""
 
 
 def spaces_for(spec) -> tuple[gym.spaces.Dict, gym.spaces.MultiDiscrete]:
@@ -113,9 +115,9 @@ class EsperEnv(gym.Env):
         self.run = build_run(self.episode_world, self.task, seed=episode_seed, data_seed=data_seed, device=self.device,
                              capacity_price=self.episode_world.reward.rent_lambda)
         self.counts = {op.name.lower(): 0 for op in Op}
-        self.counts.update(fossilized=0, culled=0, invalid=0)
-        self.run.model.listeners.append(self._count_event)
-        self.episode_return, self.episode_draw = 0.0, drawn
+        self.counts.update(fossilized=0, culled=0, invalid=0, pruned=0, revived=0)
+        self.run.listen(self._count_event)
+        self.episode_return, self.episode_draw, self._pruned_params = 0.0, drawn, 0
         return self._obs(), {"episode_seed": episode_seed, "world": drawn}
 
     def step(self, action):
@@ -135,7 +137,7 @@ class EsperEnv(gym.Env):
         self.counts[act.op.name.lower()] += 1
         phi_before = potential(model.reports(), self.episode_world.reward)
         self.run.apply(act, "invalid action, run as WAIT" if invalid else "")
-        return PendingStep(act, invalid, phi_before, self.trainer.train_flops)
+        return PendingStep(act, invalid, phi_before, self.trainer.train_flops, self._take_pruned())
 
     def finish_step(self, pending: PendingStep, train_loss: float):
         """After the epoch's training: the run judges the epoch; reward; the gymnasium step tuple."""
@@ -148,7 +150,8 @@ class EsperEnv(gym.Env):
             phi_after=potential(run.model.reports(), w.reward), excess_ratio=pc.excess_ratio,
             episode_steps=w.trainer.epochs, step_flops=run.trainer.train_flops - pending.flops_before,
             episode_flops=run.trainer.compute_budget, op=pending.action.op, terminal=terminal,
-            rolled_back=out.rolled_back, invalid=pending.invalid))
+            rolled_back=out.rolled_back, invalid=pending.invalid,
+            pruned_ratio=pending.pruned_params / max(pc.host, 1)))
         reward = sum(terms.values())
         self.episode_return += reward
         info = {"op": pending.action.op.name, "action": pending.action.as_array(),  # the executed action
@@ -161,6 +164,15 @@ class EsperEnv(gym.Env):
     def _count_event(self, event) -> None:
         if event.kind in ("fossilize", "cull"):
             self.counts["fossilized" if event.kind == "fossilize" else "culled"] += 1
+        elif event.kind == "audit" and event.verdict in ("cull", "revive"):
+            self.counts["pruned" if event.verdict == "cull" else "revived"] += 1
+            if event.verdict == "cull":
+                self._pruned_params += event.seed_params
+
+    def _take_pruned(self) -> int:
+        """Parameters pruned since the last call (the decisions just applied)."""
+        pruned, self._pruned_params = self._pruned_params, 0
+        return pruned
 
     def observe(self) -> Observation:
         """What a controller sees now (the run's one observation path)."""

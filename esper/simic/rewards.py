@@ -1,5 +1,5 @@
 """The reward: one signed term per effect, summed — Δmetric, stage shaping, parameter rent, compute rent, action
-costs, terminal metric, death penalty, invalid-action penalty.
+costs, pruning credit, terminal metric, death penalty, invalid-action penalty.
 
 A term is a function (RewardConfig, RewardStep) → its signed contribution; `REWARD_TERMS` lists them in order.
 Adding a term is one function here, one entry in the mapping (and its weight in RewardConfig) and its test.
@@ -20,7 +20,7 @@ class RewardConfig(EsperModel):
     """Every reward weight (docs/simic.md, "Reward"); the Tune sweep's search space.
 
     r_t = acc_weight·Δmetric + pbrs_weight·(γ·Φ(s′) − Φ(s)) − rent_lambda·excess_params_ratio/T
-          − compute_rent_lambda·FLOPs_t/B − cost[op]
+          − compute_rent_lambda·FLOPs_t/B − cost[op] + prune_weight·(parameters a cull of a withered fossil freed)/P_host
           (+ terminal_weight·final metric at the last step; a Governor rollback ends the episode with −death_penalty)
     The metric is the task's (validation accuracy, a fraction, for image classification).
     """
@@ -34,9 +34,10 @@ class RewardConfig(EsperModel):
     """Discount used in the shaping term (match PPO's γ to keep optimal policies unchanged)."""
     stage_potentials: dict[str, float] = {
         "DORMANT": 0.0, "GERMINATED": 0.1, "TRAINING": 0.2, "BLENDING": 0.3, "HOLDING": 0.4,
-        "FOSSILIZED": 0.5, "CULLED": 0.0, "EMBARGOED": 0.0, "RESETTING": 0.0,
+        "FOSSILIZED": 0.5, "CULLED": 0.0, "EMBARGOED": 0.0, "RESETTING": 0.0, "WITHERING": 0.5,
     }
-    """Φ contribution of a slot in each stage (Φ(s) = sum over slots)."""
+    """Φ contribution of a slot in each stage (Φ(s) = sum over slots). WITHERING may be left out (configs written
+    before Emrakul): it then takes FOSSILIZED's value — a withering seed is still a fossil until it is culled."""
     rent_lambda: float = Field(0.05, ge=0)
     """Rent λ: per episode, λ·(mean excess_params_ratio) is paid (charged per step as λ·ratio/T)."""
     compute_rent_lambda: float = Field(0.0, ge=0)
@@ -49,12 +50,27 @@ class RewardConfig(EsperModel):
     """Cost of an ADVANCE action."""
     cull_cost: float = Field(0.002, ge=0)
     """Cost of a CULL action."""
+    wither_cost: float = Field(0.0, ge=0)
+    """Cost of a WITHER action (starting an audit; layouts with `kasmina.audit_actions`)."""
+    revive_cost: float = Field(0.0, ge=0)
+    """Cost of a REVIVE action."""
+    prune_weight: float = Field(0.0, ge=0)
+    """Pruning credit: a cull of a withered fossil pays prune_weight × (its parameters / P_host) at once — the
+    rent it will not pay any more, credited when the decision is made (0 = only the rent saved step by step)."""
     terminal_weight: float = Field(1.0, ge=0)
     """Weight of the final validation metric, paid at the last step."""
     death_penalty: float = Field(1.0, ge=0)
     """Penalty when the Governor rolls back (the episode ends)."""
     invalid_action_penalty: float = Field(0.05, ge=0)
     """Penalty when an action the masks forbid reaches the env (it is executed as WAIT)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _withering_defaults_to_fossil(cls, data):
+        potentials = data.get("stage_potentials") if isinstance(data, dict) else None
+        if isinstance(potentials, dict) and "WITHERING" not in potentials and "FOSSILIZED" in potentials:
+            data = {**data, "stage_potentials": {**potentials, "WITHERING": potentials["FOSSILIZED"]}}
+        return data
 
     @model_validator(mode="after")
     def _all_stages(self) -> "RewardConfig":
@@ -97,6 +113,8 @@ class RewardStep:
     terminal: bool
     rolled_back: bool
     invalid: bool
+    pruned_ratio: float = 0.0
+    """Parameters of withered fossils culled in this step (by Tamiyo or Emrakul) / P_host."""
 
 
 RewardTerm = Callable[[RewardConfig, RewardStep], float]
@@ -120,7 +138,13 @@ def compute_rent(c: RewardConfig, s: RewardStep) -> float:
 
 
 def action_cost(c: RewardConfig, s: RewardStep) -> float:
-    return -{Op.GERMINATE: c.germinate_cost, Op.ADVANCE: c.advance_cost, Op.CULL: c.cull_cost}.get(s.op, 0.0)
+    costs = {Op.GERMINATE: c.germinate_cost, Op.ADVANCE: c.advance_cost, Op.CULL: c.cull_cost,
+             Op.WITHER: c.wither_cost, Op.REVIVE: c.revive_cost}
+    return -costs.get(s.op, 0.0)
+
+
+def prune(c: RewardConfig, s: RewardStep) -> float:
+    return c.prune_weight * s.pruned_ratio
 
 
 def terminal(c: RewardConfig, s: RewardStep) -> float:
@@ -137,7 +161,7 @@ def invalid(c: RewardConfig, s: RewardStep) -> float:
 
 REWARD_TERMS: dict[str, RewardTerm] = {
     "metric": metric_gain, "shaping": shaping, "rent": rent, "compute_rent": compute_rent, "action_cost": action_cost,
-    "terminal": terminal, "death": death, "invalid": invalid,
+    "prune": prune, "terminal": terminal, "death": death, "invalid": invalid,
 }
 """Every term of the reward, signed (a cost is negative); the reward is their sum, in this order."""
 

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from esper.emrakul import build_reaper
 from esper.kasmina import MorphogeneticModel
 from esper.kasmina.model import fitting_blueprints, plane_action_spec
 from esper.leyline.actions import ActionSpec
@@ -54,8 +55,9 @@ def build_run(world: WorldConfig, task: Task, *, seed: int, device: torch.device
     finally:
         torch.set_rng_state(outside)
     check_output_size(model, task)
+    reaper = build_reaper(world.emrakul, world.kasmina.wither_tempo)
     return Run(model, task, world.trainer, world.governor, data_seed=seed if data_seed is None else data_seed,
-               rng_state=rng_state, rent_lambda=capacity_price)
+               rng_state=rng_state, rent_lambda=capacity_price, reaper=reaper)
 
 
 def check_output_size(model: MorphogeneticModel, task: Task) -> None:

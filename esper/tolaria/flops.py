@@ -5,7 +5,8 @@ multiply-add = 2 FLOPs) on a small batch, per host and per (blueprint, injection
 multiplied by the samples an epoch trains on. What a seed costs depends on its stage, as its forward does
 (esper/kasmina/slot.py): DORMANT, GERMINATED and the embargo stages run nothing, nor does BLENDING while α is
 still 0; TRAINING, BLENDING and HOLDING run the seed on a detached input (forward + the backward to its own weights); FOSSILIZED runs it inside the graph
-(the backward also reaches its input, and through it the host).
+(the backward also reaches its input, and through it the host), and so does a WITHERING fossil until its α
+reaches 0 (then it runs nothing: its output is the host's).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdp
 
 from esper.kasmina import MorphogeneticModel, get_blueprint
 from esper.kasmina.protocol import InjectionPoint
-from esper.leyline import Stage
+from esper.leyline import FOSSIL_STAGES, Stage
 
 
 # torch's counter has no formula for the CPU flash-attention kernels, so on a CPU attention would count 0 (on the
@@ -79,7 +80,7 @@ def seeds_train_flops(model: MorphogeneticModel) -> float:
             continue
         if slot.stage in DETACHED_STAGES and not (slot.stage is Stage.BLENDING and slot.alpha == 0.0):
             total += seed_train_flops(slot.blueprint, slot.point, False)  # (at α = 0 a blending seed does not run)
-        elif slot.stage is Stage.FOSSILIZED:
+        elif slot.stage in FOSSIL_STAGES and slot.alpha > 0.0:
             total += seed_train_flops(slot.blueprint, slot.point, True)
     return total
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from pydantic import Field
 
-from esper.leyline import LIVE_STAGES
+from esper.leyline import LIVE_STAGES, Stage
 from esper.leyline.base import EsperModel
 from esper.leyline.telemetry import RollbackEvent, TelemetryEvent
 
@@ -47,6 +47,8 @@ class Governor:
         self.losses: deque[float] = deque(maxlen=self.cfg.window)
         self.strikes = 0
         self.rollbacks = 0
+        self.revived = 0
+        """Withering fossils a rollback revived (their audits abandoned)."""
         self._snapshot: dict[str, Any] | None = None
         self.snapshot()
 
@@ -88,7 +90,8 @@ class Governor:
 
     def rollback(self, reason: str) -> None:
         """Restore the last good state (model, host optimiser, epoch), then cull every live seed there (they are
-        the suspects)."""
+        the suspects) and revive every withering fossil (an audit in flight is abandoned: the fossil returns to
+        α = 1, the function it had when it was last trusted)."""
         snap, t = self._snapshot, self.trainer
         assert snap is not None
         failed_epoch = t.epoch
@@ -102,6 +105,9 @@ class Governor:
         for name, slot in t.model.slots.items():
             if slot.stage in LIVE_STAGES:
                 slot.cull(reason="governor rollback")
+            elif slot.stage is Stage.WITHERING:
+                slot.revive(reason="governor rollback")
+                self.revived += 1
         t.sync_optimizers()
         self.rollbacks += 1
         self.strikes = 0

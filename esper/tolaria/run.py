@@ -15,11 +15,11 @@ from typing import Callable, Iterator
 import torch
 
 from esper.kasmina import MorphogeneticModel
-from esper.leyline import FactoredAction, TrainingSignals
+from esper.leyline import FactoredAction, Op, Stage, TrainingSignals, compute_masks
 from esper.leyline.control import Controller, Observation
 from esper.tolaria.governor import GovernorConfig
 from esper.tolaria.trainer import TrainerConfig
-from esper.leyline.telemetry import EpochEvent, TelemetryEvent
+from esper.leyline.telemetry import AuditEvent, EpochEvent, TelemetryEvent
 from esper.tolaria.counterfactual import Evaluation, evaluate_with_counterfactuals, evaluation_flops
 from esper.tolaria.flops import seeds_train_flops
 from esper.tolaria.governor import Governor
@@ -55,6 +55,8 @@ class RunResult:
     read), not part of the training budget."""
     counterfactual_flops: float = 0.0
     """FLOPs of the counterfactual branches of those passes (each contributing seed switched off), on top."""
+    audit_flops: float = 0.0
+    """FLOPs of Emrakul's audit branches of those passes (each withering seed revived), on top."""
     metric_history: list[float] = field(default_factory=list)
     """Validation metric after each trained epoch."""
     flops_history: list[float] = field(default_factory=list)
@@ -63,6 +65,13 @@ class RunResult:
     """The metric on the task's external evaluation set after each trained epoch (empty without one; these
     passes are for the report only — no controller sees them, and their FLOPs are not booked)."""
     decisions: list[str] = field(default_factory=list)
+    culled_fossils: int = 0
+    """Fossils culled after an audit (by Emrakul or Tamiyo)."""
+    revived_fossils: int = 0
+    """Audits that ended by reviving the fossil (Governor rollbacks included)."""
+
+
+AUDIT_OPS = {Op.WITHER: "wither", Op.REVIVE: "revive", Op.CULL: "cull"}
 
 
 class Run:
@@ -71,18 +80,24 @@ class Run:
     The histories start with an evaluation of the untrained model, so the first observation already has a
     validation loss and metric; `train_loss` stands at the task's chance level until an epoch has trained.
     The run keeps its own torch RNG stream (`own_rng`): what a germinated seed starts from depends on this run
-    alone, not on whatever else (a policy's sampling, other runs in the process) drew random numbers."""
+    alone, not on whatever else (a policy's sampling, other runs in the process) drew random numbers.
+
+    A `reaper` (Emrakul) decides after Tamiyo at every decision point, in the audit layout: it may wither a
+    fossil, revive it, or cull it once withered."""
 
     def __init__(self, model: MorphogeneticModel, task: Task, trainer: TrainerConfig, governor: GovernorConfig, *,
-                 data_seed: int, rng_state: torch.Tensor | None = None, rent_lambda: float = 0.0) -> None:
-        """`rent_lambda`: the price of capacity the controller is told (given by the RL side; 0 outside it)."""
-        self.model, self.task, self.rent_lambda = model, task, rent_lambda
+                 data_seed: int, rng_state: torch.Tensor | None = None, rent_lambda: float = 0.0,
+                 reaper: Controller | None = None) -> None:
+        """`rent_lambda`: the price of capacity the controller is told (given by the RL side; 0 outside it).
+        `reaper`: Emrakul, or None (no audits but Tamiyo's own)."""
+        self.model, self.task, self.rent_lambda, self.reaper = model, task, rent_lambda, reaper
         self.trainer = Trainer(model, task, trainer, seed=data_seed)
         self.governor = Governor(self.trainer, governor, emit=self._emit)
         self._rng_state = rng_state if rng_state is not None else torch.get_rng_state()
         self._listeners: list[Callable[[TelemetryEvent], None]] = []
-        self.eval_flops = self.counterfactual_flops = 0.0
-        """Validation FLOPs spent so far: the model as it is, and the counterfactual branches on top."""
+        self.eval_flops = self.counterfactual_flops = self.audit_flops = 0.0
+        """Validation FLOPs spent so far: the model as it is, the counterfactual branches and the audits on top."""
+        self.audit_counts = {"cull": 0, "revive": 0}
         self._val_samples = sum(x.shape[0] for x, _ in task.val_batches)
         first = self._evaluate(counterfactuals=False)
         self.losses: list[float] = []
@@ -109,18 +124,48 @@ class Run:
             budget_spent=t.train_flops / t.compute_budget,
             excess_flops_ratio=seeds_train_flops(self.model) / t.host_flops,
             rent_lambda=self.rent_lambda, budget_host_epochs=t.compute_budget / t.host_epoch_flops,
+            compute_bound=t.budget is not None,
         )
 
     def observe(self) -> Observation:
         m = self.model
         return Observation(self.signals(), m.reports(), m.masks(), m.action_spec)
 
+    def observe_audits(self) -> Observation:
+        """What Emrakul sees: the same signals and reports, in the audit layout (WITHER, REVIVE, CULL)."""
+        m, spec = self.model, self.model.audit_spec
+        reports = m.reports()
+        return Observation(self.signals(), reports, compute_masks(spec, reports), spec)
+
     # ------------------------------------------------------------------ acting and training
     def apply(self, action: FactoredAction, reason: str = "") -> None:
-        """Execute a decision on the plane (a germinated seed's weights come from the run's own RNG stream)."""
-        with self.own_rng():
-            self.model.apply(action)
+        """Execute Tamiyo's decision on the plane (a germinated seed's weights come from the run's own RNG
+        stream), then the reaper's, if the run has one."""
+        self._execute(action, reason, "tamiyo")
         self.decisions.append(f"{self.trainer.epoch}: {action.op.name}" + (f" ({reason})" if reason else ""))
+        if self.reaper is not None:
+            decision = self.reaper.decide(self.observe_audits())
+            if decision.action.op is not Op.WAIT:
+                self._execute(decision.action, decision.reason, "emrakul")
+                self.decisions.append(f"{self.trainer.epoch}: emrakul {decision.action.op.name} "
+                                      f"{self.model.action_spec.slots[decision.action.slot]} ({decision.reason})")
+
+    def _execute(self, action: FactoredAction, reason: str, by: str) -> None:
+        """Apply one controller's action; a step of an audit (WITHER, REVIVE, a withered fossil's CULL) is
+        announced as an AuditEvent carrying what the audit measured."""
+        slots = self.model.action_spec.slots
+        name = slots[action.slot] if 0 <= action.slot < len(slots) else None  # else apply refuses the action
+        before = self.model.slot(name).state if name is not None else None
+        emrakul = by == "emrakul"
+        with self.own_rng():
+            self.model.apply(action, f"emrakul: {reason}" if emrakul else "commanded", audit=emrakul)
+        if action.op in AUDIT_OPS and (action.op is not Op.CULL or before.stage is Stage.WITHERING):
+            verdict = AUDIT_OPS[action.op]
+            if verdict in self.audit_counts:
+                self.audit_counts[verdict] += 1
+            self._emit(AuditEvent(epoch=self.trainer.epoch, slot=name, blueprint=before.blueprint, verdict=verdict,
+                                  by=by, churn=before.churn, churn_loss=before.churn_loss,
+                                  contribution=before.contribution, seed_params=before.seed_params, reason=reason))
 
     def step(self, action: FactoredAction, reason: str = "",
              before_epoch: Callable[[Trainer], None] | None = None) -> EpochOutcome:
@@ -139,8 +184,10 @@ class Run:
         ev = self._evaluate(counterfactuals=True)
         for name, value in ev.contributions.items():
             slot = model.slot(name)
-            if slot.seed is not None:
+            if slot.seed is not None and name not in ev.churns:
                 slot.record(contribution=value)
+        for name, (churn, churn_loss) in ev.churns.items():
+            model.slot(name).record(churn=churn, churn_loss=churn_loss)
         model.step_epoch()
         out = EpochOutcome(loss if math.isfinite(loss) else 1e9, ev.loss, ev.metric, rolled_back)
         self.losses.append(out.train_loss)
@@ -156,7 +203,7 @@ class Run:
                                   val_metric=out.val_metric, params_host=pc.host, params_active=pc.active_seeds,
                                   params_fossilized=pc.fossilized, train_flops=self.trainer.train_flops,
                                   eval_flops=self.eval_flops, counterfactual_flops=self.counterfactual_flops,
-                                  wall_seconds=time.perf_counter() - self.started))
+                                  audit_flops=self.audit_flops, wall_seconds=time.perf_counter() - self.started))
         return out
 
     def result(self) -> RunResult:
@@ -165,14 +212,16 @@ class Run:
         eval_metric = evaluate_with_counterfactuals(self.model, self.task, ev, counterfactuals=False).metric if ev else None
         return RunResult(self.task.metric_name, self.metrics[-1], self.val_losses[-1], eval_metric, pc.total, pc.host,
                          pc.excess_ratio, self.governor.rollbacks, time.perf_counter() - self.started,
-                         self.trainer.train_flops, self.eval_flops, self.counterfactual_flops,
-                         self.metrics[1:], list(self.flops), list(self.eval_metrics), list(self.decisions))
+                         self.trainer.train_flops, self.eval_flops, self.counterfactual_flops, self.audit_flops,
+                         self.metrics[1:], list(self.flops), list(self.eval_metrics), list(self.decisions),
+                         self.audit_counts["cull"], self.audit_counts["revive"] + self.governor.revived)
 
     def _evaluate(self, counterfactuals: bool) -> Evaluation:
         """The validation pass (with each seed's counterfactual contribution), its FLOPs booked."""
-        as_is, branches = evaluation_flops(self.model, self.task.val_batches[0][0], counterfactuals)
+        as_is, branches, audits = evaluation_flops(self.model, self.task.val_batches[0][0], counterfactuals)
         self.eval_flops += as_is * self._val_samples
         self.counterfactual_flops += branches * self._val_samples
+        self.audit_flops += audits * self._val_samples
         return evaluate_with_counterfactuals(self.model, self.task, self.task.val_batches, counterfactuals)
 
     # ------------------------------------------------------------------ plumbing

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from esper.kasmina import MorphogeneticModel
-from esper.leyline import LIVE_STAGES, Stage
+from esper.leyline import FOSSIL_STAGES, LIVE_STAGES
 from esper.leyline.base import EsperModel
 from esper.tolaria.flops import host_epoch_flops, seeds_train_flops
 from esper.tolaria.task import Task
@@ -92,8 +92,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ optimisers
     def sync_optimizers(self) -> None:
-        """Match optimisers to the plane after the controller acted: a new live seed gets its own Adam;
-        a culled seed's optimiser is dropped; a fossilized seed joins the host's optimiser (it is host now)."""
+        """Match optimisers to the plane after the controllers acted: a new live seed gets its own Adam;
+        a culled seed's optimiser is dropped; a fossilized seed joins the host's optimiser (it is host now, and
+        stays there while it withers); a culled fossil leaves it, its optimiser state with it."""
         live = {n: s.seed for n, s in self.model.slots.items() if s.seed is not None and s.stage in LIVE_STAGES}
         for name in list(self.seed_opts):
             if name not in live or self.seed_opts[name][0] is not live[name]:
@@ -101,11 +102,24 @@ class Trainer:
         for name, seed in live.items():
             if name not in self.seed_opts:
                 self.seed_opts[name] = (seed, torch.optim.Adam(seed.parameters(), lr=self.cfg.seed_lr))
+        for name in list(self.fossil_group_order):
+            slot = self.model.slot(name)
+            if slot.stage not in FOSSIL_STAGES or slot.seed is not self._fossil_modules[name]:
+                self._drop_fossil(name)
         for name, slot in self.model.slots.items():
-            if slot.stage is Stage.FOSSILIZED and self._fossil_modules.get(name) is not slot.seed:
+            if slot.stage in FOSSIL_STAGES and self._fossil_modules.get(name) is not slot.seed:
                 self.host_opt.add_param_group({"params": list(slot.seed.parameters())})
                 self.fossil_group_order.append(name)
                 self._fossil_modules[name] = slot.seed
+
+    def _drop_fossil(self, name: str) -> None:
+        """Remove a culled fossil's parameter group (group 0 is the host; fossils follow in join order) and its
+        optimiser state (momentum, Adam moments): nothing of it is kept alive or stepped any more."""
+        group = self.host_opt.param_groups.pop(1 + self.fossil_group_order.index(name))
+        for param in group["params"]:
+            self.host_opt.state.pop(param, None)
+        self.fossil_group_order.remove(name)
+        del self._fossil_modules[name]
 
     def rebuild_host_optimizer(self, fossil_order: list[str], state: dict | None) -> None:
         """A fresh host optimiser (trainer.optimizer) whose extra param groups are the fossils in `fossil_order`

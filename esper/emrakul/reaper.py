@@ -1,0 +1,113 @@
+"""The heuristic reaper: audit one stable fossil at a time by withering it; cull it if the churn does not pay its
+rent, revive it if it does (or as soon as withering visibly hurts)."""
+
+from __future__ import annotations
+
+from esper.emrakul.config import EmrakulConfig
+from esper.leyline import FactoredAction, Op, SlotReport, Stage
+from esper.leyline.control import Controller, Decision, Observation
+from esper.tamiyo.registry import ControllerRequest, register_controller
+
+
+class EmrakulReaper:
+    """Decides one audit step per decision point, in the audit layout (Observation from `Run.observe_audits`).
+
+    Verdict of a withered fossil (α = 0 for `settle_epochs`): cull when churn ≤ λ·(seed params / host params) +
+    cull_margin — accuracy minus rent, not accuracy alone — else revive. Which fossil first: the one whose last
+    measured contribution pays its rent least."""
+
+    name = "emrakul"
+
+    def __init__(self, cfg: EmrakulConfig, wither_tempo: int) -> None:
+        self.cfg, self.wither_tempo = cfg, wither_tempo
+        self.zero_since: dict[str, int] = {}  # slot → first epoch it was seen withered to α = 0
+        self.revived_at: dict[str, int] = {}  # slot → epoch its last audit ended in a revival
+
+    def decide(self, obs: Observation) -> Decision:
+        s, spec = obs.signals, obs.spec
+        for i, r in enumerate(obs.reports):
+            if r.stage is Stage.WITHERING:
+                verdict = self._judge(r, s)
+                if verdict is not None:
+                    op, reason = verdict
+                    if op is Op.REVIVE:
+                        self.revived_at[r.name] = s.epoch
+                    self.zero_since.pop(r.name, None)
+                    return self._checked(obs, FactoredAction(op, i), reason)
+        in_flight = sum(r.stage is Stage.WITHERING for r in obs.reports)
+        if in_flight >= self.cfg.concurrent or not self._audit_fits(s):
+            return Decision(FactoredAction(Op.WAIT), "emrakul: waiting")
+        candidates = [(self._surplus(r, s), i) for i, r in enumerate(obs.reports) if self._auditable(r, s.epoch)]
+        if not candidates:
+            return Decision(FactoredAction(Op.WAIT), "emrakul: nothing to audit")
+        surplus, i = min(candidates)
+        return self._checked(obs, FactoredAction(Op.WITHER, i),
+                             f"audit {spec.slots[i]} (contribution − rent {surplus:+.4f})")
+
+    # ------------------------------------------------------------------ rules
+    def _rent(self, r: SlotReport, s) -> float:
+        """What the seed's capacity costs, in the metric's units: λ · seed params / host params."""
+        weight = s.rent_lambda if self.cfg.rent_weight is None else self.cfg.rent_weight
+        return weight * r.seed_params / max(s.host_params, 1)
+
+    def _surplus(self, r: SlotReport, s) -> float:
+        return (r.contribution or 0.0) - self._rent(r, s)
+
+    def _judge(self, r: SlotReport, s) -> tuple[Op, str] | None:
+        """REVIVE or CULL a withering seed now, or None (let it wither on)."""
+        churn = r.churn
+        if churn is not None and churn > self.cfg.revive_above:
+            return Op.REVIVE, f"churn {churn:+.4f} > revive_above {self.cfg.revive_above}"
+        if r.alpha > 0.0:
+            return None
+        since = self.zero_since.setdefault(r.name, s.epoch)
+        if s.epoch - since < self.cfg.settle_epochs or churn is None:
+            return None
+        bar = self._rent(r, s) + self.cfg.cull_margin
+        if churn <= bar:
+            return Op.CULL, f"churn {churn:+.4f} ≤ rent {bar:.4f}"
+        return Op.REVIVE, f"churn {churn:+.4f} > rent {bar:.4f}"
+
+    def _auditable(self, r: SlotReport, epoch: int) -> bool:
+        if r.stage is not Stage.FOSSILIZED:
+            return False
+        if r.name not in self.revived_at:
+            return r.epochs_in_stage >= self.cfg.stable_epochs
+        after = self.cfg.reaudit_after
+        return after is not None and epoch - self.revived_at[r.name] >= after
+
+    def _audit_fits(self, s) -> bool:
+        """An audit started now can reach its verdict before the run ends (and the run is not nearly over)."""
+        length = self.wither_tempo + self.cfg.settle_epochs + 1
+        left = s.max_epochs - s.epoch
+        if s.compute_bound:  # decisions left in the budget, at the current per-epoch cost
+            spent = min(s.budget_spent, 1.0)
+            left = min(left, (1.0 - spent) * s.budget_host_epochs / (1.0 + s.excess_flops_ratio))
+            if 1.0 - spent <= self.cfg.min_budget_left:
+                return False
+        elif left / max(s.max_epochs, 1) <= self.cfg.min_budget_left:
+            return False
+        return left >= length
+
+    @staticmethod
+    def _checked(obs: Observation, action: FactoredAction, reason: str) -> Decision:
+        if not obs.masks.allows(action):  # the rules above only pick what the audit layout allows
+            raise RuntimeError(f"emrakul chose a masked-out action {action} ({reason})")
+        return Decision(action, f"{reason}")
+
+
+def build_reaper(cfg: EmrakulConfig, wither_tempo: int) -> Controller | None:
+    """The world's reaper, or None when `emrakul.enabled` is off."""
+    return EmrakulReaper(cfg, wither_tempo) if cfg.enabled else None
+
+
+@register_controller("emrakul", help="Emrakul's heuristic audits as Tamiyo's own decisions (default thresholds; "
+                     "needs kasmina.audit_actions — to audit beside Tamiyo, set emrakul.enabled instead)")
+def _emrakul(request: ControllerRequest):
+    from esper.kasmina.config import KasminaConfig
+
+    if request.spec is not None and not request.spec.audit:
+        raise ValueError("controller 'emrakul' plays WITHER/REVIVE: the plane needs kasmina.audit_actions: true "
+                         "(or set emrakul.enabled to audit beside any Tamiyo)")
+    tempo = KasminaConfig().wither_tempo  # the plane's wither_tempo is not part of its action layout
+    return lambda: EmrakulReaper(EmrakulConfig(enabled=True), tempo)
