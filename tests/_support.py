@@ -19,7 +19,8 @@ from esper.tolaria.image_task import ImageClassification
 CONV_BLUEPRINTS: tuple[str, ...] = tuple(n for n, b in BLUEPRINTS.items() if b.kind == "conv2d")
 
 # Stages in which a slot holds a seed module (mirrors kasmina.slot.SEED_STAGES, restated here on purpose).
-SEED_STAGES = frozenset({Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED})
+SEED_STAGES = frozenset({Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.HOLDING, Stage.FOSSILIZED,
+                         Stage.WITHERING})
 
 
 def tiny_host() -> CNNHost:

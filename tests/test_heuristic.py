@@ -10,13 +10,14 @@ import pytest
 from _support import advance_to, obs_of as _obs, open_gates, signals_at as _signals, tiny_model
 from esper.kasmina.config import BlendChoices, KasminaConfig
 from esper.leyline import BlendCurve, FactoredAction, Op, Stage, TrainingSignals
+from esper.leyline.actions import PRE_AUDIT_OPS
 from esper.tamiyo import HeuristicConfig, HeuristicTamiyo, WaitTamiyo
 
 
 def _legal_actions(model) -> list[FactoredAction]:
     masks = model.masks()
     out = []
-    for op in Op:
+    for op in model.action_spec.ops:
         if not masks.op[op]:
             continue
         if op is Op.WAIT:
@@ -93,7 +94,7 @@ def _random_signals(rng: random.Random) -> TrainingSignals:
 
 def test_heuristic_always_returns_a_legal_action_over_random_planes():
     rng = random.Random(2024)
-    ops = {op: 0 for op in Op}
+    ops = {op: 0 for op in PRE_AUDIT_OPS}
     states = 0
 
     def check(model, controller) -> FactoredAction:
@@ -122,7 +123,7 @@ def test_random_driving_reaches_every_stage():
     seen: set[Stage] = set()
     for _ in range(60):
         _random_plane(rng, visit=lambda m: seen.update(r.stage for r in m.reports()))
-    assert seen == set(Stage)
+    assert seen == set(Stage) - {Stage.WITHERING}  # Tamiyo's layout here has no audits (Emrakul's: test_emrakul)
 
 
 # ------------------------------------------------------------------------------------------------ rules

@@ -1,7 +1,9 @@
-"""A hypothesis state machine driving a MorphogeneticModel with random commands and checking its invariants."""
+"""A hypothesis state machine driving a MorphogeneticModel with random commands and checking its invariants —
+over the whole table, Emrakul's audits included (WITHER, REVIVE, a withered fossil's CULL)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -13,7 +15,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from _support import SEED_STAGES, EventLog, images, perturb, tiny_host, tiny_model
 from esper.kasmina import IllegalCommandError, MorphogeneticModel
 from esper.kasmina.config import GateConfig, KasminaConfig
-from esper.leyline import ADVANCE_TARGET, CONTRIBUTING_STAGES, LIVE_STAGES, BlendCurve, FactoredAction, Op, Stage, is_legal
+from esper.leyline import (ADVANCE_TARGET, CONTRIBUTING_STAGES, FOSSIL_STAGES, LIVE_STAGES, BlendCurve, FactoredAction,
+                            Op, Stage, compute_masks, is_legal)
 
 SLOT_NAMES = tuple(p.name for p in tiny_host().injection_points())
 CONFIGS = {
@@ -24,6 +27,8 @@ CONFIGS = {
         gates=GateConfig(max_seed_param_ratio=1.0, min_training_epochs=1, min_holding_epochs=1, embargo_epochs=0),
         blend={"tempos": (1, 2), "curves": ("sigmoid",)},
     ),
+    # Tamiyo's own layout offers the audits; seeds graft straight to FOSSILIZED, so audits happen often.
+    "graft-audit": KasminaConfig(gate_profile="permissive", lifecycle="graft", audit_actions=True, wither_tempo=2),
 }
 X = images(2, seed=123)
 
@@ -82,8 +87,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         )
         if self._run(lambda: m.germinate(slot, blueprint, tempo, curve), expect_ok=expect):
             s = m.slot(slot)
-            assert s.stage is Stage.GERMINATED and s.blueprint == blueprint and s.tempo == tempo
-            assert s.alpha == 0.0 and s.seed is not None and s.seed_params > 0
+            assert s.blueprint == blueprint and s.tempo == tempo and s.seed is not None and s.seed_params > 0
+            if m.config.lifecycle == "graft":  # through every gate in the same decision
+                assert s.stage is Stage.FOSSILIZED and s.alpha == 1.0
+            else:
+                assert s.stage is Stage.GERMINATED and s.alpha == 0.0
 
     @rule(slot=st.sampled_from(SLOT_NAMES))
     def advance(self, slot):
@@ -95,8 +103,86 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(slot=st.sampled_from(SLOT_NAMES))
     def cull(self, slot):
         s = self.model.slot(slot)
-        if self._run(lambda: self.model.cull(slot), expect_ok=s.stage in LIVE_STAGES):
+        withered = s.stage is Stage.WITHERING and s.alpha == 0.0
+        fossil_params, params, before = self.model.param_counts().fossilized, _model_param_count(self.model), s.seed_params
+        if self._run(lambda: self.model.cull(slot), expect_ok=s.stage in LIVE_STAGES or withered):
             assert s.stage is Stage.CULLED and s.seed is None
+            assert _model_param_count(self.model) == params - before
+            if withered:  # the books fall by exactly the fossil's parameters
+                assert self.model.param_counts().fossilized == fossil_params - before
+
+    @rule(slot=st.sampled_from(SLOT_NAMES))
+    def wither(self, slot):
+        s = self.model.slot(slot)
+        if self._run(lambda: self.model.wither(slot), expect_ok=s.stage is Stage.FOSSILIZED):
+            assert s.stage is Stage.WITHERING and s.alpha == 1.0 and s.churn is None
+
+    @rule(slot=st.sampled_from(SLOT_NAMES))
+    def revive(self, slot):
+        s = self.model.slot(slot)
+        if self._run(lambda: self.model.revive(slot), expect_ok=s.stage is Stage.WITHERING):
+            assert s.stage is Stage.FOSSILIZED and s.alpha == 1.0
+
+    @precondition(lambda self: any(self.model.slot(n).stage is Stage.FOSSILIZED for n in SLOT_NAMES))
+    @rule(data=st.data())
+    def audit_round_trip(self, data):
+        """Wither a fossil all the way: at α = 0 the model is the model without that slot, bit for bit; REVIVE
+        gives back exactly the output it had as a fossil."""
+        m = self.model
+        slot = data.draw(st.sampled_from([n for n in SLOT_NAMES if m.slot(n).stage is Stage.FOSSILIZED]), label="fossil")
+        s = m.slot(slot)
+        with torch.no_grad():
+            as_fossil = m(X)
+        m.wither(slot)
+        while s.alpha > 0:
+            s.step_epoch()  # this slot's clock only: the others stay as they are
+        assert s.report().gate_open, "G6 must open at α = 0"
+        with torch.no_grad():
+            withered = m(X)
+            s.seed, kept = None, s.seed
+            try:
+                without = m(X)  # the slot as if it held nothing
+            finally:
+                s.seed = kept
+        assert torch.equal(withered, without)
+        m.revive(slot)
+        with torch.no_grad():
+            assert torch.equal(m(X), as_fossil)
+
+    @rule(data=st.data())
+    def apply_audit_action(self, data):
+        """What Emrakul does: any action the audit layout allows (WITHER, REVIVE, CULL of a withered fossil …)."""
+        m = self.model
+        masks = compute_masks(m.audit_spec, m.reports())
+        allowed = [a for a in _all_actions(m, m.audit_spec) if masks.allows(a)]
+        action = data.draw(st.sampled_from(allowed), label="audit action")
+        assert self._run(lambda: m.apply(action, audit=True), expect_ok=True)
+
+    @rule()
+    def manifest_and_snapshot_round_trip(self):
+        """A fresh model rebuilt from the manifest and weights, and a snapshot restored after a change, are the
+        model they were taken from: same manifest, same output (whatever the stages, WITHERING included)."""
+        m = self.model
+        snap = m.snapshot()
+        with torch.no_grad():
+            out = m(X)
+        fresh = MorphogeneticModel(copy.deepcopy(m.host), m.config)
+        fresh.load_manifest(m.manifest())
+        fresh.load_state_dict(m.state_dict())
+        fresh.eval()
+        with torch.no_grad():
+            assert fresh.manifest() == m.manifest() and torch.equal(fresh(X), out)
+        m.step_epoch()
+        for n in SLOT_NAMES:
+            if m.slot(n).stage is Stage.FOSSILIZED:
+                m.wither(n)
+        before = {n: m.slot(n).stage for n in SLOT_NAMES}
+        m.restore(snap)
+        for n in SLOT_NAMES:  # as the Governor does: the rewind is visible in the stage stream
+            if m.slot(n).stage is not before[n]:
+                m.slot(n).announce_restore(before[n])
+        with torch.no_grad():
+            assert m.manifest() == snap["manifest"] and torch.equal(m(X), out)
 
     @precondition(lambda self: any(self.model.slot(n).report().gate_open for n in SLOT_NAMES))
     @rule(data=st.data())
@@ -201,8 +287,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def stage_changes_are_legal(self):
         changes = self.log.stage_changes()
-        for e in changes[self.checked_events:]:
-            assert is_legal(Stage[e.from_stage], Stage[e.to_stage]), e
+        for e in changes[self.checked_events:]:  # a snapshot restore rewinds time: it is announced, not a step
+            assert e.reason == "restored from snapshot" or is_legal(Stage[e.from_stage], Stage[e.to_stage]), e
         self.checked_events = len(changes)
         last = {}
         for e in changes:
@@ -227,29 +313,39 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert 0.0 <= s.alpha <= 1.0
             if s.stage in (Stage.HOLDING, Stage.FOSSILIZED):
                 assert s.alpha == 1.0
+            if s.stage is Stage.WITHERING:  # linear 1 → 0 over wither_tempo ticks, exactly 0 at the end
+                tempo = m.config.wither_tempo
+                assert s.alpha == pytest.approx(1.0 - min(s.epochs_in_stage, tempo) / tempo, abs=1e-12)
             if s.stage not in CONTRIBUTING_STAGES:
                 assert s.alpha == 0.0, (n, s.stage, s.alpha)
         counts = m.param_counts()
         assert counts.total == _model_param_count(m)
         assert counts.active_seeds == sum(m.slot(n).seed_params for n in SLOT_NAMES if m.slot(n).stage in LIVE_STAGES)
-        assert counts.fossilized == sum(m.slot(n).seed_params for n in SLOT_NAMES if m.slot(n).stage is Stage.FOSSILIZED)
+        assert counts.fossilized == sum(m.slot(n).seed_params for n in SLOT_NAMES if m.slot(n).stage in FOSSIL_STAGES)
 
     @invariant()
     def reports_and_masks_agree(self):
         m = self.model
         masks = m.masks()
+        audit = compute_masks(m.audit_spec, m.reports())
+        offers = lambda ms, op, i: bool(op in ms_ops(ms) and ms.op[op] and ms.slot[op, i])
+        ms_ops = lambda ms: tuple(Op)[:ms.op.shape[0]]
         for i, r in enumerate(m.reports()):
             assert r.name == SLOT_NAMES[i] and r.stage is m.slot(r.name).stage
+            withered = r.stage is Stage.WITHERING and r.alpha == 0.0
             if r.gate_open:
-                assert r.stage in ADVANCE_TARGET
-            may_advance = bool(masks.op[Op.ADVANCE] and masks.slot[Op.ADVANCE, i])
-            assert may_advance == (r.stage in ADVANCE_TARGET and r.gate_open)
-            may_cull = bool(masks.op[Op.CULL] and masks.slot[Op.CULL, i])
-            assert may_cull == (r.stage in LIVE_STAGES)
+                assert r.stage in ADVANCE_TARGET or withered
+            assert offers(masks, Op.ADVANCE, i) == (r.stage in ADVANCE_TARGET and r.gate_open)
+            tamiyo_audits = m.action_spec.audit
+            assert offers(masks, Op.CULL, i) == (r.stage in LIVE_STAGES or (tamiyo_audits and withered))
+            assert offers(audit, Op.CULL, i) == (r.stage in LIVE_STAGES or withered)
+            assert offers(audit, Op.WITHER, i) == (r.stage is Stage.FOSSILIZED)
+            assert offers(audit, Op.REVIVE, i) == (r.stage is Stage.WITHERING)
+            assert offers(masks, Op.WITHER, i) == (tamiyo_audits and r.stage is Stage.FOSSILIZED)
 
 
-def _all_actions(model: MorphogeneticModel):
-    n_op, n_slot, n_bp, n_blend = model.action_spec.nvec
+def _all_actions(model: MorphogeneticModel, spec=None):
+    n_op, n_slot, n_bp, n_blend = (spec or model.action_spec).nvec
     return [FactoredAction(Op(o), s, b, bl) for o, s, b, bl in itertools.product(range(n_op), range(n_slot), range(n_bp), range(n_blend))]
 
 

@@ -35,6 +35,10 @@ EVENTS: list[t.TelemetryEvent] = [
     t.GerminateEvent(epoch=4, slot="block3", blueprint="bottleneck", seed_params=1234, tempo=5, curve="cosine"),
     t.CullEvent(epoch=5, slot="block2", blueprint="norm", from_stage="HOLDING", reason="contribution -0.0100 < -0.005"),
     t.FossilizeEvent(epoch=6, slot="block3", blueprint="bottleneck", seed_params=1234),
+    t.AuditEvent(epoch=6, slot="block2", blueprint="conv_light", verdict="wither", by="emrakul", contribution=0.0125,
+                 seed_params=2352, reason="audit block2"),
+    t.AuditEvent(epoch=9, slot="block2", blueprint="conv_light", verdict="cull", by="tamiyo", churn=-0.25,
+                 churn_loss=0.0625, contribution=0.0125, seed_params=2352),
     t.RollbackEvent(epoch=7, reason="non-finite loss (nan)", restored_epoch=6),
     t.EpochEvent(epoch=7, train_loss=1e9, val_loss=0.5, val_metric=1.0, params_host=1, params_active=0,
                  params_fossilized=1234),
@@ -123,7 +127,8 @@ def test_hub_counts_and_fans_out_to_every_backend():
     assert [e for e, _ in a.got] == EVENTS == [e for e, _ in b.got]
     assert all(run == {"arm": "x", "seed": 1} for _, run in a.got)
     assert a.closed and b.closed
-    assert hub.counts == {"epoch": 2, "stage_change": 2, "gate": 2, "germinate": 1, "cull": 1, "fossilize": 1, "rollback": 1}
+    assert hub.counts == {"epoch": 2, "stage_change": 2, "gate": 2, "germinate": 1, "cull": 1, "fossilize": 1, "audit": 2,
+                          "rollback": 1}
 
 
 def test_console_prints_one_line_per_epoch_event():

@@ -184,7 +184,7 @@ def test_masks_are_sound_under_random_legal_play():
             done = terminated or truncated
     assert decisions >= 2000 and episodes >= 2
     # the walk really explored the lifecycle (otherwise "never invalid" would be cheap)
-    assert all(ops[o.name] > 0 for o in Op), ops
+    assert all(ops[o.name] > 0 for o in env.action_spec.ops), ops
     for stage in ("GERMINATED", "TRAINING", "BLENDING", "HOLDING", "EMBARGOED"):
         assert stages[stage] > 0, stages
 

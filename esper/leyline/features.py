@@ -72,7 +72,10 @@ def encode(spec: ActionSpec, signals: TrainingSignals, reports: Sequence[SlotRep
     for r in reports:
         stage = [0.0] * len(PRE_AUDIT_STAGES)
         withering = r.stage is Stage.WITHERING
-        stage[int(Stage.FOSSILIZED if withering else r.stage)] = 1.0
+        if not withering:
+            stage[int(r.stage)] = 1.0
+        elif not spec.audit:
+            stage[int(Stage.FOSSILIZED)] = 1.0  # the old layout has no WITHERING: the fossil it still is
         contribution = 0.0 if r.contribution is None else _clip(10 * r.contribution)
         grad = 0.0 if r.grad_norm is None else _clip(math.log1p(r.grad_norm))
         bp = [float(r.blueprint == b) for b in spec.blueprints]

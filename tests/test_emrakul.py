@@ -1,0 +1,287 @@
+"""Emrakul: withering audits of fossils — the trainer, FLOPs books, Governor, churn measurement and the reaper."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from _support import EventLog, advance_to, image_task, open_gates, perturb, signals_at, tiny_model
+from esper.emrakul import EmrakulConfig, EmrakulReaper
+from esper.kasmina import IllegalCommandError
+from esper.leyline import ActionSpec, BlendCurve, FactoredAction, Op, SlotReport, Stage, compute_masks
+from esper.leyline.control import Observation
+from esper.leyline.features import encode, feature_names, feature_size
+from esper.leyline.telemetry import AuditEvent
+from esper.tolaria.counterfactual import evaluate_with_counterfactuals, fused_outputs
+from esper.tolaria.data import load_synthetic, split_train_val
+from esper.tolaria.flops import seed_train_flops, seeds_train_flops
+from esper.tolaria.governor import Governor, GovernorConfig
+from esper.tolaria.run import Run, run_training
+from esper.tolaria.trainer import Trainer, TrainerConfig
+from esper.tamiyo import WaitTamiyo
+
+_DATA = load_synthetic(320, seed=0)
+_TRAIN, _VAL = split_train_val(_DATA, 0.2, seed=0)
+_TASK = image_task(_TRAIN, _VAL)
+CFG = TrainerConfig(epochs=12, batch_size=64, max_batches_per_epoch=2)
+
+
+def _fossil_model(slots=("block2",), wither_tempo: int = 2):
+    torch.manual_seed(0)
+    model = tiny_model(open_gates().model_copy(update={"wither_tempo": wither_tempo}))
+    for slot in slots:
+        model.germinate(slot, "conv_light", tempo=3, curve="linear")
+        advance_to(model, slot, Stage.FOSSILIZED)
+        perturb(model.slot(slot).seed, scale=0.2, seed=1)
+    return model
+
+
+def _wither_fully(model, slot: str) -> None:
+    model.wither(slot)
+    while model.slot(slot).alpha > 0:
+        model.slot(slot).step_epoch()
+
+
+# ------------------------------------------------------------------------------------------ trainer and books
+def test_a_culled_fossil_leaves_the_host_optimiser_and_its_state():
+    model = _fossil_model()
+    trainer = Trainer(model, _TASK, CFG, seed=0)
+    trainer.train_epoch()
+    seed_params = {id(p) for p in model.slot("block2").seed.parameters()}
+    in_opt = lambda: {id(p) for g in trainer.host_opt.param_groups for p in g["params"]}
+    assert seed_params <= in_opt() and any(id(p) in seed_params for p in trainer.host_opt.state)
+    _wither_fully(model, "block2")
+    trainer.train_epoch()  # a withering fossil stays in the host's optimiser (α = 0: it gets no gradient)
+    assert seed_params <= in_opt() and trainer.fossil_group_order == ["block2"]
+    model.cull("block2")
+    trainer.train_epoch()
+    assert not (seed_params & in_opt()), "a culled fossil's parameters are still stepped"
+    assert not any(id(p) in seed_params for p in trainer.host_opt.state), "its momentum is kept alive"
+    assert trainer.fossil_group_order == [] and len(trainer.host_opt.param_groups) == 1
+    trainer.host_opt.load_state_dict(trainer.host_opt.state_dict())  # the optimiser is still consistent
+
+
+def test_culling_one_of_two_fossils_keeps_the_other_in_its_own_group():
+    model = _fossil_model(("block1", "block3"))
+    trainer = Trainer(model, _TASK, CFG, seed=0)
+    trainer.train_epoch()
+    kept = list(model.slot("block3").seed.parameters())
+    _wither_fully(model, "block1")
+    model.cull("block1")
+    trainer.train_epoch()
+    assert trainer.fossil_group_order == ["block3"]
+    assert [id(p) for p in trainer.host_opt.param_groups[1]["params"]] == [id(p) for p in kept]
+    assert all(p in trainer.host_opt.state for p in kept)
+
+
+def test_booked_flops_and_parameters_fall_when_a_fossil_is_culled():
+    model = _fossil_model()
+    slot = model.slot("block2")
+    trainer = Trainer(model, _TASK, CFG, seed=0)
+    trainer.train_epoch()
+    per_sample, params = seeds_train_flops(model), model.param_counts()
+    cost = seed_train_flops("conv_light", slot.point, True)
+    assert per_sample == pytest.approx(cost) and params.fossilized == slot.seed_params > 0
+    model.wither("block2")
+    slot.step_epoch()
+    assert 0 < slot.alpha < 1 and seeds_train_flops(model) == pytest.approx(cost)  # still runs at α > 0
+    while slot.alpha > 0:
+        slot.step_epoch()
+    assert seeds_train_flops(model) == 0.0  # α = 0: the seed does not run
+    freed = slot.seed_params
+    model.cull("block2")
+    after = model.param_counts()
+    assert after.fossilized == 0 and after.total == params.total - freed
+    assert sum(p.numel() for p in model.parameters()) == after.total
+    before = trainer.train_flops
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_epoch()
+    booked = trainer.train_flops - before
+    assert booked == pytest.approx(counter.get_total_flops(), rel=0.05)
+    assert booked == pytest.approx(trainer.host_flops * 128)  # the host alone again (2 batches of 64)
+
+
+# ------------------------------------------------------------------------------------------ the Governor
+def test_a_rollback_revives_a_withering_fossil_and_keeps_it_in_the_optimiser():
+    model = _fossil_model()
+    trainer = Trainer(model, _TASK, CFG, seed=0)
+    log = EventLog()
+    model.listeners.append(log)
+    governor = Governor(trainer, GovernorConfig(), emit=log)
+    governor.observe(trainer.train_epoch())
+    model.wither("block2")
+    model.step_epoch()
+    governor.observe(trainer.train_epoch())  # the snapshot now holds the withering seed (α = 0.5)
+    assert model.slot("block2").stage is Stage.WITHERING
+    with torch.no_grad():
+        next(model.host.parameters()).fill_(float("nan"))
+    assert governor.observe(float("nan"), False) is True
+    slot = model.slot("block2")
+    assert slot.stage is Stage.FOSSILIZED and slot.alpha == 1.0 and governor.revived == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert trainer.fossil_group_order == ["block2"]
+    assert {id(p) for p in slot.seed.parameters()} <= {id(p) for g in trainer.host_opt.param_groups for p in g["params"]}
+    assert math.isfinite(trainer.train_epoch())
+
+
+# ------------------------------------------------------------------------------------------ churn
+def test_churn_is_the_revived_branch_against_the_model_as_it_is():
+    model = _fossil_model(("block1", "block2"))
+    model.eval()
+    x, y = _TASK.val_batches[0]
+    as_fossil = evaluate_with_counterfactuals(model, _TASK, _TASK.val_batches)
+    model.wither("block2")
+    model.slot("block2").step_epoch()
+    ev = evaluate_with_counterfactuals(model, _TASK, _TASK.val_batches)
+    assert set(ev.churns) == {"block2"} and ev.contributions["block2"] == 0.0
+    metric_full = as_fossil.metric  # revived = the fossil at α = 1, the same weights
+    assert ev.churns["block2"][0] == pytest.approx(metric_full - ev.metric, abs=1e-6)
+    assert ev.churns["block2"][1] == pytest.approx(ev.loss - as_fossil.loss, abs=1e-5)
+    # the other fossil's contribution is measured as before, in the same pass
+    assert ev.contributions["block1"] != 0.0 or as_fossil.contributions["block1"] == 0.0
+    fused = fused_outputs(model, x, ["block1"], ["block2"])
+    assert fused.shape[0] == 3 and torch.equal(fused[0], model(x))
+
+
+def test_at_alpha_zero_the_model_is_the_model_without_the_slot_bit_for_bit():
+    model = _fossil_model(("block1", "block2"))
+    model.eval()
+    x = _TASK.val_batches[0][0]
+    _wither_fully(model, "block2")
+    withered = model(x)
+    model.slot("block2").seed, kept = None, model.slot("block2").seed  # the slot as if it held nothing
+    try:
+        assert torch.equal(withered, model(x))
+    finally:
+        model.slot("block2").seed = kept
+
+
+# ------------------------------------------------------------------------------------------ the reaper
+SPEC = ActionSpec(slots=("a", "b"), blueprints=("conv_light",), tempos=(3,), curves=(BlendCurve.LINEAR,),
+                  blueprint_allowed=((True,), (True,)), audit=True)
+
+
+def _obs(reports, epoch=5, max_epochs=20, rent=0.05, host=10_000):
+    signals = replace(signals_at(epoch, max_epochs), rent_lambda=rent, host_params=host)
+    return Observation(signals, reports, compute_masks(SPEC, reports), SPEC)
+
+
+def _report(name, stage, **kw):
+    defaults = {"blueprint": "conv_light", "seed_params": 1000}
+    return SlotReport(name, stage, **(defaults | kw))
+
+
+def test_the_reaper_audits_the_fossil_that_pays_its_rent_least_after_it_is_stable():
+    reaper = EmrakulReaper(EmrakulConfig(enabled=True, stable_epochs=3), wither_tempo=2)
+    young = [_report("a", Stage.FOSSILIZED, alpha=1.0, epochs_in_stage=2, contribution=0.0),
+             _report("b", Stage.FOSSILIZED, alpha=1.0, epochs_in_stage=2, contribution=0.05)]
+    assert reaper.decide(_obs(young)).action.op is Op.WAIT
+    stable = [replace(r, epochs_in_stage=3) for r in young]
+    d = reaper.decide(_obs(stable))
+    assert d.action == FactoredAction(Op.WITHER, 0), d  # a: contribution 0 − rent 0.005 < b's 0.045
+
+
+@pytest.mark.parametrize("churn, verdict", [(-0.01, Op.CULL), (0.004, Op.CULL), (0.006, Op.REVIVE)])
+def test_the_verdict_weighs_churn_against_rent(churn, verdict):
+    """rent = 0.05 × 1000 / 10000 = 0.005: a seed whose absence costs less than that is culled."""
+    reaper = EmrakulReaper(EmrakulConfig(enabled=True, settle_epochs=1), wither_tempo=2)
+    r = _report("a", Stage.WITHERING, alpha=0.0, churn=churn, gate_open=True)
+    assert reaper.decide(_obs([r, _report("b", Stage.DORMANT, blueprint=None, seed_params=0)], epoch=8)).action.op is Op.WAIT
+    d = reaper.decide(_obs([r, _report("b", Stage.DORMANT, blueprint=None, seed_params=0)], epoch=9))
+    assert d.action == FactoredAction(verdict, 0), d
+
+
+def test_the_reaper_revives_early_when_withering_hurts_and_never_starts_an_audit_it_cannot_finish():
+    reaper = EmrakulReaper(EmrakulConfig(enabled=True, revive_above=0.02), wither_tempo=4)
+    hurt = _report("a", Stage.WITHERING, alpha=0.5, churn=0.03)
+    assert reaper.decide(_obs([hurt, _report("b", Stage.DORMANT, blueprint=None, seed_params=0)])).action \
+        == FactoredAction(Op.REVIVE, 0)
+    stable = [_report("a", Stage.FOSSILIZED, alpha=1.0, epochs_in_stage=9), _report("b", Stage.DORMANT, blueprint=None)]
+    # WITHER at decision e; α reaches 0 after 4 epochs (decision e+4), one settling epoch, verdict at e+5 < 20
+    assert reaper.decide(_obs(stable, epoch=14)).action.op is Op.WAIT, "a revived fossil is not audited again"
+    fresh = EmrakulReaper(EmrakulConfig(enabled=True), wither_tempo=4)
+    assert fresh.decide(_obs(stable, epoch=14, max_epochs=20)).action.op is Op.WITHER
+    late = EmrakulReaper(EmrakulConfig(enabled=True), wither_tempo=4)
+    assert late.decide(_obs(stable, epoch=15, max_epochs=20)).action.op is Op.WAIT
+
+
+def test_a_layout_without_audits_reads_a_withering_seed_as_the_fossil_it_still_is():
+    model = _fossil_model()
+    spec = model.action_spec
+    assert not spec.audit and spec.nvec[0] == 4 and model.audit_spec.nvec[0] == 6
+    names = feature_names(spec)
+    assert len(names) == feature_size(spec) and not any("wither" in n or "churn" in n for n in names)
+    model.wither("block2")
+    feats = dict(zip(names, encode(spec, signals_at(), model.reports())))
+    assert feats["block2/stage_fossilized"] == 1.0 and feats["block2/alpha"] == 1.0
+    audit_names = feature_names(model.audit_spec)
+    assert len(audit_names) == feature_size(model.audit_spec) == len(names) + 3 * len(spec.slots)
+    audit_feats = dict(zip(audit_names, encode(model.audit_spec, signals_at(), model.reports())))
+    assert audit_feats["block2/stage_withering"] == 1.0 and audit_feats["block2/stage_fossilized"] == 0.0
+    with pytest.raises(IllegalCommandError):  # Tamiyo's layout has no WITHER: index 4 is out of range
+        model.apply(FactoredAction(Op.REVIVE, 1))
+
+
+# ------------------------------------------------------------------------------------------ the Run
+def test_a_run_calls_emrakul_after_tamiyo_and_reports_each_audit():
+    from esper.emrakul import build_reaper
+
+    model = _fossil_model(("block2",), wither_tempo=2)
+    reaper = build_reaper(EmrakulConfig(enabled=True, stable_epochs=1, rent_weight=10.0, revive_above=1.0), 2)  # cull
+    run = Run(model, _TASK, CFG, GovernorConfig(), data_seed=0, reaper=reaper)
+    log = EventLog()
+    run.listen(log)
+    result = run_training(run, WaitTamiyo())
+    audits = [e for e in log.events if isinstance(e, AuditEvent)]
+    assert [e.verdict for e in audits] == ["wither", "cull"] and all(e.by == "emrakul" for e in audits)
+    assert audits[1].churn is not None and audits[1].seed_params > 0
+    assert result.culled_fossils == 1 and result.excess_ratio == 0.0 and result.audit_flops > 0
+    assert any("emrakul WITHER block2" in d for d in result.decisions)
+    assert result.audit_flops < 0.1 * result.train_flops
+
+
+# ------------------------------------------------------------------------------------------ the RL env
+def test_a_world_with_audit_actions_offers_tamiyo_wither_and_revive_and_the_policy_samples_them_legally():
+    """Random legal play in an audit world uses every op, never invalid; the prune credit is paid on the cull of a
+    withered fossil; the policy network sized by the audit layout samples only what the masks allow."""
+    import numpy as np
+    from collections import Counter
+
+    from test_policy import assert_all_allowed, make_net
+    from test_simic_env import CHEAP_WORLD, assert_obs_ok, legal_random_action
+    from esper.simic.env import EsperEnv
+    from esper.world import WorldConfig
+
+    world = WorldConfig.model_validate(CHEAP_WORLD | {
+        "kasmina": {"lifecycle": "graft", "audit_actions": True, "wither_tempo": 1},
+        "reward": {"prune_weight": 1.0}})
+    env = EsperEnv(world)
+    spec = env.action_spec
+    assert spec.audit and spec.nvec[0] == 6
+    rng = np.random.default_rng(0)
+    ops, pruned_credit, masks = Counter(), [], []
+    for episode in range(4):
+        obs, _ = env.reset(seed=episode)
+        done = False
+        while not done:
+            assert_obs_ok(env, obs)
+            masks.append(obs["action_mask"])
+            obs, _, terminated, truncated, info = env.step(legal_random_action(spec, obs["action_mask"], rng))
+            assert info["counts"]["invalid"] == 0
+            ops[info["op"]] += 1
+            if info["reward_terms"]["prune"]:
+                pruned_credit.append(info["reward_terms"]["prune"])
+            done = terminated or truncated
+    assert all(ops[o.name] > 0 for o in spec.ops if o is not Op.ADVANCE), ops  # graft: nothing left to advance
+    assert pruned_credit and all(c > 0 for c in pruned_credit)
+    net = make_net(spec, adversarial=True)
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.as_tensor(np.stack(masks))
+    features = torch.randn(len(masks), feature_size(spec), generator=gen).clamp(-5, 5)
+    with torch.no_grad():
+        out = net(features, mask, generator=gen)
+    assert_all_allowed(spec, mask, out.actions)
