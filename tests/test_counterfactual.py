@@ -133,7 +133,7 @@ def _separate_accuracy(model, loader, slot: str | None) -> tuple[float, float]:
 def test_contributions_equal_accuracy_differences_of_separate_passes(mix):
     model = _mixed_model(MIXES[mix])
     loader = _val_batches()
-    loss, acc, contrib, _ = evaluate_with_counterfactuals(model, TASK, loader)
+    loss, acc, contrib = evaluate_with_counterfactuals(model, TASK, loader)
     ref_loss, ref_acc = _separate_accuracy(model, loader, None)
     assert acc == pytest.approx(ref_acc, abs=1e-6)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
@@ -151,7 +151,7 @@ def test_contributions_are_not_all_zero_for_strong_seeds():
     model = _mixed_model(MIXES["blend-hold-fossil"])
     for name in SLOTS:
         perturb(model.slot(name).seed, scale=2.0, seed=50)
-    _, _, contrib, _ = evaluate_with_counterfactuals(model, TASK, _val_batches())
+    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches())
     assert any(abs(v) > 0 for v in contrib.values())
 
 
@@ -159,7 +159,7 @@ def test_dormant_and_training_slots_get_exactly_zero():
     model = _mixed_model({"block1": None, "block2": Stage.TRAINING, "block3": None})
     # A TRAINING seed computes f but its value never reaches the output.
     assert contributing_slots(model) == []
-    _, _, contrib, _ = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
+    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
     assert contrib == {"block1": 0.0, "block2": 0.0, "block3": 0.0}
 
 
@@ -173,7 +173,7 @@ def test_blending_at_alpha_zero_and_germinated_get_zero():
         perturb(model.slot(name).seed, scale=0.5)
     assert model.slot("block1").alpha == 0.0
     assert contributing_slots(model) == []
-    _, _, contrib, _ = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
+    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
     assert contrib["block1"] == 0.0 and contrib["block2"] == 0.0
 
 
@@ -182,8 +182,8 @@ def test_as_is_loss_and_metric_equal_the_plain_evaluation():
     counterfactuals (which measures no contribution)."""
     model = _mixed_model(MIXES["blend-hold-fossil"])
     loader = _val_batches(300)
-    loss, acc, contrib, _ = evaluate_with_counterfactuals(model, TASK, loader)
-    plain_loss, plain_acc, none, _ = evaluate_with_counterfactuals(model, TASK, loader, counterfactuals=False)
+    loss, acc, contrib = evaluate_with_counterfactuals(model, TASK, loader)
+    plain_loss, plain_acc, none = evaluate_with_counterfactuals(model, TASK, loader, counterfactuals=False)
     assert acc == pytest.approx(plain_acc, abs=1e-6) and loss == pytest.approx(plain_loss, rel=1e-5)
     assert any(contrib.values()) and not any(none.values())
 

@@ -16,7 +16,6 @@ from esper.leyline import ActionSpec, BlendCurve, FactoredAction, Op, SlotReport
 from esper.leyline.control import Observation
 from esper.leyline.features import encode, feature_names, feature_size
 from esper.leyline.telemetry import AuditEvent
-from esper.tolaria.counterfactual import evaluate_with_counterfactuals, fused_outputs
 from esper.tolaria.data import load_synthetic, split_train_val
 from esper.tolaria.flops import seed_train_flops, seeds_train_flops
 from esper.tolaria.governor import Governor, GovernorConfig
@@ -129,22 +128,27 @@ def test_a_rollback_revives_a_withering_fossil_and_keeps_it_in_the_optimiser():
 
 
 # ------------------------------------------------------------------------------------------ churn
-def test_churn_is_the_revived_branch_against_the_model_as_it_is():
+def test_churn_is_the_metric_lost_since_the_audit_began_and_the_fused_pass_books_the_audit_apart():
     model = _fossil_model(("block1", "block2"))
-    model.eval()
-    x, y = _TASK.val_batches[0]
-    as_fossil = evaluate_with_counterfactuals(model, _TASK, _TASK.val_batches)
-    model.wither("block2")
-    model.slot("block2").step_epoch()
-    ev = evaluate_with_counterfactuals(model, _TASK, _TASK.val_batches)
-    assert set(ev.churns) == {"block2"} and ev.contributions["block2"] == 0.0
-    metric_full = as_fossil.metric  # revived = the fossil at α = 1, the same weights
-    assert ev.churns["block2"][0] == pytest.approx(metric_full - ev.metric, abs=1e-6)
-    assert ev.churns["block2"][1] == pytest.approx(ev.loss - as_fossil.loss, abs=1e-5)
-    # the other fossil's contribution is measured as before, in the same pass
-    assert ev.contributions["block1"] != 0.0 or as_fossil.contributions["block1"] == 0.0
-    fused = fused_outputs(model, x, ["block1"], ["block2"])
-    assert fused.shape[0] == 3 and torch.equal(fused[0], model(x))
+    reaper = type("Once", (), {"name": "once", "fired": False})()
+
+    def decide(obs):  # wither block2 at the first decision, then wait
+        from esper.leyline.control import Decision
+        op = Op.WAIT if reaper.fired else Op.WITHER
+        reaper.fired = True
+        return Decision(FactoredAction(op, 1), "test")
+    reaper.decide = decide
+    run = Run(model, _TASK, CFG, GovernorConfig(), data_seed=0, reaper=reaper)
+    base = run.metrics[-1], run.val_losses[-1]
+    for epoch in range(3):
+        run.step(FactoredAction(Op.WAIT))
+        slot = model.slot("block2")
+        assert slot.churn == pytest.approx(base[0] - run.metrics[-1])
+        assert slot.churn_loss == pytest.approx(run.val_losses[-1] - base[1])
+    assert slot.alpha == 0.0 and run.audit_flops > 0  # branches of the withering seed while α > 0
+    audit_before = run.audit_flops
+    run.step(FactoredAction(Op.WAIT))  # at α = 0 the seed has no branch: no audit compute
+    assert run.audit_flops == audit_before and run.counterfactual_flops > 0  # block1's branches go on
 
 
 def test_at_alpha_zero_the_model_is_the_model_without_the_slot_bit_for_bit():
@@ -197,9 +201,10 @@ def test_the_verdict_weighs_churn_against_rent(churn, verdict):
 
 def test_the_reaper_revives_early_when_withering_hurts_and_never_starts_an_audit_it_cannot_finish():
     reaper = EmrakulReaper(EmrakulConfig(enabled=True, revive_above=0.02), wither_tempo=4)
-    hurt = _report("a", Stage.WITHERING, alpha=0.5, churn=0.03)
-    assert reaper.decide(_obs([hurt, _report("b", Stage.DORMANT, blueprint=None, seed_params=0)])).action \
-        == FactoredAction(Op.REVIVE, 0)
+    hurt = [_report("a", Stage.WITHERING, alpha=0.75, churn=0.03), _report("b", Stage.DORMANT, blueprint=None)]
+    assert reaper.decide(_obs(hurt, epoch=5)).action.op is Op.WAIT, "one noisy epoch is not enough"
+    hurt[0] = replace(hurt[0], alpha=0.5)
+    assert reaper.decide(_obs(hurt, epoch=6)).action == FactoredAction(Op.REVIVE, 0)
     stable = [_report("a", Stage.FOSSILIZED, alpha=1.0, epochs_in_stage=9), _report("b", Stage.DORMANT, blueprint=None)]
     # WITHER at decision e; α reaches 0 after 4 epochs (decision e+4), one settling epoch, verdict at e+5 < 20
     assert reaper.decide(_obs(stable, epoch=14)).action.op is Op.WAIT, "a revived fossil is not audited again"

@@ -39,11 +39,10 @@ class SlotState:
     embargo_remaining: int = 0
     """Epochs left before an embargoed slot resets."""
     churn: float | None = None
-    """Emrakul's audit of a WITHERING seed: the validation metric with the seed revived (α = 1) − the model as it
-    is, from the same fused pass as the contributions (positive = withering has cost that much); None = not
-    measured in this audit."""
+    """Emrakul's audit of a WITHERING seed: the validation metric when the audit began − the metric now, the host
+    having trained on while α fell (positive = withering has cost that much); None = not measured in this audit."""
     churn_loss: float | None = None
-    """The same audit in validation loss: the model as it is − with the seed revived (positive = withering cost)."""
+    """The same audit in validation loss: the loss now − when the audit began (positive = withering cost)."""
     epoch: int = 0
     """The slot's clock: epochs ticked since the model was built."""
 

@@ -43,7 +43,7 @@ class EpochEvent(_Event):
     counterfactual_flops: float = 0.0
     """FLOPs of the counterfactual branches of those passes so far (cumulative)."""
     audit_flops: float = 0.0
-    """FLOPs of Emrakul's audit branches (each withering seed revived) of those passes so far (cumulative)."""
+    """FLOPs of the counterfactual branches of withering seeds (Emrakul's audits) so far (cumulative)."""
     wall_seconds: float = 0.0
     """Wall-clock seconds since the run started (cumulative)."""
     params_host: int
@@ -113,9 +113,9 @@ class AuditEvent(_Event):
     by: str
     """Who decided: "emrakul", or "tamiyo"."""
     churn: float | None = None
-    """The validation metric revived − as it was, last measured (None at WITHER)."""
+    """The validation metric when the audit began − the metric last measured (None at WITHER)."""
     churn_loss: float | None = None
-    """The validation loss as it was − revived, last measured."""
+    """The validation loss last measured − when the audit began."""
     contribution: float | None = None
     """The fossil's last counterfactual contribution before the audit."""
     seed_params: int = 0

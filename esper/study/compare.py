@@ -6,6 +6,8 @@ Arms (every arm: identical epochs, optimiser, LR schedule, host init and data or
               (capacity control: the same extra parameters, no growth)
   schedule    the growth plan germinated from epoch `schedule_epoch`, fixed tempo, advancing through every gate
   any controller by its registered name (heuristic, ppo, random, plan:…; esper/tamiyo/registry.py)
+  ARM+emrakul the arm with Emrakul auditing its fossils after every decision (`world.emrakul`, enabled for
+              this arm only): grow, then prune, paired with the arm that only grows
 The growth plan is `schedule_plan` (`block_copy@block1+block_copy@block2`), else the heuristic's preferred
 blueprint in the widest slot. Each finished run is appended to OUT/runs.jsonl at once (esper/runlog.py): a
 resumed comparison plays only the runs that are missing.
@@ -35,6 +37,12 @@ from esper.tamiyo.registry import controller_factory, entry_for, needs_agent
 log = logging.getLogger(__name__)
 OWN_ARMS = ("capacity", "schedule")
 """Arms that are not a controller's name: they are built from the growth plan."""
+EMRAKUL_SUFFIX = "+emrakul"
+
+
+def base_arm(arm: str) -> str:
+    """The arm without its `+emrakul` suffix (what grows: a controller's name or an own arm)."""
+    return arm.removesuffix(EMRAKUL_SUFFIX)
 
 
 class CompareConfig(EsperModel):
@@ -67,7 +75,7 @@ class CompareConfig(EsperModel):
     @field_validator("arms")
     @classmethod
     def _known_arms(cls, arms: list[str]) -> list[str]:
-        for arm in arms:
+        for arm in map(base_arm, arms):
             if arm not in OWN_ARMS:
                 entry_for(arm)  # ValueError naming it and the known names
         if len(set(arms)) != len(arms) or not arms:
@@ -76,7 +84,7 @@ class CompareConfig(EsperModel):
 
     @model_validator(mode="after")
     def _agent_for_trained_arms(self) -> "CompareConfig":
-        trained = [a for a in self.arms if a not in OWN_ARMS and needs_agent(a)]
+        trained = [a for a in map(base_arm, self.arms) if a not in OWN_ARMS and needs_agent(a)]
         if bool(trained) != (self.agent is not None):
             raise ValueError("arms that play a trained policy (ppo, ppo-sampled) and `agent` (an agent.pt path) "
                              "go together")
@@ -104,12 +112,12 @@ def growth_plan(cfg: CompareConfig, spec) -> list[tuple[str, str]]:
 def check_arms(cfg: CompareConfig, spec) -> None:
     """Every arm can play this plane (ValueError naming what is wrong), before the first run starts."""
     h = cfg.heuristic
-    if set(OWN_ARMS) & set(cfg.arms):
+    if set(OWN_ARMS) & set(map(base_arm, cfg.arms)):
         try:
             PlanTamiyo(growth_plan(cfg, spec), h.tempo, h.curve).check(spec)
         except ValueError as exc:
             raise ValueError(f"schedule_plan: {exc}") from None
-    for arm in cfg.arms:
+    for arm in map(base_arm, cfg.arms):
         if arm not in OWN_ARMS and not needs_agent(arm):
             controller_factory(arm, spec)
 
@@ -146,12 +154,15 @@ def play_arm(arm: str, seed: int, cfg: CompareConfig, task, device: torch.device
     from esper.tolaria.builder import build_run
     from esper.tolaria.run import run_training
 
-    run = build_run(cfg.world, task, seed=seed, device=device, prepare=pregrown(cfg) if arm == "capacity" else None,
+    grows, world = base_arm(arm), cfg.world
+    if arm.endswith(EMRAKUL_SUFFIX):
+        world = world.model_copy(update={"emrakul": world.emrakul.model_copy(update={"enabled": True})})
+    run = build_run(world, task, seed=seed, device=device, prepare=pregrown(cfg) if grows == "capacity" else None,
                     capacity_price=cfg.world.reward.rent_lambda)  # what a controller is told, as in the RL world
     hub = TelemetryHub([ConsoleBackend(), ParquetBackend(out / "telemetry" / f"{arm}-seed{seed}.parquet")],
                        arm=arm, seed=seed)
     run.listen(hub)
-    result = run_training(run, arm_controller(arm, cfg, run.model.action_spec, agent, seed))
+    result = run_training(run, arm_controller(grows, cfg, run.model.action_spec, agent, seed))
     hub.close()
     sample = task.generate(run.model, 300, seed) if hasattr(task, "generate") else None  # text: read it
     metric = task.metric_name
@@ -164,6 +175,8 @@ def play_arm(arm: str, seed: int, cfg: CompareConfig, task, device: torch.device
            "excess_ratio": result.excess_ratio, "rollbacks": result.rollbacks,
            "wall_seconds": result.wall_seconds, "train_flops": result.train_flops,
            "eval_flops": result.eval_flops, "counterfactual_flops": result.counterfactual_flops,
+           "audit_flops": result.audit_flops, "culled_fossils": result.culled_fossils,
+           "revived_fossils": result.revived_fossils,
            "decisions": " | ".join(x for x in result.decisions if "WAIT" not in x)}
     log.info(f"== {arm} seed {seed}: val {metric} {result.val_metric:.4f}, params {result.params_total:,}, "
              f"{result.train_flops / 1e12:.3g} TFLOPs, {result.wall_seconds:.0f}s")
@@ -223,6 +236,7 @@ def _budget_note(w: WorldConfig, task, device) -> str:
 def write_outputs(cfg: CompareConfig, out: Path, rows: list[dict], curves: list[dict], task, meta: dict) -> str:
     """results.csv, summary.json, table.md (with differences paired by seed against the capacity and WAIT arms),
     acc_vs_params.png and metric_vs_flops.png; returns the tables."""
+    from esper.study.prune import prune_table
     from esper.study.tables import (arms_table, compute_to_target, paired_table, plot_curves, plot_params,
                                     samples_markdown, summarise_arms)
 
@@ -239,6 +253,9 @@ def write_outputs(cfg: CompareConfig, out: Path, rows: list[dict], curves: list[
     table = arms_table(summary, has_eval, metric) + (
         "\n\n## Paired by seed\n\n" + paired_table(curves, cfg.arms, metric, references, split) if references else "")
     to_target, target = compute_to_target(curves, cfg.arms, metric, split)
+    pruning = prune_table(rows, cfg.arms, cfg.world.reward.rent_lambda)
+    if pruning:
+        table += "\n\n## Grow, then prune (each +emrakul arm paired with the arm that only grows)\n\n" + pruning
     (out / "table.md").write_text(table + "\n\n## Compute to target\n\n" + to_target + "\n"
                                   + samples_markdown(curves, cfg.arms))
     plot_params(rows, cfg.arms, metric, out / "acc_vs_params.png")
