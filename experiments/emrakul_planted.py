@@ -4,6 +4,8 @@
     python experiments/emrakul_planted.py --seeds 10 --out docs/data/emrakul_planted.json
     python experiments/emrakul_planted.py --set world.emrakul.rent_weight=0.05
 
+Each run's telemetry goes to OUT_STEM/telemetry/seedN.parquet (experiments/plot_run.py draws it).
+
 Each run trains the world of --preset (default emrakul_planted: a tiny host with a narrow last block, synthetic
 images) with two fossils planted at epoch 0: an essential conv_heavy seed in the narrow last block, trained with
 the host, and a useless conv_light seed in the first block with its output layer frozen at zero (esper/study/planted.py).
@@ -35,10 +37,10 @@ def main() -> None:
     show_config(args, cfg)
     show_progress()
     t0 = time.perf_counter()
-    rows = run_planted(cfg.world, list(range(args.seeds)))
+    out = args.out or Path("docs/data/emrakul_planted.json")
+    rows = run_planted(cfg.world, list(range(args.seeds)), out.with_suffix("") / "telemetry")
     passed = sum(r["passed"] for r in rows)
     print("\n" + table(rows) + f"\n\n{passed}/{len(rows)} runs passed (need {args.need})")
-    out = args.out or Path("docs/data/emrakul_planted.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "seconds": time.perf_counter() - t0,
                                "passed": passed, "runs": rows}, indent=2))

@@ -290,3 +290,24 @@ def test_a_world_with_audit_actions_offers_tamiyo_wither_and_revive_and_the_poli
     with torch.no_grad():
         out = net(features, mask, generator=gen)
     assert_all_allowed(spec, mask, out.actions)
+
+
+# ------------------------------------------------------------------------------------------ grow, then prune
+def test_emrakul_arms_of_a_comparison_and_their_paired_table():
+    from esper.study.compare import CompareConfig
+    from esper.study.prune import prune_pairs, prune_table
+
+    cfg = CompareConfig(arms=["schedule", "schedule+emrakul", "capacity"])
+    assert cfg.arms[1] == "schedule+emrakul"
+    with pytest.raises(ValueError, match="unknown controller"):
+        CompareConfig(arms=["schedule", "nonsense+emrakul"])
+    rows = [{"arm": arm, "seed": s, "val_metric": m, "excess_ratio": x, "params_total": p, "train_flops": 100.0,
+             "audit_flops": a, "culled_fossils": c, "revived_fossils": 0}
+            for s, (m1, m2) in enumerate([(0.60, 0.61), (0.62, 0.60), (0.58, 0.59)])
+            for arm, m, x, p, a, c in (("schedule", m1, 2.0, 300, 0.0, 0), ("schedule+emrakul", m2, 0.5, 150, 3.0, 2))]
+    (pair,) = prune_pairs(rows, ["schedule", "schedule+emrakul"], rent_lambda=0.05)
+    assert pair["d_metric"][0] == pytest.approx((0.01 - 0.02 + 0.01) / 3)
+    assert pair["d_adjusted"][0] == pytest.approx(pair["d_metric"][0] + 0.05 * 1.5)
+    assert pair["fewer_params"] == pytest.approx(0.5) and pair["audit_share"] == pytest.approx(0.03)
+    assert pair["culled"] == 6 and "schedule+emrakul | schedule | 3" in prune_table(rows, ["schedule", "schedule+emrakul"], 0.05)
+    assert prune_table(rows, ["schedule"], 0.05) == ""

@@ -6,7 +6,6 @@ from __future__ import annotations
 from esper.emrakul.config import EmrakulConfig
 from esper.leyline import FactoredAction, Op, SlotReport, Stage
 from esper.leyline.control import Controller, Decision, Observation
-from esper.tamiyo.registry import ControllerRequest, register_controller
 
 
 class EmrakulReaper:
@@ -127,15 +126,3 @@ class EmrakulReaper:
 def build_reaper(cfg: EmrakulConfig, wither_tempo: int) -> Controller | None:
     """The world's reaper, or None when `emrakul.enabled` is off."""
     return EmrakulReaper(cfg, wither_tempo) if cfg.enabled else None
-
-
-@register_controller("emrakul", help="Emrakul's heuristic audits as Tamiyo's own decisions (default thresholds; "
-                     "needs kasmina.audit_actions — to audit beside Tamiyo, set emrakul.enabled instead)")
-def _emrakul(request: ControllerRequest):
-    from esper.kasmina.config import KasminaConfig
-
-    if request.spec is not None and not request.spec.audit:
-        raise ValueError("controller 'emrakul' plays WITHER/REVIVE: the plane needs kasmina.audit_actions: true "
-                         "(or set emrakul.enabled to audit beside any Tamiyo)")
-    tempo = KasminaConfig().wither_tempo  # the plane's wither_tempo is not part of its action layout
-    return lambda: EmrakulReaper(EmrakulConfig(enabled=True), tempo)

@@ -45,7 +45,7 @@ class ConsoleBackend:
             extra = event.params_active + event.params_fossilized
             line = (f"[{tag}] epoch {event.epoch:3d}  loss {event.train_loss:.4f}  val_loss {event.val_loss:.4f}  "
                     f"val_metric {event.val_metric:7.4f}  params {event.params_host + extra:,} (+{extra / max(event.params_host, 1):.1%})")
-        elif self.lifecycle and event.kind in ("germinate", "cull", "fossilize", "rollback"):
+        elif self.lifecycle and event.kind in ("germinate", "cull", "fossilize", "audit", "rollback"):
             fields = event.model_dump(exclude={"kind", "epoch"})
             line = f"[{tag}]   {event.kind:<9} " + " ".join(f"{k}={v}" for k, v in fields.items())
         else:

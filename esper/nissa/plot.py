@@ -6,7 +6,8 @@ from pathlib import Path
 
 STAGE_COLOURS = {
     "GERMINATED": "#c7e9c0", "TRAINING": "#74c476", "BLENDING": "#fdae6b", "HOLDING": "#fd8d3c",
-    "FOSSILIZED": "#6baed6", "CULLED": "#de2d26", "EMBARGOED": "#fcbba1", "RESETTING": "#d9d9d9",
+    "FOSSILIZED": "#6baed6", "WITHERING": "#9e9ac8", "CULLED": "#de2d26", "EMBARGOED": "#fcbba1",
+    "RESETTING": "#d9d9d9",
 }
 
 
@@ -48,6 +49,10 @@ def plot_lifecycle(path: Path, out: Path) -> None:
     ax_acc.plot(epochs["epoch"], epochs[metric], marker="o", label="validation metric")
     for _, r in events[events["kind"] == "rollback"].iterrows():
         ax_acc.axvline(r["epoch"], color="red", linestyle="--", label="Governor rollback")
+    for _, r in events[events["kind"] == "audit"].iterrows():  # Emrakul's verdicts: a withered fossil culled / revived
+        if r["verdict"] in ("cull", "revive"):
+            ax_acc.axvline(r["epoch"], color="#de2d26" if r["verdict"] == "cull" else "#6baed6", linestyle=":",
+                           label=f"{r['verdict']} {r['slot']} (audit)")
     ax_acc.set_ylabel("validation metric")
     ax_acc.legend(loc="lower right")
     for i, (slot, rows) in enumerate(sorted(spans.items())):

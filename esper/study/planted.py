@@ -13,6 +13,7 @@ culled and the essential one is FOSSILIZED at the end (kept, or revived after it
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from esper.kasmina import MorphogeneticModel
 from esper.leyline import Stage
@@ -46,12 +47,20 @@ def plant(model: MorphogeneticModel) -> tuple[str, str]:
     return names["essential"], names["useless"]
 
 
-def one_run(world: WorldConfig, task, seed: int) -> dict:
+def one_run(world: WorldConfig, task, seed: int, telemetry: Path | None = None) -> dict:
+    """One planted run (its telemetry to `telemetry`/seedN.parquet when given, for plot_run.py)."""
+    from esper.nissa import ParquetBackend, TelemetryHub
+
     slots: dict[str, str] = {}
     run = build_run(world, task, seed=seed, device=pick_device(world.device),
                     prepare=lambda model: slots.update(zip(("essential", "useless"), plant(model))),
                     capacity_price=world.reward.rent_lambda)
+    hub = TelemetryHub([ParquetBackend(telemetry / f"seed{seed}.parquet")], arm="planted", seed=seed) if telemetry else None
+    if hub is not None:
+        run.listen(hub)
     result = run_training(run, WaitTamiyo())
+    if hub is not None:
+        hub.close()
     stage = {role: run.model.slot(name).stage for role, name in slots.items()}
     audits = [d.split(": ", 1)[1] for d in result.decisions if "emrakul" in d]
     passed = stage["useless"] is not Stage.FOSSILIZED and stage["essential"] is Stage.FOSSILIZED
@@ -62,11 +71,11 @@ def one_run(world: WorldConfig, task, seed: int) -> dict:
             "audits": " | ".join(audits), "audit_flops_share": result.audit_flops / result.train_flops}
 
 
-def run_planted(world: WorldConfig, seeds: list[int]) -> list[dict]:
+def run_planted(world: WorldConfig, seeds: list[int], telemetry: Path | None = None) -> list[dict]:
     """Every seed's planted run (Emrakul switched on whatever the preset says)."""
     world = world.model_copy(update={"emrakul": world.emrakul.model_copy(update={"enabled": True})})
     task = build_world_task(world, pick_device(world.device))
-    return [one_run(world, task, seed) for seed in seeds]
+    return [one_run(world, task, seed, telemetry) for seed in seeds]
 
 
 def table(rows: list[dict]) -> str:

@@ -5,7 +5,7 @@ from esper.tamiyo.heuristic import HeuristicConfig, HeuristicTamiyo
 from esper.tamiyo.neural import NeuralTamiyo
 from esper.tamiyo.registry import CONTROLLERS, controller_factory, register_controller
 from esper.tamiyo.simple import NoisyTamiyo, PlanTamiyo, RandomTamiyo, ScheduleTamiyo, WaitTamiyo
-import esper.emrakul.reaper  # noqa: E402,F401  (registers Emrakul's audits as the controller `emrakul`)
+from esper.tamiyo import audits  # noqa: E402,F401  (registers Emrakul's audits as the controller `emrakul`)
 
 __all__ = ["CONTROLLERS", "Controller", "Decision", "HeuristicConfig", "HeuristicTamiyo", "NeuralTamiyo",
            "NoisyTamiyo", "Observation", "PlanTamiyo", "RandomTamiyo", "ScheduleTamiyo", "WaitTamiyo",
