@@ -150,7 +150,7 @@ def test_console_lifecycle_lines():
     lines = stream.getvalue().splitlines()
     assert sum(" epoch " in line for line in lines) == 2
     kinds = [line.split()[2] for line in lines if " epoch " not in line]
-    assert kinds == ["germinate", "cull", "fossilize", "rollback"], "stage changes and gates stay quiet"
+    assert kinds == ["germinate", "cull", "fossilize", "audit", "audit", "rollback"], "stage changes and gates stay quiet"
 
 
 def test_tensorboard_writes_an_event_file(tmp_path):
