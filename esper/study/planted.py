@@ -68,7 +68,7 @@ def one_run(world: WorldConfig, task, seed: int, telemetry: Path | None = None) 
              stage["useless"].name, result.val_metric, "; ".join(audits))
     return {"seed": seed, "passed": passed, "essential": stage["essential"].name, "useless": stage["useless"].name,
             "val_metric": result.val_metric, "culled": result.culled_fossils, "revived": result.revived_fossils,
-            "audits": " | ".join(audits), "audit_flops_share": result.audit_flops / result.train_flops}
+            "audits": "; ".join(audits), "audit_flops_share": result.audit_flops / result.train_flops}
 
 
 def run_planted(world: WorldConfig, seeds: list[int], telemetry: Path | None = None) -> list[dict]:
