@@ -32,7 +32,7 @@ def main() -> None:
     if args.seeds < 1 or not 0 <= args.need <= args.seeds:
         fail(f"--seeds must be ≥ 1 and 0 ≤ --need ≤ --seeds, got {args.seeds} and {args.need}")
     cfg = load(p, args, WorldPreset)
-    if len(cfg.world.kasmina.blueprints or ("conv_heavy", "conv_light")) and cfg.world.host.name != "cnn":
+    if cfg.world.host.name != "cnn":
         fail(f"world.host: the planted audit needs the CNN host (conv seeds), got {cfg.world.host.name!r}")
     show_config(args, cfg)
     show_progress()

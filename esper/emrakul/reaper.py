@@ -120,7 +120,7 @@ class EmrakulReaper:
     def _checked(obs: Observation, action: FactoredAction, reason: str) -> Decision:
         if not obs.masks.allows(action):  # the rules above only pick what the audit layout allows
             raise RuntimeError(f"emrakul chose a masked-out action {action} ({reason})")
-        return Decision(action, f"{reason}")
+        return Decision(action, reason)
 
 
 def build_reaper(cfg: EmrakulConfig, wither_tempo: int) -> Controller | None:
