@@ -63,6 +63,14 @@ class WorldConfig(EsperModel):
         return TASK_CONFIGS.validate(value)
 
     @model_validator(mode="after")
+    def _audits_can_measure(self) -> "WorldConfig":
+        """Emrakul's churn is measured in the epochs a withering seed trains with 0 < α < 1: there must be one."""
+        if self.emrakul.enabled and self.kasmina.wither_tempo < 2:
+            raise ValueError(f"kasmina.wither_tempo = {self.kasmina.wither_tempo}: Emrakul (emrakul.enabled) needs "
+                             "≥ 2, else α jumps from 1 to 0 and no epoch trains the host with and without the seed")
+        return self
+
+    @model_validator(mode="after")
     def _family_draws_valid_worlds(self) -> "WorldConfig":
         """Every choice and both ends of every range must make a valid world (else fail now, naming the path)."""
         fixed = {"kasmina", "vary", "name", "device"}

@@ -1,6 +1,6 @@
 """The planted audit: does Emrakul cull a useless fossil and keep an essential one, seed after seed?
 
-    python experiments/emrakul_planted.py                          # seeds 0–9, ≈ 3 min
+    python experiments/emrakul_planted.py                          # seeds 0–9, ≈ 6 min
     python experiments/emrakul_planted.py --seeds 10 --out docs/data/emrakul_planted.json
     python experiments/emrakul_planted.py --set world.emrakul.rent_weight=0.05
 

@@ -133,7 +133,7 @@ def _separate_accuracy(model, loader, slot: str | None) -> tuple[float, float]:
 def test_contributions_equal_accuracy_differences_of_separate_passes(mix):
     model = _mixed_model(MIXES[mix])
     loader = _val_batches()
-    loss, acc, contrib = evaluate_with_counterfactuals(model, TASK, loader)
+    loss, acc, contrib, _ = evaluate_with_counterfactuals(model, TASK, loader)
     ref_loss, ref_acc = _separate_accuracy(model, loader, None)
     assert acc == pytest.approx(ref_acc, abs=1e-6)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
@@ -151,7 +151,7 @@ def test_contributions_are_not_all_zero_for_strong_seeds():
     model = _mixed_model(MIXES["blend-hold-fossil"])
     for name in SLOTS:
         perturb(model.slot(name).seed, scale=2.0, seed=50)
-    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches())
+    _, _, contrib, _ = evaluate_with_counterfactuals(model, TASK, _val_batches())
     assert any(abs(v) > 0 for v in contrib.values())
 
 
@@ -159,7 +159,7 @@ def test_dormant_and_training_slots_get_exactly_zero():
     model = _mixed_model({"block1": None, "block2": Stage.TRAINING, "block3": None})
     # A TRAINING seed computes f but its value never reaches the output.
     assert contributing_slots(model) == []
-    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
+    _, _, contrib, _ = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
     assert contrib == {"block1": 0.0, "block2": 0.0, "block3": 0.0}
 
 
@@ -173,7 +173,7 @@ def test_blending_at_alpha_zero_and_germinated_get_zero():
         perturb(model.slot(name).seed, scale=0.5)
     assert model.slot("block1").alpha == 0.0
     assert contributing_slots(model) == []
-    _, _, contrib = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
+    _, _, contrib, _ = evaluate_with_counterfactuals(model, TASK, _val_batches(100))
     assert contrib["block1"] == 0.0 and contrib["block2"] == 0.0
 
 
@@ -182,8 +182,8 @@ def test_as_is_loss_and_metric_equal_the_plain_evaluation():
     counterfactuals (which measures no contribution)."""
     model = _mixed_model(MIXES["blend-hold-fossil"])
     loader = _val_batches(300)
-    loss, acc, contrib = evaluate_with_counterfactuals(model, TASK, loader)
-    plain_loss, plain_acc, none = evaluate_with_counterfactuals(model, TASK, loader, counterfactuals=False)
+    loss, acc, contrib, _ = evaluate_with_counterfactuals(model, TASK, loader)
+    plain_loss, plain_acc, none, _ = evaluate_with_counterfactuals(model, TASK, loader, counterfactuals=False)
     assert acc == pytest.approx(plain_acc, abs=1e-6) and loss == pytest.approx(plain_loss, rel=1e-5)
     assert any(contrib.values()) and not any(none.values())
 
@@ -232,3 +232,31 @@ def test_fossil_loaded_from_a_manifest_without_alpha_is_still_measured():
     x = images(4, seed=2)
     assert not torch.allclose(_separate_logits(model, x, None), _separate_logits(model, x, "block3"), atol=1e-4)
     assert contributing_slots(model) == ["block3"]
+
+
+def test_a_withering_seed_gets_an_off_and_a_whole_branch_equal_to_separate_passes():
+    """Emrakul's audit branches: the withering seed off and at α = 1, each equal to a separate forward; its churn
+    is their metric difference on the same examples, and loss without − with."""
+    model = _mixed_model({"block1": Stage.FOSSILIZED, "block2": Stage.FOSSILIZED, "block3": Stage.HOLDING})
+    model.wither("block2")
+    model.slot("block2").step_epoch()  # α = 1 − 1/4 with the default tempo
+    assert 0.0 < model.slot("block2").alpha < 1.0
+    x = images(6, seed=3)
+    slots = contributing_slots(model)
+    fused = fused_outputs(model, x, slots)
+    assert fused.shape == (1 + len(slots) + 1, 6, 10)  # as-is, block1 off, block2 off, block2 whole, block3 off
+    assert torch.allclose(fused[2], _separate_logits(model, x, "block2"), atol=1e-5)
+    model.slot("block2").alpha_override = 1.0
+    whole = model(x)
+    model.slot("block2").alpha_override = None
+    assert torch.allclose(fused[3], whole, atol=1e-5) and not torch.allclose(fused[3], fused[0], atol=1e-4)
+    assert torch.allclose(fused[4], _separate_logits(model, x, "block3"), atol=1e-5)
+    loader = _val_batches()
+    ev = evaluate_with_counterfactuals(model, TASK, loader)
+    loss_off, acc_off = _separate_accuracy(model, loader, "block2")
+    model.slot("block2").alpha_override = 1.0
+    loss_on, acc_on = _separate_accuracy(model, loader, None)
+    model.slot("block2").alpha_override = None
+    assert set(ev.churns) == {"block2"}
+    assert ev.churns["block2"][0] == pytest.approx(acc_on - acc_off, abs=1e-6)
+    assert ev.churns["block2"][1] == pytest.approx(loss_off - loss_on, rel=1e-5)

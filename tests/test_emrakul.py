@@ -128,8 +128,19 @@ def test_a_rollback_revives_a_withering_fossil_and_keeps_it_in_the_optimiser():
 
 
 # ------------------------------------------------------------------------------------------ churn
-def test_churn_is_the_metric_lost_since_the_audit_began_and_the_fused_pass_books_the_audit_apart():
-    model = _fossil_model(("block1", "block2"))
+def _metric_with_alpha(model, slot: str, alpha: float) -> tuple[float, float]:
+    """(metric, loss) on the validation split with `slot`'s α forced — separate passes, not the fused one."""
+    from esper.tolaria.counterfactual import evaluate_with_counterfactuals
+    model.slot(slot).alpha_override = alpha
+    try:
+        ev = evaluate_with_counterfactuals(model, _TASK, _TASK.val_batches, counterfactuals=False)
+    finally:
+        model.slot(slot).alpha_override = None
+    return ev.metric, ev.loss
+
+
+def test_churn_is_the_paired_difference_with_and_without_the_seed_and_the_fused_pass_books_the_audit_apart():
+    model = _fossil_model(("block1", "block2"), wither_tempo=3)
     reaper = type("Once", (), {"name": "once", "fired": False})()
 
     def decide(obs):  # wither block2 at the first decision, then wait
@@ -139,16 +150,43 @@ def test_churn_is_the_metric_lost_since_the_audit_began_and_the_fused_pass_books
         return Decision(FactoredAction(op, 1), "test")
     reaper.decide = decide
     run = Run(model, _TASK, CFG, GovernorConfig(), data_seed=0, reaper=reaper)
-    base = run.metrics[-1], run.val_losses[-1]
-    for epoch in range(3):
+    slot = model.slot("block2")
+    run.step(FactoredAction(Op.WAIT))  # WITHER; this epoch trains at α = 1: the host has not trained without it
+    assert slot.churn is None and slot.alpha == pytest.approx(2 / 3)
+    churns = []
+    for alpha_after in (1 / 3, 0.0):  # epochs trained with the seed dropped per sample (keep 2/3, then 1/3)
         run.step(FactoredAction(Op.WAIT))
-        slot = model.slot("block2")
-        assert slot.churn == pytest.approx(base[0] - run.metrics[-1])
-        assert slot.churn_loss == pytest.approx(run.val_losses[-1] - base[1])
-    assert slot.alpha == 0.0 and run.audit_flops > 0  # branches of the withering seed while α > 0
+        (on, loss_on), (off, loss_off) = _metric_with_alpha(model, "block2", 1.0), _metric_with_alpha(model, "block2", 0.0)
+        assert slot.alpha == pytest.approx(alpha_after)
+        assert slot.churn == pytest.approx(on - off) and slot.churn_loss == pytest.approx(loss_off - loss_on)
+        churns.append(slot.churn)
+    assert run.audit_flops > 0  # the withering seed's two branches while α > 0
     audit_before = run.audit_flops
-    run.step(FactoredAction(Op.WAIT))  # at α = 0 the seed has no branch: no audit compute
+    run.step(FactoredAction(Op.WAIT))  # at α = 0 the seed has no branch: no audit compute, no new churn
     assert run.audit_flops == audit_before and run.counterfactual_flops > 0  # block1's branches go on
+    assert slot.churn == churns[-1]
+
+
+def test_a_withering_seed_trains_on_or_off_per_sample_and_evaluates_at_its_expectation():
+    model = _fossil_model(("block2",), wither_tempo=2)
+    model.wither("block2")
+    model.step_epoch()  # α = 0.5
+    slot = model.slot("block2")
+    seen = []
+    hook = slot.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model.eval()
+    model(_TASK.val_batches[0][0][:1])
+    hook.remove()
+    h = torch.randn(400, *seen[0].shape[1:])  # features shaped like the slot's input, 400 samples
+    whole = h + slot.seed(h)
+    slot.train()
+    torch.manual_seed(3)
+    out = slot(h)
+    on = torch.isclose(out, whole).flatten(1).all(1)
+    off = torch.equal(out[~on], h[~on])
+    assert off and 0.4 < on.float().mean() < 0.6  # each sample: exactly h or exactly h + f(h), about half each
+    slot.eval()
+    assert torch.allclose(slot(h), h + 0.5 * slot.seed(h))
 
 
 def test_at_alpha_zero_the_model_is_the_model_without_the_slot_bit_for_bit():
@@ -189,14 +227,25 @@ def test_the_reaper_audits_the_fossil_that_pays_its_rent_least_after_it_is_stabl
     assert d.action == FactoredAction(Op.WITHER, 0), d  # a: contribution 0 − rent 0.005 < b's 0.045
 
 
-@pytest.mark.parametrize("churn, verdict", [(-0.01, Op.CULL), (0.004, Op.CULL), (0.006, Op.REVIVE)])
-def test_the_verdict_weighs_churn_against_rent(churn, verdict):
-    """rent = 0.05 × 1000 / 10000 = 0.005: a seed whose absence costs less than that is culled."""
-    reaper = EmrakulReaper(EmrakulConfig(enabled=True, settle_epochs=1), wither_tempo=2)
-    r = _report("a", Stage.WITHERING, alpha=0.0, churn=churn, gate_open=True)
-    assert reaper.decide(_obs([r, _report("b", Stage.DORMANT, blueprint=None, seed_params=0)], epoch=8)).action.op is Op.WAIT
-    d = reaper.decide(_obs([r, _report("b", Stage.DORMANT, blueprint=None, seed_params=0)], epoch=9))
+@pytest.mark.parametrize("churns, verdict", [((-0.01, 0.0), Op.CULL), ((0.002, 0.006), Op.CULL),
+                                             ((0.006, 0.006), Op.REVIVE), ((None, None), Op.REVIVE)])
+def test_the_verdict_weighs_the_audits_mean_churn_against_rent(churns, verdict):
+    """rent = 0.05 × 1000 / 10000 = 0.005: a seed whose absence costs less than that on average is culled; one
+    whose audit measured nothing is kept."""
+    reaper = EmrakulReaper(EmrakulConfig(enabled=True), wither_tempo=3)
+    dormant = _report("b", Stage.DORMANT, blueprint=None, seed_params=0)
+    first = _report("a", Stage.WITHERING, alpha=1 / 3, churn=churns[0])
+    assert reaper.decide(_obs([first, dormant], epoch=8)).action.op is Op.WAIT
+    last = _report("a", Stage.WITHERING, alpha=0.0, churn=churns[1], gate_open=True)
+    d = reaper.decide(_obs([last, dormant], epoch=9))
     assert d.action == FactoredAction(verdict, 0), d
+
+
+def test_emrakul_needs_a_wither_tempo_that_trains_with_and_without_the_seed():
+    from esper.world import WorldConfig
+    with pytest.raises(ValueError, match="kasmina.wither_tempo"):
+        WorldConfig.model_validate({"kasmina": {"wither_tempo": 1}, "emrakul": {"enabled": True}})
+    WorldConfig.model_validate({"kasmina": {"wither_tempo": 1}})  # without audits any tempo is fine
 
 
 def test_the_reaper_revives_early_when_withering_hurts_and_never_starts_an_audit_it_cannot_finish():
@@ -206,12 +255,12 @@ def test_the_reaper_revives_early_when_withering_hurts_and_never_starts_an_audit
     hurt[0] = replace(hurt[0], alpha=0.5)
     assert reaper.decide(_obs(hurt, epoch=6)).action == FactoredAction(Op.REVIVE, 0)
     stable = [_report("a", Stage.FOSSILIZED, alpha=1.0, epochs_in_stage=9), _report("b", Stage.DORMANT, blueprint=None)]
-    # WITHER at decision e; α reaches 0 after 4 epochs (decision e+4), one settling epoch, verdict at e+5 < 20
+    # WITHER at decision e; α reaches 0 after 4 epochs: the verdict at decision e+4 ≤ 19, the last
     assert reaper.decide(_obs(stable, epoch=14)).action.op is Op.WAIT, "a revived fossil is not audited again"
     fresh = EmrakulReaper(EmrakulConfig(enabled=True), wither_tempo=4)
-    assert fresh.decide(_obs(stable, epoch=14, max_epochs=20)).action.op is Op.WITHER
+    assert fresh.decide(_obs(stable, epoch=15, max_epochs=20)).action.op is Op.WITHER
     late = EmrakulReaper(EmrakulConfig(enabled=True), wither_tempo=4)
-    assert late.decide(_obs(stable, epoch=15, max_epochs=20)).action.op is Op.WAIT
+    assert late.decide(_obs(stable, epoch=16, max_epochs=20)).action.op is Op.WAIT
 
 
 def test_a_layout_without_audits_reads_a_withering_seed_as_the_fossil_it_still_is():

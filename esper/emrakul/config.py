@@ -9,9 +9,9 @@ from esper.leyline.base import EsperModel
 
 class EmrakulConfig(EsperModel):
     """Emrakul audits a fossil by withering it (its α falls to 0 over `kasmina.wither_tempo` epochs while the host
-    trains on), measures the churn — what the validation metric has lost since the audit began — and culls it when
-    that is not worth its rent, else revives it. Off by default: worlds without this section behave as
-    before."""
+    trains on, the seed dropped per sample with probability 1 − α), measures the churn — the validation metric
+    with the seed whole − without it, on the same examples — and culls it when that is not worth its rent, else
+    revives it. Off by default: worlds without this section behave as before."""
 
     enabled: bool = False
     """Run Emrakul after Tamiyo at every decision point."""
@@ -19,18 +19,11 @@ class EmrakulConfig(EsperModel):
     """A fossil is audited once it has been FOSSILIZED this many epochs (a revived one: `reaudit_after`)."""
     reaudit_after: int | None = Field(None, ge=0)
     """Epochs a revived fossil is left alone before its next audit (None = never audited again in the run)."""
-    settle_epochs: int = Field(1, ge=0)
-    """Epochs trained at α = 0 before the verdict (the host re-absorbs the function: the churn judged is that of
-    the host that has trained without the seed)."""
     concurrent: int = Field(1, ge=1)
     """Audits in flight at once (1 = one fossil at a time)."""
-    trend_window: int = Field(3, ge=0)
-    """Epochs before an audit whose metric trend (least-squares slope, ≥ 0) is extrapolated over it: the churn
-    judged is that extrapolation − the metric reached. It overestimates what a slowing run would have gained, so
-    it errs towards keeping the seed. 0 = the raw churn (progress during the audit then hides what it costs)."""
     revive_above: float = Field(0.02, ge=0)
-    """Stop an audit early and revive when the churn of the last two epochs exceeds this on average (the metric,
-    e.g. 0.02 = 2 accuracy points)."""
+    """Stop an audit early and revive when the churn of the last two measurements exceeds this on average (the
+    metric, e.g. 0.02 = 2 accuracy points)."""
     rent_weight: float | None = Field(None, ge=0)
     """λ of the verdict: cull when churn ≤ λ · seed parameters / host parameters + `cull_margin`. None = the
     run's price of capacity (`reward.rent_lambda`, what Tamiyo is told)."""

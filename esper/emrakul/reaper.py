@@ -1,5 +1,5 @@
-"""The heuristic reaper: audit one stable fossil at a time by withering it; cull it if the churn does not pay its
-rent, revive it if it does (or as soon as withering visibly hurts)."""
+"""The heuristic reaper: audit stable fossils by withering them; cull one whose paired churn does not pay its rent,
+revive it if it does (or as soon as the churn is clearly high)."""
 
 from __future__ import annotations
 
@@ -11,29 +11,28 @@ from esper.leyline.control import Controller, Decision, Observation
 class EmrakulReaper:
     """Decides one audit step per decision point, in the audit layout (Observation from `Run.observe_audits`).
 
-    Churn (the Run's: the validation metric when the audit began − now) is judged against the metric's trend
-    before the audit: what the run would have gained meanwhile counts as lost too (`trend_window`). Verdict of a
-    withered fossil (α = 0 for `settle_epochs`): cull when churn ≤ λ·(seed params / host params) +
-    cull_margin — accuracy minus rent, not accuracy alone — else revive. Which fossil first: the one whose last
-    measured contribution pays its rent least."""
+    Churn (the Run's, each epoch the withering seed was dropped per sample with probability 1 − α, 0 < α < 1):
+    the validation metric with the seed whole − without it, on the same examples, from the fused counterfactual
+    pass. Early in an audit the host still leans on the seed, late in it the seed has gone stale; α falling
+    linearly weighs both sides alike, so the verdict, when α reaches 0, is the mean of the audit's churns: cull when
+    it is ≤ λ·(seed params / host params) + cull_margin — accuracy minus rent, not accuracy alone — else revive.
+    Which fossil first: the one whose last measured contribution pays its rent least."""
 
     name = "emrakul"
 
     def __init__(self, cfg: EmrakulConfig, wither_tempo: int) -> None:
+        if wither_tempo < 2:
+            raise ValueError(f"kasmina.wither_tempo must be ≥ 2 for Emrakul's audits (got {wither_tempo}): "
+                             "with 1 the seed's α jumps from 1 to 0 and no epoch trains with and without it")
         self.cfg, self.wither_tempo = cfg, wither_tempo
-        self.zero_since: dict[str, int] = {}  # slot → first epoch it was seen withered to α = 0
-        self.churns: dict[str, list[tuple[int, float]]] = {}  # slot → (epoch seen, trend-corrected churn)
-        self.started: dict[str, tuple[int, float]] = {}  # slot → (epoch its audit began, metric trend then)
+        self.churns: dict[str, list[float]] = {}  # slot → paired churns measured in its audit so far
         self.revived_at: dict[str, int] = {}  # slot → epoch its last audit ended in a revival
 
     def decide(self, obs: Observation) -> Decision:
         s, spec = obs.signals, obs.spec
-        for r in obs.reports:  # every withered seed's clock starts when it reaches α = 0, whoever is judged first
-            if r.stage is Stage.WITHERING and r.alpha == 0.0:
-                self.zero_since.setdefault(r.name, s.epoch)
+        for r in obs.reports:  # each decision follows one epoch: a withering seed's churn is that epoch's
             if r.stage is Stage.WITHERING and r.churn is not None:
-                began, trend = self.started.get(r.name, (s.epoch, 0.0))  # (an audit Tamiyo began: no trend)
-                self.churns.setdefault(r.name, []).append((s.epoch, r.churn + trend * (s.epoch - began)))
+                self.churns.setdefault(r.name, []).append(r.churn)
         for i, r in enumerate(obs.reports):
             if r.stage is Stage.WITHERING:
                 verdict = self._judge(r, s)
@@ -41,8 +40,7 @@ class EmrakulReaper:
                     op, reason = verdict
                     if op is Op.REVIVE:
                         self.revived_at[r.name] = s.epoch
-                    for memory in (self.zero_since, self.churns, self.started):
-                        memory.pop(r.name, None)
+                    self.churns.pop(r.name, None)
                     return self._checked(obs, FactoredAction(op, i), reason)
         in_flight = sum(r.stage is Stage.WITHERING for r in obs.reports)
         if in_flight >= self.cfg.concurrent or not self._audit_fits(s):
@@ -51,7 +49,7 @@ class EmrakulReaper:
         if not candidates:
             return Decision(FactoredAction(Op.WAIT), "emrakul: nothing to audit")
         surplus, i = min(candidates)
-        self.started[spec.slots[i]] = (s.epoch, self._trend(s.metric_history))
+        self.churns.pop(spec.slots[i], None)
         return self._checked(obs, FactoredAction(Op.WITHER, i),
                              f"audit {spec.slots[i]} (contribution − rent {surplus:+.4f})")
 
@@ -65,35 +63,21 @@ class EmrakulReaper:
         return (r.contribution or 0.0) - self._rent(r, s)
 
     def _judge(self, r: SlotReport, s) -> tuple[Op, str] | None:
-        """REVIVE or CULL a withering seed now, or None (let it wither on). One epoch's validation metric is noisy:
-        an early revival needs the mean of the last two churns above `revive_above`; the verdict is the mean churn
-        of the epochs trained at α = 0 (those reported after the decision that first saw α = 0)."""
+        """REVIVE or CULL a withering seed now, or None (let it wither on): an early revival when the mean of the
+        last two churns is above `revive_above`; the verdict once α is 0, on the mean churn of the audit."""
         seen = self.churns.get(r.name, [])
-        recent = [c for _, c in seen[-2:]]
+        recent = seen[-2:]
         if len(recent) == 2 and sum(recent) / 2 > self.cfg.revive_above:
             return Op.REVIVE, f"churn {sum(recent) / 2:+.4f} (last two) > revive_above {self.cfg.revive_above}"
         if r.alpha > 0.0:
             return None
-        since = self.zero_since[r.name]
-        settled = [c for epoch, c in seen if epoch > since]
-        if s.epoch - since < self.cfg.settle_epochs or not settled:
-            return None
-        churn = sum(settled) / len(settled)
+        if not seen:  # withered by someone else, or rolled back mid-audit: nothing measured, keep it
+            return Op.REVIVE, "no churn measured in this audit"
+        churn = sum(seen) / len(seen)
         bar = self._rent(r, s) + self.cfg.cull_margin
         if churn <= bar:
-            return Op.CULL, f"churn {churn:+.4f} ≤ rent {bar:.4f}"
-        return Op.REVIVE, f"churn {churn:+.4f} > rent {bar:.4f}"
-
-    def _trend(self, history) -> float:
-        """The metric's gain per epoch before the audit (least-squares slope over the last `trend_window` epochs,
-        never below 0): the churn judged is the metric the run would have reached on that trend − the metric it
-        has, so a seed's loss is not hidden by the progress training makes meanwhile."""
-        points = list(history)[-(self.cfg.trend_window + 1):] if self.cfg.trend_window else []
-        if len(points) < 2:
-            return 0.0
-        n, mean_x, mean_y = len(points), (len(points) - 1) / 2, sum(points) / len(points)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(points)) / sum((x - mean_x) ** 2 for x in range(n))
-        return max(slope, 0.0)
+            return Op.CULL, f"churn {churn:+.4f} (mean of {len(seen)}) ≤ rent {bar:.4f}"
+        return Op.REVIVE, f"churn {churn:+.4f} (mean of {len(seen)}) > rent {bar:.4f}"
 
     def _auditable(self, r: SlotReport, epoch: int) -> bool:
         if r.stage is not Stage.FOSSILIZED:
@@ -105,7 +89,7 @@ class EmrakulReaper:
 
     def _audit_fits(self, s) -> bool:
         """An audit started now can reach its verdict before the run ends (and the run is not nearly over)."""
-        length = self.wither_tempo + self.cfg.settle_epochs + 1
+        length = self.wither_tempo + 1
         left = s.max_epochs - s.epoch
         if s.compute_bound:  # decisions left in the budget, at the current per-epoch cost
             spent = min(s.budget_spent, 1.0)

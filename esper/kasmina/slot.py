@@ -44,7 +44,9 @@ class SeedSlot(nn.Module):
     HOLDING:    h + f(stopgrad(h))     (α = 1, host still shielded from the seed's gradient)
     FOSSILIZED: h + f(h)               (part of the host; trained jointly with it)
     WITHERING:  h + α·f(h)             (Emrakul's audit: α falls 1 → 0 over `wither_tempo` epochs; at α = 0
-                                        exactly h, as if the slot were dormant)
+                                        exactly h, as if the slot were dormant). Training with 0 < α < 1:
+                h + m·f(h), m ~ Bernoulli(α) per sample — the host learns to work both with and without the
+                seed, so the audit can compare the two on the same examples (α·f(h) is m's expectation)
     """
 
     def __init__(self, point: InjectionPoint, gates: GateConfig, host_params: int, isolation_step: float = 1.0,
@@ -92,6 +94,12 @@ class SeedSlot(nn.Module):
         alpha = self.state.alpha if self.alpha_override is None else self.alpha_override
         if alpha == 0.0:
             return h  # bit for bit the dormant slot's output (and the seed gets no gradient)
+        if stage is Stage.WITHERING and alpha < 1.0 and self.training and torch.is_grad_enabled():
+            # Drop the seed per sample with probability 1 − α (stochastic depth): a host trained on a mixture of
+            # with and without can be judged fairly both ways (a host trained at a fixed fraction α of the seed
+            # is adapted to neither). (B, ...) mask broadcast over the sample's features.
+            keep = torch.rand((h.shape[0],) + (1,) * (h.dim() - 1), device=h.device) < alpha
+            return h + keep.to(h.dtype) * seed(h)
         return h + alpha * seed(h if stage in FOSSIL_STAGES else h.detach())
 
     # ------------------------------------------------------------------ commands

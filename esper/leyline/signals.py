@@ -39,10 +39,11 @@ class SlotState:
     embargo_remaining: int = 0
     """Epochs left before an embargoed slot resets."""
     churn: float | None = None
-    """Emrakul's audit of a WITHERING seed: the validation metric when the audit began − the metric now, the host
-    having trained on while α fell (positive = withering has cost that much); None = not measured in this audit."""
+    """Emrakul's audit of a WITHERING seed, last measured: the validation metric with the seed whole − without it,
+    on the same examples, after an epoch in which the host trained with the seed dropped per sample with
+    probability 1 − α (positive = the host still needs it); None = not measured in this audit yet."""
     churn_loss: float | None = None
-    """The same audit in validation loss: the loss now − when the audit began (positive = withering cost)."""
+    """The same pair in validation loss: the loss without the seed − with it (positive = the host needs it)."""
     epoch: int = 0
     """The slot's clock: epochs ticked since the model was built."""
 

@@ -113,9 +113,9 @@ class AuditEvent(_Event):
     by: str
     """Who decided: "emrakul", or "tamiyo"."""
     churn: float | None = None
-    """The validation metric when the audit began − the metric last measured (None at WITHER)."""
+    """The last paired churn measured: validation metric with the seed whole − without it (None at WITHER)."""
     churn_loss: float | None = None
-    """The validation loss last measured − when the audit began."""
+    """The same in validation loss: without − with."""
     contribution: float | None = None
     """The fossil's last counterfactual contribution before the audit."""
     seed_params: int = 0

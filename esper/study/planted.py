@@ -5,7 +5,7 @@ before the first batch):
   essential  a `conv_heavy` seed in the last, narrowest block, trained jointly with the host — the host block under
              it is too narrow to carry the task alone, so taking it away costs accuracy the host cannot win back
   useless    a `conv_light` seed in the first block whose output layer is frozen at its zero initialisation: it
-             runs, costs its FLOPs and parameters, and adds exactly nothing (its churn is pure measurement noise)
+             runs, costs its FLOPs and parameters, and adds exactly nothing (its paired churn is exactly 0)
 Emrakul (the world's `emrakul:` section, one audit at a time) audits both. A run passes when the useless fossil is
 culled and the essential one is FOSSILIZED at the end (kept, or revived after its audit).
 """

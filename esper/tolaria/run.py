@@ -98,8 +98,6 @@ class Run:
         self.eval_flops = self.counterfactual_flops = self.audit_flops = 0.0
         """Validation FLOPs spent so far: the model as it is, the counterfactual branches and the audits on top."""
         self.audit_counts = {"cull": 0, "revive": 0}
-        self._audit_base: dict[str, tuple[float, float]] = {}
-        """slot → (validation metric, loss) when its audit began: churn is measured against them."""
         self._val_samples = sum(x.shape[0] for x, _ in task.val_batches)
         first = self._evaluate(counterfactuals=False)
         self.losses: list[float] = []
@@ -161,8 +159,6 @@ class Run:
         emrakul = by == "emrakul"
         with self.own_rng():
             self.model.apply(action, f"emrakul: {reason}" if emrakul else "commanded", audit=emrakul)
-        if action.op is Op.WITHER:
-            self._audit_base[name] = (self.metrics[-1], self.val_losses[-1])
         if action.op in AUDIT_OPS and (action.op is not Op.CULL or before.stage is Stage.WITHERING):
             verdict = AUDIT_OPS[action.op]
             if verdict in self.audit_counts:
@@ -190,9 +186,9 @@ class Run:
             slot = model.slot(name)
             if slot.seed is not None:
                 slot.record(contribution=value)  # a withering seed's: what it still contributes at its α
-            if slot.stage is Stage.WITHERING and name in self._audit_base:
-                metric, loss = self._audit_base[name]  # churn: what the audit has cost since it began
-                slot.record(churn=metric - ev.metric, churn_loss=ev.loss - loss)
+            if name in ev.churns and slot.alpha < 1.0:  # trained with and without it this epoch: a fair pair
+                churn, churn_loss = ev.churns[name]
+                slot.record(churn=churn, churn_loss=churn_loss)
         model.step_epoch()
         out = EpochOutcome(loss if math.isfinite(loss) else 1e9, ev.loss, ev.metric, rolled_back)
         self.losses.append(out.train_loss)
