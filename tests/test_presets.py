@@ -19,9 +19,10 @@ PRESETS = sorted((EXPERIMENTS / "presets").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_preset_validates_and_documents_its_command(path):
-    by_stem = {"emrakul_prune_quick": CompareConfig, "emrakul_planted": WorldPreset}
-    model = by_stem.get(path.stem) or {"compare": CompareConfig, "sweep": SweepConfig, "demo": WorldPreset,
-                                       "governor": WorldPreset}.get(path.stem.split("_")[0], TrainTamiyoConfig)
+    by_stem = {"emrakul_planted": WorldPreset}  # the other emrakul_* presets are comparisons
+    model = by_stem.get(path.stem) or {"compare": CompareConfig, "emrakul": CompareConfig, "sweep": SweepConfig,
+                                       "demo": WorldPreset, "governor": WorldPreset,
+                                       }.get(path.stem.split("_")[0], TrainTamiyoConfig)
     config = load_config(path, [], model=model)
     if isinstance(config, SweepConfig):  # its base and every swept value must fit the training config too
         from esper.simic.tune.tuner import check_search, sweep_base

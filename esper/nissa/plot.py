@@ -49,12 +49,16 @@ def plot_lifecycle(path: Path, out: Path) -> None:
     ax_acc.plot(epochs["epoch"], epochs[metric], marker="o", label="validation metric")
     for _, r in events[events["kind"] == "rollback"].iterrows():
         ax_acc.axvline(r["epoch"], color="red", linestyle="--", label="Governor rollback")
-    for _, r in events[events["kind"] == "audit"].iterrows():  # Emrakul's verdicts: a withered fossil culled / revived
-        if r["verdict"] in ("cull", "revive"):
-            ax_acc.axvline(r["epoch"], color="#de2d26" if r["verdict"] == "cull" else "#6baed6", linestyle=":",
-                           label=f"{r['verdict']} {r['slot']} (audit)")
+    verdicts = events[(events["kind"] == "audit") & events["verdict"].isin(["cull", "revive"])] \
+        if "verdict" in events else events.iloc[:0]
+    for _, r in verdicts.iterrows():  # Emrakul's verdicts: a withered fossil culled / revived
+        name = f"{r['verdict']} {r['slot']}" if len(verdicts) <= 4 else str(r["verdict"])  # many: one entry per kind
+        ax_acc.axvline(r["epoch"], color="#de2d26" if r["verdict"] == "cull" else "#6baed6", linestyle=":",
+                       label=f"{name} (audit)")
     ax_acc.set_ylabel("validation metric")
-    ax_acc.legend(loc="lower right")
+    handles, labels = ax_acc.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # a label drawn many times is listed once
+    ax_acc.legend(unique.values(), unique.keys(), loc="lower right")
     for i, (slot, rows) in enumerate(sorted(spans.items())):
         for stage, start, end in rows:
             ax_slots.barh(i, max(end - start, 0.15), left=start, color=STAGE_COLOURS.get(stage, "grey"), edgecolor="black", linewidth=0.3)
