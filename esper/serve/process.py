@@ -113,9 +113,14 @@ def _shut_down(tree, graceful: bool, cleanup) -> None:
         stopper = threading.Thread(target=launch.stop, daemon=True)
         stopper.start()
         stopper.join(timeout=30)  # a cluster dying under us must not hang the shutdown
+        # Disconnect while the GCS still lives: a driver disconnecting from a cluster already reaped can wait on
+        # the dead GCS for minutes (seen late in a full test run: the process outlived its cluster by > 180 s).
+        disconnect = threading.Thread(target=ray.shutdown, daemon=True)
+        disconnect.start()
+        disconnect.join(timeout=30)
     if tree is not None:
         tree.refresh()
         stopped = tree.reap()
         cleanup()
         log.info(f"stopped the local Ray cluster ({stopped} process(es))")
-    ray.shutdown()
+    ray.shutdown()  # a no-op once disconnected above

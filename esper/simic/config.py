@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -39,6 +39,9 @@ class PPOSettings(EsperModel):
     """Global gradient-norm clip."""
     hidden: int = Field(128, ge=8)
     """Width of the policy and value MLPs."""
+    network: Literal["mlp", "core"] = "mlp"
+    """mlp: the flat policy sized by the world's layout (every agent so far); core: the layout-free Tamiyo core
+    (`esper/tamiyo/core.py`), whose weights do not depend on the slots or blueprints (offline warm starts: mlp only)."""
     num_env_runners: int | None = Field(None, ge=0)
     """EnvRunner actors (the env actors); None = sized from the cluster's CPUs."""
     num_envs_per_env_runner: int = Field(1, ge=1)

@@ -17,6 +17,7 @@ import torch
 
 from esper.kasmina.model import atomic_torch_save
 from esper.leyline import ActionSpec
+from esper.tamiyo.core import LayoutPolicy, TamiyoCore, core_hash
 from esper.tamiyo.policy import TamiyoPolicyNet
 
 AGENT_FORMAT = "esper.agent"
@@ -40,7 +41,7 @@ class AgentFileError(ValueError):
 
 @dataclass
 class Agent:
-    net: TamiyoPolicyNet
+    net: TamiyoPolicyNet | LayoutPolicy
     spec: ActionSpec
     feature_names: list[str]
     manifest: dict[str, Any]
@@ -60,7 +61,23 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def save_agent(path: str | os.PathLike, net: TamiyoPolicyNet, spec: ActionSpec, feature_names: list[str],
+def network_manifest(net: TamiyoPolicyNet | LayoutPolicy) -> dict[str, Any]:
+    """The manifest's `network`: the flat MLP, or the layout-free core with the hash of its weights."""
+    if isinstance(net, LayoutPolicy):
+        return {"kind": "core", "hidden": net.hidden, "core_hash": core_hash(net.core)}
+    return {"kind": "mlp_autoregressive", "hidden": net.hidden}
+
+
+def _network(m: dict[str, Any], spec: ActionSpec, n_features: int) -> TamiyoPolicyNet | LayoutPolicy:
+    kind, hidden = m["network"].get("kind", "mlp_autoregressive"), int(m["network"]["hidden"])
+    if kind == "core":
+        return LayoutPolicy(TamiyoCore(hidden), spec)
+    if kind != "mlp_autoregressive":
+        raise ValueError(f"unknown network kind {kind!r} (known: 'mlp_autoregressive', 'core')")
+    return TamiyoPolicyNet(n_features, tuple(m["nvec"]), hidden=hidden)
+
+
+def save_agent(path: str | os.PathLike, net: TamiyoPolicyNet | LayoutPolicy, spec: ActionSpec, feature_names: list[str],
                config: dict[str, Any], code_version: str = "unknown", extra: dict[str, Any] | None = None) -> None:
     """Write agent.pt atomically."""
     if len(feature_names) != net.n_features or tuple(spec.nvec) != net.nvec:
@@ -69,7 +86,7 @@ def save_agent(path: str | os.PathLike, net: TamiyoPolicyNet, spec: ActionSpec, 
         "format": AGENT_FORMAT, "format_version": AGENT_FORMAT_VERSION,
         "n_features": net.n_features, "feature_names": list(feature_names),
         "nvec": list(net.nvec), "action_spec": spec.to_dict(),
-        "network": {"kind": "mlp_autoregressive", "hidden": net.hidden},
+        "network": network_manifest(net),
         "normaliser": None,  # features are bounded and scaled by construction (esper.leyline.features.py)
     }
     provenance = {"config": config, "code_version": code_version, "versions": _versions(),
@@ -109,7 +126,7 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
             raise AgentFileError(f"{path}: malformed action spec in the manifest ({exc})") from None
         if list(spec.nvec) != list(m["nvec"]):
             raise AgentFileError(f"{path}: action spec {spec.nvec} disagrees with manifest nvec {m['nvec']}")
-        net = TamiyoPolicyNet(len(names), tuple(m["nvec"]), hidden=int(m["network"]["hidden"]))
+        net = _network(m, spec, len(names))
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, AgentFileError):
             raise
@@ -121,6 +138,8 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
     except (RuntimeError, KeyError, TypeError) as exc:
         detail = " ".join(str(exc).split())  # torch lists every mismatched tensor on lines of its own: one line
         raise AgentFileError(f"{path}: weights do not match the manifest's network ({detail})") from None
+    if isinstance(net, LayoutPolicy) and core_hash(net.core) != m["network"].get("core_hash"):
+        raise AgentFileError(f"{path}: the core's weights do not match the hash in its manifest (altered or corrupt)")
     return Agent(net.eval(), spec, names, m, payload.get("provenance", {}))
 
 

@@ -103,9 +103,12 @@ def held_out_fit(net, test) -> dict:
 def prepare(folder: Path, out: Path, cfg, top_pct: float, seed: int, controllers: list[str] | None = None) -> dict:
     """Everything BC needs that Ray does not: the recording checked against TrainTamiyoConfig `cfg`'s world, its
     best `top_pct`% chosen and split (out/bc_data/ and the held-out steps). Bad data fails here, before Ray starts."""
+    from esper.leyline.experiment import ConfigError
     from esper.leyline.features import feature_names
     from esper.tolaria.builder import action_spec
 
+    if cfg.ppo.network != "mlp":
+        raise ConfigError(f"ppo.network: the offline warm start trains the mlp network only (got {cfg.ppo.network!r})")
     spec = action_spec(cfg.world)
     _, episodes = read_recording(folder, list(feature_names(spec)))
     chosen = choose_episodes(episodes, top_pct, controllers)

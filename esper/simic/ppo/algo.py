@@ -83,6 +83,15 @@ def _registered_env() -> str:
     return ESPER_ENV_ID
 
 
+def module_config(cfg: TrainTamiyoConfig) -> dict:
+    """TamiyoRLModule's model_config: the width, the network, and for the core the layout it reads."""
+    if cfg.ppo.network == "mlp":
+        return {"hidden": cfg.ppo.hidden}
+    from esper.tolaria.builder import action_spec
+
+    return {"hidden": cfg.ppo.hidden, "network": "core", "action_spec": action_spec(cfg.world).to_dict()}
+
+
 def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
     p = cfg.ppo
     return (
@@ -106,7 +115,7 @@ def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
             lr=p.lr, gamma=cfg.world.reward.gamma, lambda_=p.lambda_, clip_param=p.clip_param, entropy_coeff=p.entropy_coeff,
             vf_loss_coeff=p.vf_loss_coeff, grad_clip=p.grad_clip, use_kl_loss=p.kl_coeff > 0, kl_coeff=p.kl_coeff,
         )
-        .rl_module(rl_module_spec=RLModuleSpec(module_class=TamiyoRLModule, model_config={"hidden": p.hidden}))
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=TamiyoRLModule, model_config=module_config(cfg)))
         .callbacks(EsperMetricsCallback)
         .resources(num_cpus_for_main_process=0)
         .debugging(seed=cfg.seed)
@@ -129,6 +138,9 @@ def load_init_agent(cfg: TrainTamiyoConfig):
     if agent.spec.to_dict() != spec.to_dict():
         raise ConfigError(f"ppo.init_agent: {cfg.ppo.init_agent} was trained on another action plane "
                           f"(heads {list(agent.spec.nvec)}, this world {list(spec.nvec)}; slots or blueprints differ)")
+    if agent.manifest["network"].get("kind", "mlp_autoregressive") != ("core" if cfg.ppo.network == "core" else "mlp_autoregressive"):
+        raise ConfigError(f"ppo.init_agent: {cfg.ppo.init_agent} is a {agent.manifest['network'].get('kind')} "
+                          f"network, ppo.network is {cfg.ppo.network!r}")
     if agent.net.hidden != cfg.ppo.hidden:
         raise ConfigError(f"ppo.init_agent: {cfg.ppo.init_agent} has hidden width {agent.net.hidden}, "
                           f"ppo.hidden is {cfg.ppo.hidden}")

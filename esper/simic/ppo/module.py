@@ -1,4 +1,4 @@
-"""The RLlib RLModule wrapping TamiyoPolicyNet: masked autoregressive heads + value function."""
+"""The RLlib RLModule wrapping TamiyoPolicyNet (or the layout-free core): masked autoregressive heads + value function."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCateg
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
+from esper.leyline import ActionSpec
+from esper.tamiyo.core import LayoutPolicy, TamiyoCore
 from esper.tamiyo.policy import TamiyoPolicyNet
 
 
@@ -20,7 +22,11 @@ class TamiyoRLModule(TorchRLModule, ValueFunctionAPI):
         cfg = self.model_config or {}
         n_features = self.observation_space["features"].shape[0]
         self.nvec = tuple(int(n) for n in self.action_space.nvec)
-        self.net = TamiyoPolicyNet(n_features, self.nvec, hidden=int(cfg.get("hidden", 128)))
+        hidden = int(cfg.get("hidden", 128))
+        if cfg.get("network", "mlp") == "core":  # the layout-free core, bound to this world's layout
+            self.net = LayoutPolicy(TamiyoCore(hidden), ActionSpec.from_dict(cfg["action_spec"]))
+        else:
+            self.net = TamiyoPolicyNet(n_features, self.nvec, hidden=hidden)
 
     def _obs(self, batch: dict[str, Any]):
         obs = batch[Columns.OBS]
