@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from esper.kasmina.blueprints import get_blueprint
 from esper.leyline import ActionSpec, BlendCurve, Op
 from esper.leyline.features import AUDIT_SLOT_FEATURES, GLOBAL_FEATURES, SLOT_FEATURES_FIXED, slot_features
-from esper.tamiyo.policy import PolicyOutput, masked, split_mask
+from esper.tamiyo.policy import PolicyOutput, factored_output, head_picker, masked, split_mask
 
 POINT_KINDS = ("conv2d", "vector", "tokens")
 SLOT_INPUT = len(SLOT_FEATURES_FIXED) + len(AUDIT_SLOT_FEATURES)
@@ -132,13 +132,7 @@ class TamiyoCore(nn.Module):
         batch = features.shape[0]
         rows = torch.arange(batch, device=features.device)
         context, slots, bp_emb = self.encode(features, layout)
-
-        def pick(logits: Tensor, head: int) -> Tensor:
-            if actions is not None:
-                return actions[:, head].long()
-            if mode == "greedy":
-                return logits.argmax(-1)
-            return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+        pick = head_picker(actions, mode, generator)
 
         op_logits = masked(self.op_head(context)[:, :n_op], op_m)  # the layout's ops are the first n_op of Op
         op = pick(op_logits, 0)
@@ -160,11 +154,7 @@ class TamiyoCore(nn.Module):
         blend_logits = masked(self.blend_score(blend_in).squeeze(-1), torch.where(germ, blend_m, first_blend))
         blend = pick(blend_logits, 3)
 
-        heads = (op_logits, slot_logits, bp_logits, blend_logits)
-        acts = torch.stack([op, slot, bp, blend], dim=-1)
-        logp = sum(F.log_softmax(h, -1).gather(-1, a[:, None]).squeeze(-1) for h, a in zip(heads, acts.unbind(-1)))
-        entropy = sum(torch.distributions.Categorical(logits=h).entropy() for h in heads)
-        return PolicyOutput(acts, torch.cat(heads, dim=-1), logp, entropy)
+        return factored_output((op_logits, slot_logits, bp_logits, blend_logits), [op, slot, bp, blend])
 
 
 def core_hash(core: nn.Module) -> str:

@@ -37,6 +37,26 @@ class PolicyOutput:
     entropy: Tensor  # (B,) sum of the conditional heads' entropies
 
 
+def head_picker(actions: Tensor | None, mode: str, generator: torch.Generator | None):
+    """pick(logits, head) → the head's choice: teacher-forced from `actions`, the argmax ('greedy'), or sampled."""
+    def pick(logits: Tensor, head: int) -> Tensor:
+        if actions is not None:
+            return actions[:, head].long()
+        if mode == "greedy":
+            return logits.argmax(-1)
+        return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+    return pick
+
+
+def factored_output(heads: tuple[Tensor, Tensor, Tensor, Tensor], chosen: list[Tensor]) -> PolicyOutput:
+    """The factored action from its four conditional heads' masked logits and choices: log-prob and entropy are
+    the sums over the heads."""
+    acts = torch.stack(chosen, dim=-1)
+    logp = sum(F.log_softmax(h, -1).gather(-1, a[:, None]).squeeze(-1) for h, a in zip(heads, acts.unbind(-1)))
+    entropy = sum(torch.distributions.Categorical(logits=h).entropy() for h in heads)
+    return PolicyOutput(acts, torch.cat(heads, dim=-1), logp, entropy)
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, n_out))
 
@@ -68,14 +88,7 @@ class TamiyoPolicyNet(nn.Module):
         op_m, slot_m, bp_m, blend_m = split_mask(mask, self.nvec)
         rows = torch.arange(features.shape[0], device=features.device)
         z = self.trunk(features)
-
-        def pick(logits: Tensor, head: int) -> Tensor:
-            if actions is not None:
-                return actions[:, head].long()
-            if mode == "greedy":
-                return logits.argmax(-1)
-            probs = F.softmax(logits, dim=-1)
-            return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        pick = head_picker(actions, mode, generator)
 
         op_logits = masked(self.op_head(z), op_m)
         op = pick(op_logits, 0)
@@ -91,8 +104,4 @@ class TamiyoPolicyNet(nn.Module):
         blend_logits = masked(self.blend_head(ctx), torch.where(germ, blend_m, first_blend))
         blend = pick(blend_logits, 3)
 
-        heads = (op_logits, slot_logits, bp_logits, blend_logits)
-        acts = torch.stack([op, slot, bp, blend], dim=-1)
-        logp = sum(F.log_softmax(h, -1).gather(-1, a[:, None]).squeeze(-1) for h, a in zip(heads, acts.unbind(-1)))
-        entropy = sum(torch.distributions.Categorical(logits=h).entropy() for h in heads)
-        return PolicyOutput(acts, torch.cat(heads, dim=-1), logp, entropy)
+        return factored_output((op_logits, slot_logits, bp_logits, blend_logits), [op, slot, bp, blend])
