@@ -12,7 +12,9 @@ file ends the script in one line before any cluster starts.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 from esper.study.cli import checked, fail, script_parser, show_progress
@@ -64,6 +66,13 @@ def main() -> None:
         return
     cluster = process.Cluster(args.address, args.ray_dashboard, args.detach)
     checked(lambda: process.serve(cfg, cluster), AgentFileError, RuntimeError)
+    if args.address is None and not args.detach:
+        # Serve, HAProxy and the local cluster are stopped and reaped by now. A Ray driver whose cluster is gone can
+        # still hang in interpreter teardown (seen late in full test runs here: > 180 s), so end the process now.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
