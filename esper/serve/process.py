@@ -73,7 +73,7 @@ def serve(cfg: ServeConfig, cluster: Cluster, script: str = "experiments/serve_t
             _shut_down(tree, graceful, cleanup=lambda: haproxy_dir and shutil.rmtree(haproxy_dir, ignore_errors=True))
     finally:  # also after a failed start: nothing of the local cluster may outlive us
         if ray.is_initialized():
-            ray.shutdown()
+            _bounded(ray.shutdown, 10)
         if tree is not None:
             tree.reap()
         if haproxy_dir is not None:
@@ -114,13 +114,18 @@ def _shut_down(tree, graceful: bool, cleanup) -> None:
         stopper.start()
         stopper.join(timeout=30)  # a cluster dying under us must not hang the shutdown
         # Disconnect while the GCS still lives: a driver disconnecting from a cluster already reaped can wait on
-        # the dead GCS for minutes (seen late in a full test run: the process outlived its cluster by > 180 s).
-        disconnect = threading.Thread(target=ray.shutdown, daemon=True)
-        disconnect.start()
-        disconnect.join(timeout=30)
+        # the dead GCS for minutes (seen late in full test runs: the process outlived its cluster by > 180 s).
+        _bounded(ray.shutdown, 30)
     if tree is not None:
         tree.refresh()
         stopped = tree.reap()
         cleanup()
         log.info(f"stopped the local Ray cluster ({stopped} process(es))")
-    ray.shutdown()  # a no-op once disconnected above
+    _bounded(ray.shutdown, 10)  # a no-op once disconnected above; never waits on a dead GCS for long
+
+
+def _bounded(fn, seconds: float) -> None:
+    """Run fn in a daemon thread for at most `seconds` (a shutdown step must not hang the process's exit)."""
+    worker = threading.Thread(target=fn, daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
