@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from esper.kasmina.blueprints import get_blueprint
 from esper.leyline import ActionSpec, BlendCurve, Op
-from esper.leyline.features import AUDIT_SLOT_FEATURES, GLOBAL_FEATURES, SLOT_FEATURES_FIXED, slot_features
+from esper.leyline.features import AUDIT_SLOT_FEATURES, GLOBAL_FEATURES, SLOT_FEATURES_FIXED, feature_size, slot_features
 from esper.tamiyo.policy import PolicyOutput, factored_output, head_picker, masked, split_mask
 
 POINT_KINDS = ("conv2d", "vector", "tokens")
@@ -175,8 +175,7 @@ class LayoutPolicy(nn.Module):
         super().__init__()
         self.core, self.spec = core, spec
         self.layout = describe_layout(spec)
-        self.n_features, self.nvec, self.hidden = len(GLOBAL_FEATURES) + len(spec.slots) * (
-            len(slot_features(spec)) + len(spec.blueprints)), tuple(spec.nvec), core.hidden
+        self.n_features, self.nvec, self.hidden = feature_size(spec), tuple(spec.nvec), core.hidden
 
     def forward(self, features: Tensor, mask: Tensor, actions: Tensor | None = None, mode: str = "sample",
                 generator: torch.Generator | None = None) -> PolicyOutput:
