@@ -67,11 +67,12 @@ def _config(p, args):
 def _check(cfg, resume: bool):
     """The world, the recording's controllers and the starting agent fit together (one line naming the field)."""
     from esper.leyline.experiment import ConfigError
-    from esper.simic.ppo.algo import load_init_agent
+    from esper.simic.ppo.algo import check_frozen_core, load_init_agent
     from esper.tamiyo.registry import controller_names
     from esper.tolaria.builder import action_spec
 
     check_world(cfg.world)
+    check_frozen_core(cfg)
     if cfg.pretrain is not None:
         try:
             controller_names(cfg.pretrain.controllers, action_spec(cfg.world))

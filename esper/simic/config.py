@@ -42,6 +42,15 @@ class PPOSettings(EsperModel):
     network: Literal["mlp", "core"] = "mlp"
     """mlp: the flat policy sized by the world's layout (every agent so far); core: the layout-free Tamiyo core
     (`esper/tamiyo/core.py`), whose weights do not depend on the slots or blueprints (offline warm starts: mlp only)."""
+    frozen_core: str | None = None
+    """core.pt of a trained core (a `network: core` run writes one): the core is loaded and frozen and PPO trains
+    only a small per-domain adapter on it (`esper/tamiyo/adapter.py`; agent.pt then holds core + adapter, and
+    adapter.pt the adapter alone). Needs `network: core` and the core's width as `hidden`; on a cluster the path
+    must be readable on every node."""
+    adapter_rank: int = Field(2, ge=1, le=64)
+    """Rank of the adapter's low-rank weight deltas (2 keeps it ≤ 5 % of a 128-wide core)."""
+    domain: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """The adapter's domain name, by which Serve routes requests (None: the world's name)."""
     num_env_runners: int | None = Field(None, ge=0)
     """EnvRunner actors (the env actors); None = sized from the cluster's CPUs."""
     num_envs_per_env_runner: int = Field(1, ge=1)
@@ -63,6 +72,24 @@ class PPOSettings(EsperModel):
     def _absolute(cls, path: str | None) -> str | None:
         # Tune runs trials in their own directories: resolve against the user's working directory now.
         return None if path is None else str(Path(path).expanduser().resolve())
+
+    @field_validator("frozen_core")
+    @classmethod
+    def _readable_core(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_file():
+            raise ValueError(f"no core file at {resolved}")
+        return str(resolved)
+
+    @model_validator(mode="after")
+    def _adapter_needs_the_core(self) -> "PPOSettings":
+        if self.frozen_core and self.network != "core":
+            raise ValueError("ppo.frozen_core trains an adapter on a core: set ppo.network=core")
+        if self.frozen_core and self.init_agent:
+            raise ValueError("ppo.frozen_core and ppo.init_agent both give PPO its start: set one")
+        return self
 
     @model_validator(mode="after")
     def _batch_sizes(self) -> "PPOSettings":

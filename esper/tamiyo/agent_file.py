@@ -17,7 +17,9 @@ import torch
 
 from esper.kasmina.model import atomic_torch_save
 from esper.leyline import ActionSpec
-from esper.tamiyo.core import LayoutPolicy, TamiyoCore, core_hash
+from esper.tamiyo.adapter import AdapterError
+from esper.tamiyo.core import LayoutPolicy, core_hash
+from esper.tamiyo.parts import policy_from_state
 from esper.tamiyo.policy import TamiyoPolicyNet
 
 AGENT_FORMAT = "esper.agent"
@@ -64,14 +66,16 @@ def _versions() -> dict[str, str]:
 def network_manifest(net: TamiyoPolicyNet | LayoutPolicy) -> dict[str, Any]:
     """The manifest's `network`: the flat MLP, or the layout-free core with the hash of its weights."""
     if isinstance(net, LayoutPolicy):
-        return {"kind": "core", "hidden": net.hidden, "core_hash": core_hash(net.core)}
+        adapter = net.adapter.describe() if net.adapter is not None else None
+        return {"kind": "core", "hidden": net.hidden, "core_hash": core_hash(net.core), "adapter": adapter}
     return {"kind": "mlp_autoregressive", "hidden": net.hidden}
 
 
-def _network(m: dict[str, Any], spec: ActionSpec, n_features: int) -> TamiyoPolicyNet | LayoutPolicy:
+def _network(m: dict[str, Any], spec: ActionSpec, n_features: int) -> TamiyoPolicyNet | None:
+    """The flat network to load weights into; None for the core (built with its weights: `policy_from_state`)."""
     kind, hidden = m["network"].get("kind", "mlp_autoregressive"), int(m["network"]["hidden"])
     if kind == "core":
-        return LayoutPolicy(TamiyoCore(hidden), spec)
+        return None
     if kind != "mlp_autoregressive":
         raise ValueError(f"unknown network kind {kind!r} (known: 'mlp_autoregressive', 'core')")
     return TamiyoPolicyNet(n_features, tuple(m["nvec"]), hidden=hidden)
@@ -134,12 +138,15 @@ def load_agent(path: str | os.PathLike, expected_features: list[str] | None = No
     if not isinstance(payload.get("state_dict"), dict):
         raise AgentFileError(f"{path}: weights do not match the manifest's network (state_dict is missing or not a dict)")
     try:
-        net.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as exc:
+        if net is None:
+            net = policy_from_state(m["network"], spec, payload["state_dict"])
+        else:
+            net.load_state_dict(payload["state_dict"])
+    except AdapterError as exc:
+        raise AgentFileError(f"{path}: {exc}") from None
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         detail = " ".join(str(exc).split())  # torch lists every mismatched tensor on lines of its own: one line
-        raise AgentFileError(f"{path}: weights do not match the manifest's network ({detail})") from None
-    if isinstance(net, LayoutPolicy) and core_hash(net.core) != m["network"].get("core_hash"):
-        raise AgentFileError(f"{path}: the core's weights do not match the hash in its manifest (altered or corrupt)")
+        raise AgentFileError(f"{path}: weights do not match the manifest's network ({detail[:400]})") from None
     return Agent(net.eval(), spec, names, m, payload.get("provenance", {}))
 
 

@@ -123,9 +123,12 @@ class TamiyoCore(nn.Module):
         context, slots, _ = self.encode(features, layout)
         return self.value_head(torch.cat([context, slots.mean(1)], -1)).squeeze(-1)
 
-    def forward(self, features: Tensor, mask: Tensor, layout: CoreLayout, actions: Tensor | None = None,
+    def forward(self, features: Tensor, mask: Tensor | None, layout: CoreLayout, actions: Tensor | None = None,
                 mode: str = "sample", generator: torch.Generator | None = None) -> PolicyOutput:
-        """As `TamiyoPolicyNet.forward`: mode 'sample' | 'greedy', or `actions` (B, 4) to teacher-force them."""
+        """As `TamiyoPolicyNet.forward`: mode 'sample' | 'greedy', or `actions` (B, 4) to teacher-force them;
+        mode 'value' returns the critic's value (B,) instead (one entry point, so adapters can run it functionally)."""
+        if mode == "value":
+            return self.value(features, layout)
         spec = layout.spec
         n_op, n_slot, n_bp, n_blend = spec.nvec
         op_m, slot_m, bp_m, blend_m = split_mask(mask, spec.nvec)
@@ -169,17 +172,39 @@ def core_hash(core: nn.Module) -> str:
 
 class LayoutPolicy(nn.Module):
     """The core bound to one world's layout, with `TamiyoPolicyNet`'s call signature (features, mask → actions;
-    `value(features)`), so the RLlib module, agent files and Serve take either. Its weights are the core's only."""
+    `value(features)`), so the RLlib module, agent files and Serve take either. With a domain adapter attached
+    (`attach`), the core runs on the adapter's merged weights (`esper/tamiyo/adapter.py`); its own never change."""
 
-    def __init__(self, core: TamiyoCore, spec: ActionSpec) -> None:
+    def __init__(self, core: TamiyoCore, spec: ActionSpec, adapter: nn.Module | None = None) -> None:
         super().__init__()
         self.core, self.spec = core, spec
         self.layout = describe_layout(spec)
         self.n_features, self.nvec, self.hidden = feature_size(spec), tuple(spec.nvec), core.hidden
+        self.adapter = None
+        if adapter is not None:
+            self.attach(adapter)
+
+    def attach(self, adapter: nn.Module) -> "LayoutPolicy":
+        """Decide through `adapter` from now on (AdapterError if it was trained on another core)."""
+        from esper.tamiyo.adapter import check_fits
+
+        check_fits(adapter, self.core)
+        self.adapter = adapter
+        return self
+
+    def detach(self) -> nn.Module | None:
+        """Take the adapter off (returned); the bare core decides again."""
+        adapter, self.adapter = self.adapter, None
+        return adapter
+
+    def _run(self, *args, **kwargs):
+        if self.adapter is None:
+            return self.core(*args, **kwargs)
+        return torch.func.functional_call(self.core, self.adapter.merged(self.core), args, kwargs)
 
     def forward(self, features: Tensor, mask: Tensor, actions: Tensor | None = None, mode: str = "sample",
                 generator: torch.Generator | None = None) -> PolicyOutput:
-        return self.core(features, mask, self.layout, actions=actions, mode=mode, generator=generator)
+        return self._run(features, mask, self.layout, actions=actions, mode=mode, generator=generator)
 
     def value(self, features: Tensor) -> Tensor:
-        return self.core.value(features, self.layout)
+        return self._run(features, None, self.layout, mode="value")

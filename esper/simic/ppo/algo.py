@@ -12,7 +12,7 @@ from esper.simic.config import TrainTamiyoConfig
 from esper.leyline import Op
 from esper.runtime.resources import RunnerPlan
 from esper.simic.vector_env import make_esper_env
-from esper.simic.ppo.module import TamiyoRLModule
+from esper.simic.ppo.module import TamiyoPPOLearner, TamiyoRLModule
 
 # Namespaced metric keys reported per episode by the env runners.
 FINAL_METRIC = "esper/final_metric"
@@ -89,7 +89,27 @@ def module_config(cfg: TrainTamiyoConfig) -> dict:
         return {"hidden": cfg.ppo.hidden}
     from esper.tolaria.builder import action_spec
 
-    return {"hidden": cfg.ppo.hidden, "network": "core", "action_spec": action_spec(cfg.world).to_dict()}
+    out = {"hidden": cfg.ppo.hidden, "network": "core", "action_spec": action_spec(cfg.world).to_dict()}
+    if cfg.ppo.frozen_core:
+        out |= {"frozen_core": cfg.ppo.frozen_core, "adapter_rank": cfg.ppo.adapter_rank,
+                "domain": cfg.ppo.domain or cfg.world.name}
+    return out
+
+
+def check_frozen_core(cfg: TrainTamiyoConfig) -> None:
+    """At start-up: ppo.frozen_core is a core file of ppo.hidden's width (ConfigError naming the field)."""
+    from esper.leyline.experiment import ConfigError
+    from esper.tamiyo.adapter import AdapterError
+    from esper.tamiyo.parts import load_core
+
+    if not cfg.ppo.frozen_core:
+        return
+    try:
+        core = load_core(cfg.ppo.frozen_core)
+    except AdapterError as exc:
+        raise ConfigError(f"ppo.frozen_core: {exc}") from None
+    if core.hidden != cfg.ppo.hidden:
+        raise ConfigError(f"ppo.frozen_core: the core is {core.hidden} wide, ppo.hidden is {cfg.ppo.hidden}")
 
 
 def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
@@ -115,6 +135,7 @@ def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
             lr=p.lr, gamma=cfg.world.reward.gamma, lambda_=p.lambda_, clip_param=p.clip_param, entropy_coeff=p.entropy_coeff,
             vf_loss_coeff=p.vf_loss_coeff, grad_clip=p.grad_clip, use_kl_loss=p.kl_coeff > 0, kl_coeff=p.kl_coeff,
         )
+        .training(learner_class=TamiyoPPOLearner)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=TamiyoRLModule, model_config=module_config(cfg)))
         .callbacks(EsperMetricsCallback)
         .resources(num_cpus_for_main_process=0)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from esper.leyline import ActionSpec
+from esper.tamiyo.adapter import TamiyoAdapter
 from esper.tamiyo.core import LayoutPolicy, TamiyoCore
+from esper.tamiyo.parts import load_core
 from esper.tamiyo.policy import TamiyoPolicyNet
 
 
@@ -23,7 +26,11 @@ class TamiyoRLModule(TorchRLModule, ValueFunctionAPI):
         n_features = self.observation_space["features"].shape[0]
         self.nvec = tuple(int(n) for n in self.action_space.nvec)
         hidden = int(cfg.get("hidden", 128))
-        if cfg.get("network", "mlp") == "core":  # the layout-free core, bound to this world's layout
+        if cfg.get("frozen_core"):  # a trained core, frozen, with this domain's adapter to train
+            core = load_core(cfg["frozen_core"])
+            adapter = TamiyoAdapter(core, cfg["domain"], int(cfg["adapter_rank"]))
+            self.net = LayoutPolicy(core, ActionSpec.from_dict(cfg["action_spec"]), adapter)
+        elif cfg.get("network", "mlp") == "core":  # the layout-free core, bound to this world's layout
             self.net = LayoutPolicy(TamiyoCore(hidden), ActionSpec.from_dict(cfg["action_spec"]))
         else:
             self.net = TamiyoPolicyNet(n_features, self.nvec, hidden=hidden)
@@ -55,3 +62,11 @@ class TamiyoRLModule(TorchRLModule, ValueFunctionAPI):
 
     def get_train_action_dist_cls(self):
         return self.get_inference_action_dist_cls()
+
+
+class TamiyoPPOLearner(PPOTorchLearner):
+    """RLlib's PPO learner over the parameters that train: a frozen core's weights never reach Adam (RLlib's
+    gradient step would meet their missing gradients), so only the adapter learns and the core stays bit-for-bit."""
+
+    def get_parameters(self, module):
+        return [p for p in module.parameters() if p.requires_grad]

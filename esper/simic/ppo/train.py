@@ -276,7 +276,15 @@ def _export(algo, cfg: TrainTamiyoConfig, out: Path, history: list[dict], versio
     """agent.pt: the trained policy with its action layout, features and config (loads without pickle)."""
     from esper.tamiyo.agent_file import save_agent
 
-    spec = action_spec(cfg.world)
-    save_agent(out / "agent.pt", algo.get_module().net, spec, feature_names(spec), cfg.model_dump(mode="json"),
-               version, extra={"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0})
+    spec, net = action_spec(cfg.world), algo.get_module().net
+    extra = {"iterations": len(history), "env_steps": history[-1]["env_steps"] if history else 0}
+    save_agent(out / "agent.pt", net, spec, feature_names(spec), cfg.model_dump(mode="json"), version, extra=extra)
+    if cfg.ppo.network == "core":  # the parts, for other domains and for Serve: the core, or this domain's adapter
+        from esper.tamiyo.parts import save_adapter, save_core
+
+        provenance = {"config": cfg.model_dump(mode="json"), "code_version": version, **extra}
+        if net.adapter is not None:
+            save_adapter(out / "adapter.pt", net.adapter, provenance)
+        else:
+            save_core(out / "core.pt", net.core, provenance)
     algo.stop()
