@@ -234,6 +234,12 @@ def json_cases(good: dict, spec) -> dict:
         "wait_without_slot": (mask_variant(good, spec, _wait_without_slot), 422, "WAIT but no slot"),
         "germinate_without_blueprint": (mask_variant(good, spec, _germinate_without_blueprint), 422, "no blueprint"),
         "no_blend_choice": (mask_variant(good, spec, _no_blend), 422, "blend"),
+        "unknown_domain": (good | {"domain": "text"}, 422, "unknown domain 'text': this server has ['default']"),
+        "empty_domain": (good | {"domain": ""}, 422, "at least 1 character"),
+        "domain_not_a_string": (good | {"domain": 3}, 422, "string"),
+        "domain_list": (good | {"domain": ["default"]}, 422, "string"),
+        "domain_with_slash": (good | {"domain": "../default"}, 422, "pattern"),
+        "domain_too_long": (good | {"domain": "d" * 65}, 422, "at most 64"),
     }
 
 
@@ -242,7 +248,8 @@ JSON_CASE_NAMES = ["wrong_feature_length", "too_many_features", "wrong_mask_leng
                    "object_features", "missing_mask", "extra_field", "null_sample", "word_sample", "negative_seed",
                    "seed_too_large", "fractional_seed", "half_mask_value", "mask_value_two", "negative_mask_value",
                    "all_zero_mask", "mask_forbids_wait", "op_without_slot", "wait_without_slot",
-                   "germinate_without_blueprint", "no_blend_choice"]
+                   "germinate_without_blueprint", "no_blend_choice", "unknown_domain", "empty_domain",
+                   "domain_not_a_string", "domain_list", "domain_with_slash", "domain_too_long"]
 
 
 # ---------------------------------------------------------------------------------------------- fixtures

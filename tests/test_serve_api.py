@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from _serve_support import *  # noqa: F403  (shared imports, helpers and fixtures)
 
+from esper.serve.policy import sound_masks
+
 
 # ---------------------------------------------------------------------------------------------- 1. decisions
 
@@ -131,6 +133,42 @@ def test_bad_row_in_a_batch_is_named_by_its_index(client, good):
     still_serving(client, good)
 
 
+PREPARE_CASE_NAMES = ["wrong_feature_length", "too_many_features", "wrong_mask_length", "half_mask_value",
+                      "mask_value_two", "negative_mask_value", "all_zero_mask", "mask_forbids_wait", "op_without_slot",
+                      "wait_without_slot", "germinate_without_blueprint", "no_blend_choice"]
+
+
+@pytest.mark.parametrize("name", PREPARE_CASE_NAMES)
+def test_batch_checked_as_a_whole_names_its_first_bad_row_as_the_single_endpoint_would(client, good, spec, name):
+    """A batch is checked all at once, yet each bad observation is refused in /v1/decide's words, first one named."""
+    payload, status, fragment = json_cases(good, spec)[name]
+    r = client.post("/v1/decide/batch", json={"observations": [good, good, payload, good, payload]})
+    assert_error_body(r, status, fragment)
+    assert r.json()["error"].startswith("observations[2]: "), r.json()
+    still_serving(client, good)
+
+
+def test_whole_batch_mask_check_accepts_exactly_what_check_mask_accepts(policy):
+    """sound_masks agrees with check_mask row for row: realistic masks, and the same with bits flipped, an entry
+    made non-binary or the blend head emptied (every refusal reason occurs)."""
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.stack(legal_walk_masks()), 50, axis=0)
+    flip = rng.random(rows.shape) < rng.choice([0.0, 0.02, 0.1, 0.5], size=(len(rows), 1))
+    rows = np.where(flip, 1.0 - rows, rows).astype(np.float32)
+    rows[rng.random(len(rows)) < 0.05, 0] = 0.5
+    rows[rng.random(len(rows)) < 0.2, -policy.agent.spec.nvec[3]:] = 0.0  # no blend schedule
+    words = ("0 or 1", "allow WAIT", "no slot", "no blueprint", "no blend")  # one per refusal reason of check_mask
+    reasons = []
+    for flat in rows:
+        try:
+            check_mask(policy.agent, flat)
+            reasons.append(None)
+        except BadObservation as exc:
+            reasons.append(next(w for w in words if w in str(exc)))
+    assert list(sound_masks(policy.agent.spec, rows)) == [r is None for r in reasons]
+    assert len(set(reasons)) == 6, set(reasons)  # accepted, and each refusal reason
+
+
 def test_empty_batch_is_refused(client, good):
     """observations = [] → 422."""
     assert_error_body(client.post("/v1/decide/batch", json={"observations": []}), 422, "at least 1")
@@ -247,7 +285,7 @@ def test_healthz_is_open_without_a_token(app, policy):
     """GET /healthz answers 200 without a token (liveness probes), naming the policy version."""
     r = TestClient(app, raise_server_exceptions=False).get("/healthz")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ok", "policy_version": policy.version}
+    assert r.json() == {"status": "ok", "policy_version": policy.version, "domains": {"default": policy.version}}
 
 
 def test_no_token_configured_means_no_auth(policy, good):

@@ -280,3 +280,79 @@ def test_a_text_world_agent_is_served_and_steers_a_text_job_as_in_process(served
     assert [d.split(" (")[0] for d in over_http.decisions] == [d.split(" (")[0] for d in local.decisions]
     assert over_http.metric_name == "neg_loss" and over_http.metric_history == local.metric_history
     assert over_http.params_total == local.params_total > 0
+
+
+def core_agent(path: Path, core, world: WorldConfig, domain: str, seed: int) -> Path:
+    """A core agent: the shared core with a random (not a no-op) adapter for `domain`."""
+    from esper.tamiyo.adapter import TamiyoAdapter
+    from esper.tamiyo.core import LayoutPolicy
+    from esper.tolaria.builder import action_spec
+
+    spec = action_spec(world)
+    torch.manual_seed(seed)
+    adapter = TamiyoAdapter(core, domain)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.normal_(0.0, 0.3)
+    save_agent(path, LayoutPolicy(core, spec, adapter), spec, feature_names(spec), config={}, code_version="test")
+    return path
+
+
+def test_one_deployment_answers_two_domains_and_swaps_one_adapter_under_traffic(served, tmp_path):
+    """Last (it swaps the served agents): a vision and a text core agent on one core, hot-reloaded into the running
+    deployment; each domain's HTTP answers equal its agent in-process; a new text adapter is swapped in while
+    both domains take traffic — no failed request, only the text domain's version changes."""
+    from esper.serve import launch
+    from esper.tamiyo.core import TamiyoCore
+
+    cfg, url, _ = served
+    torch.manual_seed(0)
+    core, text = TamiyoCore(32), text_world(tmp_path)
+    agents = {"vision": core_agent(tmp_path / "vision.pt", core, WORLD, "vision", 1),
+              "text": core_agent(tmp_path / "text.pt", core, text, "text", 2)}
+    two = cfg.model_copy(update={"agent": None, "domains": agents})
+    launch.reload(two)
+    deadline = time.time() + 90
+    while set(requests.get(url + "/healthz", timeout=10).json().get("domains", {})) != {"vision", "text"}:
+        assert time.time() < deadline, "the two domains never answered"
+        time.sleep(0.2)
+    vision_obs = observations(8)
+    for features, mask in vision_obs:
+        r = requests.post(url + "/v1/decide", json={"features": features, "action_mask": mask, "domain": "vision"}, timeout=30)
+        local = load_agent(agents["vision"]).net(torch.tensor([features]), torch.tensor([mask]), mode="greedy")
+        assert [r.json()["action"][k] for k in ("op", "slot", "blueprint", "blend")] == local.actions[0].tolist()
+    r = requests.post(url + "/v1/decide", json={"features": features, "action_mask": mask, "domain": "audio"}, timeout=30)
+    assert r.status_code == 422 and "['text', 'vision']" in r.json()["error"]
+
+    text_agent = load_agent(agents["text"])
+    n_f = text_agent.net.n_features
+    text_mask = [1.0] * text_agent.spec.mask_size
+    statuses, versions, stop = [], {"vision": set(), "text": set()}, threading.Event()
+
+    def traffic(domain, features, mask):
+        s = requests.Session()
+        while not stop.is_set():
+            r = s.post(url + "/v1/decide", json={"features": features, "action_mask": mask, "domain": domain}, timeout=30)
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                versions[domain].add(r.json()["policy_version"])
+
+    old = requests.get(url + "/healthz", timeout=10).json()["domains"]
+    swapped = two.model_copy(update={"domains": agents | {"text": core_agent(tmp_path / "text2.pt", core, text, "text", 3)}})
+    threads = [threading.Thread(target=traffic, args=("vision", *vision_obs[0])),
+               threading.Thread(target=traffic, args=("text", [0.0] * n_f, text_mask))]
+    for t in threads:
+        t.start()
+    try:
+        launch.reload(swapped)
+        deadline = time.time() + 90
+        while time.time() < deadline and requests.get(url + "/healthz", timeout=10).json()["domains"]["text"] == old["text"]:
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
+    assert versions["vision"] == {old["vision"]}
+    assert versions["text"] == {old["text"], file_digest(swapped.domains["text"])}

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from esper.serve.domains import ServedDomains, domain_of
 from esper.serve.policy import BadObservation, Choice, ServedPolicy
 from esper.serve.schemas import (ActionOut, BatchOut, DecideBatchRequest, DecideRequest, DecisionOut, ErrorOut,
                                  ObservationIn)
@@ -26,9 +27,9 @@ OPEN_PATHS = frozenset({"/healthz"})  # answered without a token (liveness probe
 
 
 class Backend(Protocol):
-    policy: ServedPolicy
+    domains: ServedDomains
 
-    async def decide_one(self, row: tuple[np.ndarray, np.ndarray, bool, int | None]) -> Choice: ...
+    async def decide_one(self, policy: ServedPolicy, row: tuple[np.ndarray, np.ndarray, bool, int | None]) -> Choice: ...
 
 
 def _error(status: int, message: str, detail: list[dict] | None = None, headers: dict | None = None) -> JSONResponse:
@@ -106,6 +107,21 @@ def _row(policy: ServedPolicy, obs: ObservationIn, sample: bool, seed: int | Non
     return features, mask, sample, seed
 
 
+def _prepared(policy: ServedPolicy, observations: list[ObservationIn]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's (B, F) features and (B, M) masks, checked as a whole; only a batch with a bad row is checked row by
+    row, so that the 422 names the first bad one (checking every row alone was most of a 256-row request)."""
+    prepared = policy.prepare_batch([o.features for o in observations], [o.action_mask for o in observations])
+    if prepared is not None:
+        return prepared
+    rows = []
+    for i, obs in enumerate(observations):
+        try:
+            rows.append(policy.prepare(obs.features, obs.action_mask))
+        except BadObservation as exc:
+            raise BadObservation(f"observations[{i}]: {exc}") from None
+    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
 def build_api(backend: Backend) -> FastAPI:
     """The HTTP routes over `backend` (wrap the result with `guarded` before serving it)."""
     api = FastAPI(title="Tamiyo", summary="Decisions of a trained Tamiyo policy (Esper)", docs_url=None, redoc_url=None)
@@ -125,29 +141,28 @@ def build_api(backend: Backend) -> FastAPI:
 
     @api.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "policy_version": backend.policy.version}
+        domains = backend.domains
+        return {"status": "ok", "policy_version": domains.default_policy.version, "domains": domains.versions()}
 
     @api.get("/v1/policy")
     async def policy() -> dict:
-        info = backend.policy.describe() | {"last_reload_error": getattr(backend, "reload_error", None)}
+        info = backend.domains.describe() | {"last_reload_error": getattr(backend, "reload_error", None)}
         return _json_safe(json.loads(json.dumps(info, default=str)))
 
     @api.post("/v1/decide", response_model=DecisionOut, responses={422: {"model": ErrorOut}})
     async def decide(req: DecideRequest) -> DecisionOut:
-        policy = backend.policy  # one reference for the whole request: a hot reload cannot split it
-        choice = await backend.decide_one(_row(policy, req, req.sample, req.seed))
+        policy = backend.domains.get(req.domain)  # one reference for the whole request: a hot reload cannot split it
+        choice = await backend.decide_one(policy, _row(policy, req, req.sample, req.seed))
         return _decision(choice, policy.version)
 
     @api.post("/v1/decide/batch", response_model=BatchOut, responses={422: {"model": ErrorOut}})
     async def decide_batch(req: DecideBatchRequest) -> BatchOut:
-        policy = backend.policy
-        rows = []
-        for i, obs in enumerate(req.observations):
-            try:
-                rows.append(_row(policy, obs, req.sample, None if req.seed is None else req.seed + i))
-            except BadObservation as exc:
-                raise BadObservation(f"observations[{i}]: {exc}") from None
-        return BatchOut(decisions=[_decision(c, policy.version) for c in policy.decide_rows(rows)])
+        policy = backend.domains.get(req.domain)
+        features, masks = _prepared(policy, req.observations)
+        n = len(features)
+        seeds = [None] * n if req.seed is None else [req.seed + i for i in range(n)]
+        choices = policy.decide(features, masks, [req.sample] * n, seeds)  # already stacked: no decide_rows
+        return BatchOut(decisions=[_decision(c, policy.version) for c in choices])
 
     return api
 
@@ -160,8 +175,9 @@ def guarded(api: FastAPI, token: str | None, max_body_bytes: int) -> Guard:
 class InProcessBackend:
     """A Backend without Ray (tests, and embedding the API in another ASGI server): decides row by row."""
 
-    def __init__(self, policy: ServedPolicy) -> None:
-        self.policy, self.reload_error = policy, None
+    def __init__(self, served: ServedPolicy | ServedDomains) -> None:
+        self.domains = served if isinstance(served, ServedDomains) else ServedDomains({domain_of(served): served})
+        self.reload_error = None
 
-    async def decide_one(self, row: tuple[np.ndarray, np.ndarray, bool, int | None]) -> Choice:
-        return self.policy.decide_rows([row])[0]
+    async def decide_one(self, policy: ServedPolicy, row: tuple[np.ndarray, np.ndarray, bool, int | None]) -> Choice:
+        return policy.decide_rows([row])[0]

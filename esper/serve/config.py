@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -14,8 +14,11 @@ from esper.runtime.local_ray import is_loopback_host as is_loopback
 class ServeConfig(EsperModel):
     """Where and how the policy is served."""
 
-    agent: Path
-    """The agent.pt to serve (loaded weights_only; its manifest is checked)."""
+    agent: Path | None = None
+    """The agent.pt to serve (loaded weights_only; its manifest is checked), under its adapter's domain or 'default'."""
+    domains: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], Path] = {}
+    """Several domains from one deployment: {domain: agent.pt}, each a core agent on the same core (its adapter
+    decides for that domain); the first is the default. Instead of `agent`."""
     host: str = "127.0.0.1"
     """Address to bind. Anything but loopback requires `token`."""
     port: int = Field(8000, ge=1, le=65535)
@@ -43,6 +46,16 @@ class ServeConfig(EsperModel):
     0 = none: under load, requests that queued while the previous batch ran still go together)."""
     max_body_bytes: int = Field(4 << 20, ge=1024)
     """Larger request bodies are refused with 413 before they are parsed."""
+
+    @model_validator(mode="after")
+    def _agents(self) -> "ServeConfig":
+        if (self.agent is None) == (not self.domains):
+            raise ValueError("give agent (one policy) or domains (domain → agent.pt), not both or neither")
+        return self
+
+    def agents(self) -> dict[str, str]:
+        """{domain: absolute agent path} ('' = the lone agent's own domain): the deployment's user_config."""
+        return {name: str(p.resolve()) for name, p in self.domains.items()} or {"": str(self.agent.resolve())}
 
     @model_validator(mode="after")
     def _token_when_exposed(self) -> "ServeConfig":

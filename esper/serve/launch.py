@@ -79,7 +79,11 @@ def deployment_for(cfg: ServeConfig):
         health_check_timeout_s=10.0,
         graceful_shutdown_wait_loop_s=0.5,
         graceful_shutdown_timeout_s=5.0,
-        user_config={"agent": str(cfg.agent.resolve())},
+        # A reload (new agents, a new adapter) starts the new replicas before the old stop: with Serve's default
+        # (0) a one-replica deployment had no replica while the new one started, and requests waiting longer than
+        # request_timeout_s for it were answered 408 (seen here with two domains under traffic on a busy machine).
+        max_surge_percent=100,
+        user_config={"agents": cfg.agents()},
         logging_config={"enable_access_log": False},  # a log line per decision costs more than the decision
     )
     return deployment.bind(cfg.token, cfg.max_body_bytes, cfg.max_batch_size, cfg.batch_wait_timeout_s)
@@ -89,9 +93,9 @@ def start(cfg: ServeConfig) -> str:
     """Deploy on the connected Ray cluster (call ray.init first) and return the base URL."""
     from ray import serve
 
-    from esper.serve.policy import ServedPolicy
+    from esper.serve.domains import ServedDomains
 
-    ServedPolicy(cfg.agent).canary()  # fail here, in the caller (AgentFileError, RuntimeError) — not in a replica
+    ServedDomains.load(cfg.agents()).canary()  # fail here, in the caller (AgentFileError, ValueError, RuntimeError)
     if (os.environ.get(HAPROXY_ENV) == "1") != (cfg.ingress == "haproxy"):
         raise RuntimeError(f"ingress {cfg.ingress!r} needs {HAPROXY_ENV}={int(cfg.ingress == 'haproxy')} in the environment "
                            "before the Ray cluster starts (prepare_environment(cfg) before ray.init)")
@@ -102,13 +106,13 @@ def start(cfg: ServeConfig) -> str:
 
 
 def reload(cfg: ServeConfig) -> None:
-    """Hot reload: the same deployment with a new agent in user_config; replicas swap policies in place
+    """Hot reload: the same deployment with new agents in user_config; replicas swap policies in place
     (every other field of `cfg` must equal the running one's, or Serve rolls the replicas instead)."""
     from ray import serve
 
-    from esper.serve.policy import ServedPolicy
+    from esper.serve.domains import ServedDomains
 
-    ServedPolicy(cfg.agent).canary()  # refuse a broken file here, before any replica is touched
+    ServedDomains.load(cfg.agents()).canary()  # refuse a broken set here, before any replica is touched
     serve.run(deployment_for(cfg), name=APP_NAME, route_prefix="/", blocking=False)
 
 

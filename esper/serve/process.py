@@ -29,7 +29,7 @@ class Cluster:
 
 
 def reload(cfg: ServeConfig, address: str) -> None:
-    """Swap the policy of the server running on the cluster at `address` for cfg.agent."""
+    """Swap the policies of the server running on the cluster at `address` for cfg's agents."""
     import ray
 
     from esper.runtime import local_ray
@@ -43,7 +43,7 @@ def reload(cfg: ServeConfig, address: str) -> None:
 
 
 def serve(cfg: ServeConfig, cluster: Cluster, script: str = "experiments/serve_tamiyo.py") -> None:
-    """Serve cfg.agent until SIGINT, SIGTERM or SIGHUP (or, detached, return once it is up). Nothing of a local
+    """Serve cfg's agents until SIGINT, SIGTERM or SIGHUP (or, detached, return once it is up). Nothing of a local
     cluster outlives this call, also after a failed start (AgentFileError, RuntimeError propagate)."""
     import ray
 
@@ -61,7 +61,7 @@ def serve(cfg: ServeConfig, cluster: Cluster, script: str = "experiments/serve_t
         url = launch.start(cfg)
         if tree is not None:
             tree.refresh()  # Serve's actors and HAProxy exist now
-        log.info(f"Tamiyo serving {cfg.agent} at {url}  (POST {url}/v1/decide; GET {url}/v1/policy)")
+        log.info(f"Tamiyo serving {cfg.agents()} at {url}  (POST {url}/v1/decide; GET {url}/v1/policy)")
         if local:
             address = ray.get_runtime_context().gcs_address
             log.info(f"local Ray cluster {address} (loopback, token in {local_ray.token_source()}); swap the policy "

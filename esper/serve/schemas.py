@@ -11,6 +11,7 @@ from esper.leyline import FactoredAction, Op
 MAX_VECTOR = 4096  # entries per feature vector or mask: far above any plane's size, small enough to bound work
 MAX_BATCH = 1024  # observations per batch request
 
+DomainName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Vector = Annotated[list[Finite], Field(min_length=1, max_length=MAX_VECTOR)]
 
@@ -35,6 +36,8 @@ class DecideRequest(ObservationIn):
     """Sample from the policy instead of taking each head's most likely choice."""
     seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
     """Seed of the sampler (same seed, same observation → same action); random when absent."""
+    domain: DomainName | None = None
+    """Which domain's policy decides (GET /v1/policy lists them); absent = the server's default domain."""
 
 
 class DecideBatchRequest(Closed):
@@ -46,6 +49,8 @@ class DecideBatchRequest(Closed):
     """Sample every row instead of deciding greedily."""
     seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
     """Seed of row i's sampler is seed + i."""
+    domain: DomainName | None = None
+    """Which domain's policy decides every row; absent = the server's default domain."""
 
 
 class ActionOut(Closed):
