@@ -58,6 +58,13 @@ CASES = {  # id: (script, arguments (tmp → list), what the one line must name)
     "merge-folder": ("merge_compare", lambda t: ["--out", str(t / "m"), f"a={t / 'none'}"], "summary.json"),
     "verdict-file": ("family_verdict", lambda t: ["--plans", str(t / "none.json"), str(t / "none.json")], "none.json"),
     "plot-file": ("plot_run", lambda t: [str(t / "none.parquet")], "none.parquet"),
+    "ppo-frozen-core": ("ppo_multislot", lambda t: ["--set", "pretrain=null", "--set", "ppo.network=core",
+                                                    "--set", f"ppo.frozen_core={t / 'none.pt'}"], "ppo.frozen_core"),
+    "ppo-core-not-a-core": ("ppo_multislot", lambda t: ["--set", "pretrain=null", "--set", "ppo.network=core",
+                                                        "--set", f"ppo.frozen_core={_not_an_agent(t)}"], "esper.core"),
+    "parts-file": ("tamiyo_parts", lambda t: [_not_an_agent(t)], "notes.pt"),
+    "serve-domain": ("serve_tamiyo", lambda t: ["--domain", "text"], "--domain 'text'"),
+    "serve-domains-on-flat": ("serve_tamiyo", lambda t: ["--domain", f"a={_not_an_agent(t)}"], "notes.pt"),
 }
 
 

@@ -76,3 +76,28 @@ def test_a_family_gets_its_argument_and_the_plane():
         del CONTROLLERS["probe:"]
     assert seen == [("probe:7", "7", "SPEC", 5)]
     assert np.all([name in CONTROLLERS for name in ("wait", "random", "heuristic", "ppo", "plan:", "eps:")])
+
+
+def test_agent_family_plays_another_agent_file_greedily_and_refuses_other_planes(tmp_path):
+    import torch
+
+    from esper.leyline.features import feature_names, feature_size
+    from esper.tamiyo.agent_file import save_agent
+    from esper.tamiyo.neural import NeuralTamiyo
+    from esper.tamiyo.policy import TamiyoPolicyNet
+    from esper.tolaria.builder import action_spec
+
+    spec = action_spec(tiny_world())
+    torch.manual_seed(0)
+    save_agent(tmp_path / "a.pt", TamiyoPolicyNet(feature_size(spec), spec.nvec, hidden=16), spec,
+               feature_names(spec), config={})
+    controller = controller_factory(f"agent:{tmp_path / 'a.pt'}", spec)()
+    assert isinstance(controller, NeuralTamiyo) and not controller.sample
+    with pytest.raises(ValueError, match="give the agent file"):
+        controller_factory("agent:", spec)
+    with pytest.raises(ValueError, match="not found"):
+        controller_factory(f"agent:{tmp_path / 'missing.pt'}", spec)
+    other = action_spec(tiny_world().model_copy(update={"kasmina": tiny_world().kasmina.model_copy(
+        update={"blueprints": ["conv_light"]})}))
+    with pytest.raises(ValueError, match="another action plane|observation features"):
+        controller_factory(f"agent:{tmp_path / 'a.pt'}", other)

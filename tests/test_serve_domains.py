@@ -125,3 +125,25 @@ def test_serve_config_takes_an_agent_or_domains_and_the_deployment_reads_both_fo
     with pytest.raises(ValueError, match="pattern"):
         ServeConfig(domains={"bad name": paths["text"]})
     assert agents_of({"agent": "/a.pt"}) == {"": "/a.pt"} and agents_of({"agents": cfg.agents()}) == cfg.agents()
+
+
+def test_the_client_asks_for_its_domain(served):
+    from _serve_support import free_port, live_server
+
+    from esper.serve.client import TamiyoClient
+
+    domains = ServedDomains.load({name: path for name, (path, _, _) in served.items()})
+    app = guarded(build_api(InProcessBackend(domains)), TOKEN, 1 << 20)
+    port = free_port()
+    with live_server(app, port):
+        url = f"http://127.0.0.1:{port}"
+        _, policy, (features, masks) = served["text"]
+        with torch.no_grad():
+            expected = policy(features[:4], masks[:4], mode="greedy").actions.tolist()
+        client = TamiyoClient(url, token=TOKEN, domain="text")
+        got = [client.decide(f.tolist(), m.tolist())["action"] for f, m in zip(features[:4], masks[:4])]
+        assert [[a[k] for k in ("op", "slot", "blueprint", "blend")] for a in got] == expected
+        batch = client.decide_batch([(f.tolist(), m.tolist()) for f, m in zip(features[:4], masks[:4])])
+        assert [[d["action"][k] for k in ("op", "slot", "blueprint", "blend")] for d in batch] == expected
+        with pytest.raises(ValueError, match="unknown domain 'audio'"):
+            TamiyoClient(url, token=TOKEN, domain="audio").decide(features[0].tolist(), masks[0].tolist())

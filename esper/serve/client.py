@@ -30,6 +30,8 @@ class TamiyoClient:
     timeout_s: float = 2.0
     retries: int = 2
     backoff_s: float = 0.05
+    domain: str | None = None
+    """The served domain every decision asks for (a multi-domain server); None = the server's default."""
     session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,8 @@ class TamiyoClient:
         body = {"features": [float(x) for x in features], "action_mask": [float(x) for x in action_mask], "sample": sample}
         if seed is not None:
             body["seed"] = seed
+        if self.domain is not None:
+            body["domain"] = self.domain
         return self._call("POST", "/v1/decide", body)
 
     def decide_batch(self, observations: list[tuple], sample: bool = False, seed: int | None = None) -> list[dict]:
@@ -72,6 +76,8 @@ class TamiyoClient:
                                  for f, m in observations], "sample": sample}
         if seed is not None:
             body["seed"] = seed
+        if self.domain is not None:
+            body["domain"] = self.domain
         return self._call("POST", "/v1/decide/batch", body)["decisions"]
 
 
@@ -98,6 +104,10 @@ class RemoteTamiyo:
 
     def _check_layout(self, obs: Observation) -> None:
         info = self.client.policy()
+        if self.client.domain is not None:  # the layout of the domain asked for, not the default's
+            info = (info.get("domains") or {}).get(self.client.domain)
+            if info is None:
+                raise ValueError(f"the server has no domain {self.client.domain!r}")
         if info["action"]["nvec"] != list(obs.spec.nvec) or info["observation"]["mask_size"] != obs.spec.mask_size:
             raise ValueError(f"served policy's action layout {info['action']['nvec']} does not fit this plane {list(obs.spec.nvec)}")
         if info["observation"]["feature_names"] != feature_names(obs.spec):

@@ -38,3 +38,20 @@ def _greedy(request: ControllerRequest):
 @register_controller("ppo-sampled", help="a trained Tamiyo (agent.pt), sampling its policy", needs_agent=True)
 def _sampled(request: ControllerRequest):
     return lambda: NeuralTamiyo(request.agent, sample=True, seed=request.seed)
+
+
+@register_controller("agent:", help="PATH (another agent.pt, greedy: two trained agents on the same episodes)")
+def _other_agent(request: ControllerRequest):
+    from esper.leyline.features import feature_names
+    from esper.tamiyo.agent_file import AgentFileError, load_agent
+
+    if not request.argument:
+        raise ValueError(f"{request.name!r}: give the agent file, e.g. agent:runs/ppo/text/agent.pt")
+    try:
+        agent = load_agent(request.argument, expected_features=feature_names(request.spec) if request.spec else None)
+    except AgentFileError as exc:
+        raise ValueError(f"{request.name!r}: {exc}") from None
+    if request.spec is not None and agent.spec.to_dict() != request.spec.to_dict():
+        raise ValueError(f"{request.name!r} was trained on another action plane (heads {list(agent.spec.nvec)}, "
+                         f"this world {list(request.spec.nvec)})")
+    return lambda: NeuralTamiyo(agent, seed=request.seed)
