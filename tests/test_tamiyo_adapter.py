@@ -179,3 +179,36 @@ def test_ppo_trains_only_the_adapter_on_a_frozen_core(tmp_path):
     learner.apply_gradients(learner.compute_gradients({DEFAULT_MODULE_ID: loss}))
     assert core_hash(net.core) == digest
     assert any(not torch.equal(before[k], v) for k, v in net.adapter.state_dict().items())
+
+
+def test_the_reattach_check_finds_the_reassembled_agent_identical_and_a_changed_adapter_not(tmp_path, worlds):
+    """esper/study/reattach.py end to end on a tiny world: the vision agent rebuilt from core.pt + adapter.pt
+    (after another domain's adapter has used the core) plays the same episode decision for decision; an adapter
+    file with one weight changed does not pass as the same agent."""
+    from _support import tiny_world
+
+    from esper.simic.config import TrainTamiyoConfig
+    from esper.study.reattach import reattach_check
+
+    torch.manual_seed(0)
+    core = TamiyoCore(32)
+    world = tiny_world()
+    spec, (t_spec, _) = action_spec(world), worlds["text"]
+    config = TrainTamiyoConfig(world=world).model_dump(mode="json")
+    for domain, s, seed in (("vision", spec, 1), ("text", t_spec, 2)):
+        torch.manual_seed(seed)
+        adapter = TamiyoAdapter(core, domain)
+        with torch.no_grad():
+            for p in adapter.parameters():
+                p.normal_(0.0, 0.5)  # decisions that vary with what the agent sees
+        save_agent(tmp_path / f"{domain}.pt", LayoutPolicy(core, s, adapter), s, feature_names(s), config=config)
+        save_adapter(tmp_path / f"{domain}-adapter.pt", adapter)
+    save_core(tmp_path / "core.pt", core)
+    args = (tmp_path / "vision.pt", tmp_path / "core.pt", tmp_path / "vision-adapter.pt", tmp_path / "text.pt")
+    rows = reattach_check(*args, {"tiny": world}, [0])["tiny"]
+    assert rows[0]["identical_episode"] and rows[0]["identical_decisions"] == rows[0]["decisions"] == world.trainer.epochs
+    payload = torch.load(tmp_path / "vision-adapter.pt", weights_only=True)
+    payload["state_dict"]["deltas.op_head.bias"] += torch.tensor([0.0, 5.0, -5.0, 5.0, 0.0, 0.0])[:len(payload["state_dict"]["deltas.op_head.bias"])]
+    torch.save(payload, tmp_path / "vision-adapter.pt")
+    changed = reattach_check(*args, {"tiny": world}, [0])["tiny"]
+    assert not changed[0]["identical_episode"]
