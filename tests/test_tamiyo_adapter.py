@@ -212,3 +212,30 @@ def test_the_reattach_check_finds_the_reassembled_agent_identical_and_a_changed_
     torch.save(payload, tmp_path / "vision-adapter.pt")
     changed = reattach_check(*args, {"tiny": world}, [0])["tiny"]
     assert not changed[0]["identical_episode"]
+
+
+def test_decisions_without_gradients_follow_every_change_of_the_adapter(worlds):
+    """Without gradients the policy decides on a cached core with the adapter merged in; an optimiser step or a
+    load_state_dict (RLlib's weight sync) must be seen at once, and the cached path must equal the merged one."""
+    torch.manual_seed(0)
+    core = TamiyoCore(32).requires_grad_(False)
+    spec, (features, mask) = worlds["text"]
+    policy = LayoutPolicy(core, spec, TamiyoAdapter(core, "text"))
+    other = _trained(core, spec, worlds["text"][1], "text", steps=10, seed=3)
+    with torch.no_grad():
+        before = policy(features, mask, mode="greedy").logits
+        policy.adapter.load_state_dict(other.adapter.state_dict())
+        after = policy(features, mask, mode="greedy").logits
+    assert not torch.equal(before, after)
+    with torch.no_grad():
+        assert torch.equal(after, other(features, mask, mode="greedy").logits)
+    merged = policy(features, mask, mode="greedy").logits  # with gradients: the functional path
+    assert torch.allclose(after, merged, atol=1e-5, rtol=0)
+    opt = torch.optim.SGD(policy.adapter.parameters(), lr=0.5)
+    (-policy(features, mask, actions=policy(features, mask).actions).logp.mean()).backward()
+    opt.step()
+    with torch.no_grad():
+        stepped = policy(features, mask, mode="greedy").logits
+    assert not torch.equal(stepped, after)
+    assert torch.allclose(stepped, policy(features, mask, mode="greedy").logits.detach(), atol=1e-5, rtol=0)
+    assert "_fused" not in "".join(policy.state_dict())  # the cache is never saved

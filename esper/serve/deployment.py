@@ -89,6 +89,10 @@ class TamiyoServer:
     async def decide_one(self, policy: ServedPolicy, row: tuple[np.ndarray, np.ndarray, bool, int | None]) -> Choice:
         return await self._decide_rows((policy, row))
 
+    async def decide(self, row: tuple[np.ndarray, np.ndarray, bool, int | None], domain: str | None = None) -> Choice:
+        """The in-cluster path (a DeploymentHandle call, no HTTP): one prepared row for `domain` (None: the default)."""
+        return await self._decide_rows((self.domains.get(domain), row))
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _decide_rows(self, rows: list[tuple[ServedPolicy, tuple]]) -> list[Choice]:
         return decide_grouped(rows)  # single decisions of any domains merged: one pass per domain

@@ -16,6 +16,7 @@ actions), with the layout's `CoreLayout` alongside. Training, adapters and servi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ class LayoutPolicy(nn.Module):
         self.layout = describe_layout(spec)
         self.n_features, self.nvec, self.hidden = feature_size(spec), tuple(spec.nvec), core.hidden
         self.adapter = None
+        self._fused: tuple = ((), None)  # (weight versions, core with the adapter merged in): not a submodule
         if adapter is not None:
             self.attach(adapter)
 
@@ -200,7 +202,24 @@ class LayoutPolicy(nn.Module):
     def _run(self, *args, **kwargs):
         if self.adapter is None:
             return self.core(*args, **kwargs)
-        return torch.func.functional_call(self.core, self.adapter.merged(self.core), args, kwargs)
+        if torch.is_grad_enabled():  # training: gradients flow to the adapter through the merged weights
+            return torch.func.functional_call(self.core, self.adapter.merged(self.core), args, kwargs)
+        return self._fused_core()(*args, **kwargs)
+
+    def _fused_core(self) -> TamiyoCore:
+        """For decisions without gradients (Serve, evaluation, env runners): a copy of the core with the adapter's
+        deltas merged in, rebuilt only when a weight of either has changed (their tensors' version counters tick on
+        every in-place update: optimiser steps, load_state_dict; writes through `.data` are not seen). Swapping parameters in and out per call
+        (functional_call) cost several times the decision itself."""
+        params = [*self.core.parameters(), *self.adapter.parameters()]
+        key = (id(self.core), id(self.adapter), *(p._version for p in params))
+        if self._fused[0] != key:
+            fused = copy.deepcopy(self.core).requires_grad_(False)
+            with torch.no_grad():
+                for name, merged in self.adapter.merged(self.core).items():
+                    fused.get_parameter(name).copy_(merged)
+            self._fused = (key, fused)
+        return self._fused[1]
 
     def forward(self, features: Tensor, mask: Tensor, actions: Tensor | None = None, mode: str = "sample",
                 generator: torch.Generator | None = None) -> PolicyOutput:
