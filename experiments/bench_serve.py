@@ -2,6 +2,7 @@
 
     python experiments/bench_serve.py --agent runs/ppo/<run>/agent.pt          # both ingresses, ~3 min
     python experiments/bench_serve.py --ingress proxy --requests 500          # one ingress
+    python experiments/bench_serve.py --ingress haproxy --domains             # + one core serving two domains
 
 Each ingress runs in its own child process with its own local Ray cluster (the ingress is fixed when the
 cluster starts), which it stops before exiting. Traffic goes only to 127.0.0.1 servers this script started,
@@ -27,6 +28,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000, help="sequential requests measured (after 50 warm-up)")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients in the throughput phase")
     p.add_argument("--batch-rows", type=int, default=256, help="observations per batch-endpoint request")
+    p.add_argument("--domains", action="store_true",
+                   help="also serve two domains (one core, an adapter each) from one deployment, measured beside the agent")
     args = p.parse_args()
     if min(args.requests, args.clients, args.batch_rows) < 1:
         p.error("--requests, --clients and --batch-rows must be ≥ 1")
@@ -41,7 +44,7 @@ def main() -> None:
         if args.agent is None:
             random_agent(agent)
         modes = ["proxy", "haproxy"] if args.ingress == "both" else [args.ingress]
-        load = Load(args.requests, args.clients, args.batch_rows)
+        load = Load(args.requests, args.clients, args.batch_rows, args.domains)
         rows = [checked(lambda: run_ingress(agent, mode, load), RuntimeError) for mode in modes]
     from esper.provenance import code_version
 

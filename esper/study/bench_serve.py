@@ -36,6 +36,8 @@ class Load:
     """Concurrent clients in the throughput phase."""
     batch_rows: int = 256
     """Observations per batch-endpoint request."""
+    domains: bool = False
+    """Also serve two domains (one core, an adapter each) from one deployment and measure it like the single agent."""
 
 
 def random_agent(path: Path) -> None:
@@ -50,6 +52,34 @@ def random_agent(path: Path) -> None:
     spec = action_spec(world)
     save_agent(path, TamiyoPolicyNet(feature_size(spec), spec.nvec), spec, feature_names(spec),
                config={"world": world.model_dump(mode="json")}, code_version="bench")
+
+
+def random_core_agents(folder: Path) -> dict[str, Path]:
+    """Two core agents on one random core, each with a random adapter: `vision` on the default world's layout (the
+    single agent's, so the two servers answer the same requests) and `text` on a character transformer's."""
+    import torch
+
+    from esper.leyline.features import feature_names
+    from esper.tamiyo.adapter import TamiyoAdapter
+    from esper.tamiyo.agent_file import save_agent
+    from esper.tamiyo.core import LayoutPolicy, TamiyoCore
+    from esper.tolaria.builder import action_spec
+    from esper.world import WorldConfig
+
+    text = WorldConfig.model_validate({
+        "data": {"task": "char_lm", "source": "corpus.txt", "block_size": 64}, "val_images": None,
+        "host": {"name": "transformer", "preset": "custom", "n_layer": 2, "n_head": 2, "n_embd": 64},
+        "kasmina": {"blueprints": ["block_copy", "block", "attention_head", "token_mlp", "lora"], "lifecycle": "graft"}})
+    core, out = TamiyoCore(128), {}
+    for domain, world in (("vision", WorldConfig()), ("text", text)):
+        spec, adapter = action_spec(world), TamiyoAdapter(core, domain)
+        with torch.no_grad():
+            for p in adapter.parameters():
+                p.normal_(0.0, 0.02)
+        out[domain] = folder / f"{domain}.pt"
+        save_agent(out[domain], LayoutPolicy(core, spec, adapter), spec, feature_names(spec),
+                   config={"world": world.model_dump(mode="json")}, code_version="bench")
+    return out
 
 
 def observation(agent_path: Path) -> tuple[list[float], list[float]]:
@@ -110,8 +140,9 @@ def concurrent(body: bytes, clients: int, per_client: int) -> dict:
     return {"clients": clients, "requests": clients * per_client, "errors": len(errors), "decisions_per_s": done / seconds}
 
 
-def batch_endpoint(features: list[float], mask: list[float], rows: int, n: int) -> dict:
-    body = json.dumps({"observations": [{"features": features, "action_mask": mask}] * rows}).encode()
+def batch_endpoint(features: list[float], mask: list[float], rows: int, n: int, domain: str | None = None) -> dict:
+    request = {"observations": [{"features": features, "action_mask": mask}] * rows}
+    body = json.dumps(request | ({"domain": domain} if domain else {})).encode()
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
     _post(conn, "/v1/decide/batch", body)
     seconds = [_post(conn, "/v1/decide/batch", body) for _ in range(n)]
@@ -152,14 +183,23 @@ def measure_ingress(agent: Path, ingress: str, load: Load) -> tuple[dict, list[s
     features, mask = observation(agent)
     body = json.dumps({"features": features, "action_mask": mask}).encode()
     results, lines = {"ingress": ingress}, []
-    for batching in (True, False):  # single decisions merged by @serve.batch, or one pass per request
-        cfg = ServeConfig(agent=agent, port=PORT, ingress=ingress, max_batch_size=32 if batching else 1)
+    configs = [("batching", {"agent": agent, "max_batch_size": 32}), ("no_batching", {"agent": agent, "max_batch_size": 1})]
+    if load.domains:  # one core, two adapters; requests name the vision domain (the single agent's layout)
+        folder = Path(tempfile.mkdtemp(prefix="esper-bench-domains-"))  # the child's own: never beside the user's agent
+        configs.append(("domains", {"domains": random_core_agents(folder), "max_batch_size": 32}))
+    for key, fields in configs:
+        cfg = ServeConfig(port=PORT, ingress=ingress, **fields)
         launch.prepare_environment(cfg)
         local_ray.init(None, num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=launch.runtime_env())
         try:
             launch.start(cfg)
-            key = "batching" if batching else "no_batching"
-            if batching:
+            if key == "domains":
+                results["domains"] = _measure_domains(features, mask, load)
+                lines.append(f"[{ingress}] two domains, one core: sequential p50 "
+                             f"{results['domains']['sequential']['p50_ms']:.2f} ms, batch endpoint "
+                             f"{results['domains']['batch_endpoint']['decisions_per_s']:.0f}/s")
+                continue
+            if key == "batching":
                 results["sequential"] = sequential(body, load.requests)
                 lines.append(f"[{ingress}] sequential p50 {results['sequential']['p50_ms']:.2f} ms, "
                              f"p99 {results['sequential']['p99_ms']:.2f} ms")
@@ -172,6 +212,12 @@ def measure_ingress(agent: Path, ingress: str, load: Load) -> tuple[dict, list[s
             launch.stop()
             ray.shutdown()
     return results, lines
+
+
+def _measure_domains(features: list[float], mask: list[float], load: Load) -> dict:
+    body = json.dumps({"features": features, "action_mask": mask, "domain": "vision"}).encode()
+    return {"sequential": sequential(body, load.requests),
+            "batch_endpoint": batch_endpoint(features, mask, load.batch_rows, 40, domain="vision")}
 
 
 def _child(agent: str, ingress: str, load: dict, folder: str) -> None:
@@ -207,9 +253,15 @@ def run_ingress(agent: Path, ingress: str, load: Load, timeout_s: float = 900) -
 
 def table(rows: list[dict]) -> str:
     per_s = lambda r, key: f"{r[key]['decisions_per_s']:.0f}/s"
+    domains = [r for r in rows if "domains" in r]
+    extra = "" if not domains else "\n\n" + markdown_table(
+        ["ingress", "single agent p50", "two domains p50", "ratio", "single agent batch", "two domains batch"],
+        [[r["ingress"], f"{r['sequential']['p50_ms']:.2f} ms", f"{r['domains']['sequential']['p50_ms']:.2f} ms",
+          f"{r['domains']['sequential']['p50_ms'] / r['sequential']['p50_ms']:.2f}×", per_s(r, "batch_endpoint"),
+          per_s(r["domains"], "batch_endpoint")] for r in domains])
     return markdown_table(
         ["ingress", "/v1/decide p50", "p99", "16 clients, batching", "16 clients, no batching", "batch endpoint",
          "handle p50"],
         [[r["ingress"], f"{r['sequential']['p50_ms']:.2f} ms", f"{r['sequential']['p99_ms']:.2f} ms",
           per_s(r, "concurrent_batching"), per_s(r, "concurrent_no_batching"), per_s(r, "batch_endpoint"),
-          f"{r['handle']['p50_ms']:.2f} ms"] for r in rows])
+          f"{r['handle']['p50_ms']:.2f} ms"] for r in rows]) + extra
