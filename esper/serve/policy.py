@@ -149,7 +149,7 @@ class ServedPolicy:
             g = torch.Generator().manual_seed(seeds[i] if seeds[i] is not None else int.from_bytes(os.urandom(4), "little"))
             row = self.agent.net(f[i:i + 1], m[i:i + 1], mode="sample", generator=g)
             actions[i], logp[i] = row.actions[0], row.logp[0]
-        values = self.agent.net.value(f)
+        values = out.value if out.value is not None else self.agent.net.value(f)  # the core gives it in its pass
         # whole tensors to lists first: indexing them row by row cost as much as the policy pass on 256 rows
         return [Choice(FactoredAction.from_array(a), p, v)
                 for a, p, v in zip(actions.tolist(), logp.exp().tolist(), values.tolist())]

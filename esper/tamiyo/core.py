@@ -122,6 +122,9 @@ class TamiyoCore(nn.Module):
 
     def value(self, features: Tensor, layout: CoreLayout) -> Tensor:
         context, slots, _ = self.encode(features, layout)
+        return self._value(context, slots)
+
+    def _value(self, context: Tensor, slots: Tensor) -> Tensor:
         return self.value_head(torch.cat([context, slots.mean(1)], -1)).squeeze(-1)
 
     def forward(self, features: Tensor, mask: Tensor | None, layout: CoreLayout, actions: Tensor | None = None,
@@ -158,7 +161,9 @@ class TamiyoCore(nn.Module):
         blend_logits = masked(self.blend_score(blend_in).squeeze(-1), torch.where(germ, blend_m, first_blend))
         blend = pick(blend_logits, 3)
 
-        return factored_output((op_logits, slot_logits, bp_logits, blend_logits), [op, slot, bp, blend])
+        # the critic's value from the same encoding: a caller that wants both (Serve) skips a second pass
+        return factored_output((op_logits, slot_logits, bp_logits, blend_logits), [op, slot, bp, blend],
+                               self._value(context, slots))
 
 
 def core_hash(core: nn.Module) -> str:

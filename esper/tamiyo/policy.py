@@ -35,6 +35,7 @@ class PolicyOutput:
     logits: Tensor  # (B, sum(nvec)) masked, conditioned on `actions`
     logp: Tensor  # (B,)
     entropy: Tensor  # (B,) sum of the conditional heads' entropies
+    value: Tensor | None = None  # (B,) the critic's value when the network computes it in the same pass (the core)
 
 
 def head_picker(actions: Tensor | None, mode: str, generator: torch.Generator | None):
@@ -48,13 +49,14 @@ def head_picker(actions: Tensor | None, mode: str, generator: torch.Generator | 
     return pick
 
 
-def factored_output(heads: tuple[Tensor, Tensor, Tensor, Tensor], chosen: list[Tensor]) -> PolicyOutput:
+def factored_output(heads: tuple[Tensor, Tensor, Tensor, Tensor], chosen: list[Tensor],
+                    value: Tensor | None = None) -> PolicyOutput:
     """The factored action from its four conditional heads' masked logits and choices: log-prob and entropy are
     the sums over the heads."""
     acts = torch.stack(chosen, dim=-1)
     logp = sum(F.log_softmax(h, -1).gather(-1, a[:, None]).squeeze(-1) for h, a in zip(heads, acts.unbind(-1)))
     entropy = sum(torch.distributions.Categorical(logits=h).entropy() for h in heads)
-    return PolicyOutput(acts, torch.cat(heads, dim=-1), logp, entropy)
+    return PolicyOutput(acts, torch.cat(heads, dim=-1), logp, entropy, value)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
