@@ -40,12 +40,15 @@ def main() -> None:
     rows = [r for world in result.values() for r in world]
     summary = {"episodes": len(rows), "identical_episodes": sum(r["identical_episode"] for r in rows),
                "decisions": sum(r["decisions"] for r in rows),
-               "identical_decisions": sum(r["identical_decisions"] for r in rows), "worlds": result,
+               "identical_decisions": sum(r["identical_decisions"] for r in rows),
+               "identical_logits": sum(r["identical_logits"] for r in rows),
+               "non_wait_decisions": sum(r["non_wait_decisions"] for r in rows), "worlds": result,
                "command": "python experiments/core_reattach.py " + " ".join(
                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
-    print(f"{summary['identical_decisions']}/{summary['decisions']} decisions and {summary['identical_episodes']}/"
+    print(f"{summary['identical_decisions']}/{summary['decisions']} decisions ({summary['non_wait_decisions']} not WAIT), "
+          f"{summary['identical_logits']} logit vectors and {summary['identical_episodes']}/"
           f"{summary['episodes']} episodes identical over {len(result)} worlds; wrote {out}")
 
 

@@ -201,17 +201,19 @@ def test_the_reattach_check_finds_the_reassembled_agent_identical_and_a_changed_
         with torch.no_grad():
             for p in adapter.parameters():
                 p.normal_(0.0, 0.5)  # decisions that vary with what the agent sees
+            adapter.deltas["op_head"].bias[1] += 3.0  # and that grow (not only WAIT)
         save_agent(tmp_path / f"{domain}.pt", LayoutPolicy(core, s, adapter), s, feature_names(s), config=config)
         save_adapter(tmp_path / f"{domain}-adapter.pt", adapter)
     save_core(tmp_path / "core.pt", core)
     args = (tmp_path / "vision.pt", tmp_path / "core.pt", tmp_path / "vision-adapter.pt", tmp_path / "text.pt")
     rows = reattach_check(*args, {"tiny": world}, [0])["tiny"]
     assert rows[0]["identical_episode"] and rows[0]["identical_decisions"] == rows[0]["decisions"] == world.trainer.epochs
+    assert rows[0]["identical_logits"] == rows[0]["decisions"] and rows[0]["non_wait_decisions"] > 0
     payload = torch.load(tmp_path / "vision-adapter.pt", weights_only=True)
-    payload["state_dict"]["deltas.op_head.bias"] += torch.tensor([0.0, 5.0, -5.0, 5.0, 0.0, 0.0])[:len(payload["state_dict"]["deltas.op_head.bias"])]
+    payload["state_dict"]["deltas.op_head.bias"][1] -= 6.0  # one weight: this agent no longer grows
     torch.save(payload, tmp_path / "vision-adapter.pt")
     changed = reattach_check(*args, {"tiny": world}, [0])["tiny"]
-    assert not changed[0]["identical_episode"]
+    assert not changed[0]["identical_episode"] and changed[0]["identical_logits"] == 0
 
 
 def test_decisions_without_gradients_follow_every_change_of_the_adapter(worlds):

@@ -38,6 +38,17 @@ def _reassembled(vision: Agent, core_path: Path, adapter_path: Path, other: Agen
     return Agent(policy.eval(), vision.spec, vision.feature_names, vision.manifest, vision.provenance)
 
 
+@torch.no_grad()
+def _same_logits(a: Agent, b: Agent, steps: list[dict]) -> int:
+    """At how many of the episode's observations the two agents' masked logits (every head) are bitwise equal."""
+    same = 0
+    for step in steps:
+        f = torch.as_tensor(step["obs"]["features"])[None]
+        m = torch.as_tensor(step["obs"]["action_mask"])[None]
+        same += int(torch.equal(a.net(f, m, mode="greedy").logits, b.net(f, m, mode="greedy").logits))
+    return same
+
+
 def reattach_check(vision_agent: Path, core: Path, adapter: Path, other_agent: Path, worlds: dict,
                    seeds: list[int]) -> dict:
     """Per world: episodes played by the vision agent and by its reassembled copy, and how many match exactly."""
@@ -55,7 +66,9 @@ def reattach_check(vision_agent: Path, core: Path, adapter: Path, other_agent: P
             b = run_episode(env, NeuralTamiyo(rebuilt), seed, steps=b_steps)
             same = [list(x["action"]) == list(y["action"]) for x, y in zip(a_steps, b_steps)]
             rows.append({"seed": seed, "decisions": len(a_steps), "identical_decisions": int(sum(same)) if
-                         len(a_steps) == len(b_steps) else 0, "identical_episode": asdict(a) == asdict(b),
+                         len(a_steps) == len(b_steps) else 0, "identical_logits": _same_logits(vision, rebuilt, a_steps),
+                         "non_wait_decisions": sum(int(x["action"][0]) != 0 for x in a_steps),
+                         "identical_episode": asdict(a) == asdict(b),
                          "final_metric": a.final_metric, "return": a.episode_return, "germinations": a.germinations})
             log.info(f"{name} seed {seed}: {rows[-1]['identical_decisions']}/{len(a_steps)} decisions identical, "
                      f"episode identical: {rows[-1]['identical_episode']}")

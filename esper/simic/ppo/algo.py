@@ -129,13 +129,12 @@ def build_ppo_config(cfg: TrainTamiyoConfig, plan: RunnerPlan) -> PPOConfig:
             # then returns no samples and the iteration is wasted, so wait longer.
             sample_timeout_s=900.0,
         )
-        .learners(num_learners=0, num_gpus_per_learner=0)
+        .learners(num_learners=0, num_gpus_per_learner=0, learner_class=TamiyoPPOLearner)
         .training(
             train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size, num_epochs=p.num_epochs,
             lr=p.lr, gamma=cfg.world.reward.gamma, lambda_=p.lambda_, clip_param=p.clip_param, entropy_coeff=p.entropy_coeff,
             vf_loss_coeff=p.vf_loss_coeff, grad_clip=p.grad_clip, use_kl_loss=p.kl_coeff > 0, kl_coeff=p.kl_coeff,
         )
-        .training(learner_class=TamiyoPPOLearner)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=TamiyoRLModule, model_config=module_config(cfg)))
         .callbacks(EsperMetricsCallback)
         .resources(num_cpus_for_main_process=0)
