@@ -2,9 +2,9 @@
 agent) behind the guarded FastAPI app.
 
 Single decisions are merged by `@serve.batch` into one policy pass per domain. The agents arrive as Serve's
-user_config and are loaded in `reconfigure`: re-running `serve.run` with new agents (launch.reload) swaps them in
-place — a new adapter for one domain, or a new domain, without restarting the replica — and requests already
-holding an old policy finish on it. (Serve's model multiplexing routes by a header and evicts by LRU, for many
+user_config and are loaded in `reconfigure`: re-running `serve.run` with new agents (launch.reload) rolls the
+replica — the new one starts before the old one stops (`max_surge_percent`), so no request is refused — and a
+config-file deploy (`serve deploy`) applies them in place; requests already holding an old policy finish on it. (Serve's model multiplexing routes by a header and evicts by LRU, for many
 large models; here every domain is a few-KB adapter on one core, all held at once.)
 """
 
